@@ -1,0 +1,3 @@
+"""callbacks of lightning-addons."""
+
+__all__: list[str] = []

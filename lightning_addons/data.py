@@ -1,0 +1,115 @@
+"""Where data lives: the shared test-data folder, a download cache, and a cached downloader.
+
+Real users download public datasets once into :func:`cache_dir`; tests and CI point loaders at the
+copies in ``../shared/data`` (see :func:`shared_data_path`). Every loader also accepts a local path.
+
+Environment variables:
+    ``LIGHTNING_ADDONS_DATA``: folder holding shared data files (default: ``../shared/data`` next to
+        the repository root, if it exists).
+    ``LIGHTNING_ADDONS_CACHE``: cache folder for downloads and built models
+        (default: ``~/.cache/lightning_addons``).
+
+Example:
+    >>> from lightning_addons.data import cache_dir
+    >>> cache_dir().name
+    'lightning_addons'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+DATA_ENV = "LIGHTNING_ADDONS_DATA"
+CACHE_ENV = "LIGHTNING_ADDONS_CACHE"
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path | None:
+    """The folder of shared data files, or ``None`` when there is none."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    candidate = _repo_root().parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+def shared_data_path(name: str) -> Path:
+    """Path of a file in the shared data folder.
+
+    Raises:
+        FileNotFoundError: naming the folder searched and the variable that overrides it.
+    """
+    folder = shared_data_dir()
+    if folder is None:
+        raise FileNotFoundError(
+            f"No shared data folder: set {DATA_ENV} to a folder holding {name!r} "
+            f"(looked for {_repo_root().parent / 'shared' / 'data'})."
+        )
+    path = folder / name
+    if not path.exists():
+        raise FileNotFoundError(f"{name!r} not found in the shared data folder {folder} (set {DATA_ENV}).")
+    return path
+
+
+def cache_dir(*parts: str) -> Path:
+    """The cache folder (created), optionally a subfolder of it."""
+    root = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "lightning_addons")).expanduser()
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(
+    url: str,
+    filename: str,
+    local_path: str | os.PathLike | None = None,
+    sha256: str | None = None,
+    subdir: str = "datasets",
+) -> Path:
+    """Return a local copy of ``url``: ``local_path`` if given, else the cache, downloading once.
+
+    The download goes to a temporary file and is moved into place only when complete (and, if
+    ``sha256`` is given, verified), so an interrupted download never leaves a broken cache entry.
+
+    Raises:
+        FileNotFoundError: ``local_path`` was given but does not exist.
+        ValueError: the downloaded file does not match ``sha256``.
+    """
+    if local_path is not None:
+        path = Path(local_path).expanduser()
+        if path.is_dir():
+            path = path / filename
+        if not path.exists():
+            raise FileNotFoundError(f"local_path={str(local_path)!r} does not exist (expected {filename!r}).")
+        return path
+    target = cache_dir(subdir) / filename
+    if target.exists():
+        return target
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{filename}.")
+    os.close(fd)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+            shutil.copyfileobj(resp, out)
+        if sha256 is not None and sha256sum(tmp) != sha256:
+            raise ValueError(f"Checksum mismatch for {url}: expected sha256 {sha256}.")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target

@@ -1,0 +1,5 @@
+"""LightningModules. Pure-torch blocks live in :mod:`lightning_addons.modules.nn`."""
+
+from lightning_addons.modules.classifier import ImageClassifier
+
+__all__ = ["ImageClassifier"]

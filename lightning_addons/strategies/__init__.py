@@ -1,0 +1,3 @@
+"""strategies of lightning-addons."""
+
+__all__: list[str] = []

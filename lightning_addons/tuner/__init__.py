@@ -1,0 +1,3 @@
+"""tuner of lightning-addons."""
+
+__all__: list[str] = []

@@ -1,0 +1,60 @@
+"""Test-wide settings: one thread (two threads ran 20-100x slower under load on 2 shared cores),
+offline, a private cache dir, shared data from ../shared/data, clean distributed state."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+os.environ.setdefault("PL_DISABLE_FORK", "0")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _reset_state():
+    """Each test starts with one torch thread and no process group; a test's leftovers are removed."""
+    torch.set_num_threads(1)
+    yield
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RANK"):
+        os.environ.pop(key, None)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The shared data folder (``../shared/data`` or ``$LIGHTNING_ADDONS_DATA``); skips if absent outside CI."""
+    from lightning_addons.data import shared_data_dir
+
+    path = shared_data_dir()
+    if path is None or not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("CI must have ../shared/data beside the clone")
+        pytest.skip("no shared data folder")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Downloads and built models go to a per-session cache unless LIGHTNING_ADDONS_CACHE is set."""
+    if "LIGHTNING_ADDONS_CACHE" not in os.environ:
+        os.environ["LIGHTNING_ADDONS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
