@@ -1,3 +1,5 @@
 """callbacks of lightning-addons."""
 
-__all__: list[str] = []
+from lightning_addons.callbacks.gmm_auditor import GMMFilterAuditor
+
+__all__: list[str] = ["GMMFilterAuditor"]
