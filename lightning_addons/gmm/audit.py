@@ -76,11 +76,14 @@ def filter_matrix(maps: torch.Tensor) -> torch.Tensor:
     return maps.detach().float().reshape(n, c, -1).transpose(0, 1).contiguous()
 
 
-def dead_filters(mats: torch.Tensor, rel_tol: float = 1e-8) -> torch.Tensor:
-    """``[C]``: filters whose map is (numerically) the same for every sample (e.g. a ReLU that never fires)."""
-    x = mats.to(torch.float64)
-    var = (x - x.mean(1, keepdim=True)).pow(2).sum((-1, -2))
-    energy = x.pow(2).sum((-1, -2))
+def dead_filters(mats: torch.Tensor, rel_tol: float = 1e-8, centred: torch.Tensor | None = None) -> torch.Tensor:
+    """``[C]``: filters whose map is (numerically) the same for every sample (e.g. a ReLU that never fires).
+
+    ``centred`` may pass ``mats`` already centred over the samples (saves a pass over the data)."""
+    x = mats.float()
+    xc = centred if centred is not None else x - x.mean(1, keepdim=True)
+    var = torch.linalg.vector_norm(xc, dim=(-1, -2)).double() ** 2
+    energy = torch.linalg.vector_norm(x, dim=(-1, -2)).double() ** 2
     return var <= rel_tol * energy + 1e-20 * x.shape[1] * x.shape[2]
 
 
@@ -107,9 +110,9 @@ def _fit(points, k, backend, seed):
     return (fit_gmm_torch if backend == "torch" else fit_gmm_sklearn)(points, k, seed=seed)
 
 
-def _project(mats: torch.Tensor, backend: str, seed: int) -> torch.Tensor:
+def _project(mats: torch.Tensor, backend: str, seed: int, centred: bool = False) -> torch.Tensor:
     if backend == "torch":
-        return project_2d(mats.to(torch.float64), seed=seed)
+        return project_2d(mats.float(), seed=seed, centred=centred).double()
     import numpy as np
     from sklearn.decomposition import PCA
     from threadpoolctl import threadpool_limits
@@ -150,7 +153,8 @@ def audit_layer(
     mats = filter_matrix(maps)
     c, n, _ = mats.shape
     comps = validate_components(components, n)
-    dead = dead_filters(mats)
+    mats_c = mats - mats.mean(1, keepdim=True)
+    dead = dead_filters(mats, centred=mats_c)
     live = (~dead).nonzero().flatten()
     nk = len(comps)
     ch_all = torch.zeros(c, nk, dtype=torch.float64)
@@ -166,7 +170,11 @@ def audit_layer(
     means: list[torch.Tensor] = [torch.zeros(0, 2)] * c
     covs: list[torch.Tensor] = [torch.zeros(0, 2, 2)] * c
     if len(live):
-        pts = normalise_scale(_project(mats[live], backend, seed).cpu())
+        if backend == "torch":
+            src = mats_c if len(live) == c else mats_c[live]
+            pts = normalise_scale(_project(src, backend, seed, centred=True).cpu())
+        else:
+            pts = normalise_scale(_project(mats[live], backend, seed).cpu())
         points[live] = pts
         fits = []
         for j, k in enumerate(comps):

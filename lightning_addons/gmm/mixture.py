@@ -56,7 +56,9 @@ def _check_points(points: torch.Tensor, k: int) -> torch.Tensor:
 
 def _sqdist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``[B, N, K]`` squared distances between points ``[B, N, 2]`` and centres ``[B, K, 2]``."""
-    return (x[:, :, None, :] - c[:, None, :, :]).pow(2).sum(-1)
+    d0 = x[:, :, 0, None] - c[:, None, :, 0]
+    d1 = x[:, :, 1, None] - c[:, None, :, 1]
+    return d0 * d0 + d1 * d1
 
 
 def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 50) -> torch.Tensor:
@@ -79,8 +81,8 @@ def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: i
     labels = _sqdist(x, centres).argmin(-1)
     for _ in range(iters):
         onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)  # [B, N, K]
-        counts = onehot.sum(1)  # [B, K]
-        sums = onehot.transpose(1, 2) @ x  # [B, K, 2]
+        sums_c = onehot.transpose(1, 2) @ torch.cat([x, torch.ones_like(x[..., :1])], -1)  # [B, K, 3]
+        sums, counts = sums_c[..., :2], sums_c[..., 2]
         new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres)
         new_labels = _sqdist(x, new_c).argmin(-1)
         centres = new_c
@@ -92,12 +94,16 @@ def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: i
 
 def _m_step(x: torch.Tensor, resp: torch.Tensor, reg: float):
     eps = 10 * torch.finfo(x.dtype).eps
-    nk = resp.sum(1) + eps  # [B, K]
-    means = resp.transpose(1, 2) @ x / nk[..., None]  # [B, K, 2]
-    diff = x[:, None, :, :] - means[:, :, None, :]  # [B, K, N, 2]
-    w = resp.transpose(1, 2)[..., None]  # [B, K, N, 1]
-    cov = (w * diff).transpose(-1, -2) @ diff / nk[..., None, None]
-    cov = cov + reg * torch.eye(2, dtype=x.dtype)
+    rt = resp.transpose(1, 2)  # [B, K, N]
+    nk = (rt @ torch.ones_like(x[..., :1]))[..., 0] + eps  # [B, K]
+    x0, x1 = x[..., 0:1], x[..., 1:2]
+    moments = rt @ torch.cat([x, x0 * x0, x0 * x1, x1 * x1], dim=-1) / nk[..., None]  # [B, K, 5]
+    means = moments[..., :2]
+    m0, m1 = means[..., 0], means[..., 1]
+    c00 = (moments[..., 2] - m0 * m0).clamp_min(0) + reg
+    c01 = moments[..., 3] - m0 * m1
+    c11 = (moments[..., 4] - m1 * m1).clamp_min(0) + reg
+    cov = torch.stack([torch.stack([c00, c01], -1), torch.stack([c01, c11], -1)], -2)
     weights = nk / nk.sum(-1, keepdim=True)
     return weights, means, cov
 
@@ -106,8 +112,8 @@ def _weighted_log_prob(x, weights, means, cov) -> torch.Tensor:
     """``[B, N, K]`` log(w_k N(x | mu_k, Sigma_k)) with closed-form 2x2 inverses."""
     a, bb, c = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]  # [B, K]
     det = (a * c - bb * bb).clamp_min(1e-300)
-    d = x[:, :, None, :] - means[:, None, :, :]  # [B, N, K, 2]
-    d0, d1 = d[..., 0], d[..., 1]
+    d0 = x[:, :, 0, None] - means[:, None, :, 0]  # [B, N, K]
+    d1 = x[:, :, 1, None] - means[:, None, :, 1]
     maha = (d0 * d0 * c[:, None] - 2 * d0 * d1 * bb[:, None] + d1 * d1 * a[:, None]) / det[:, None]
     return -0.5 * maha - 0.5 * torch.log(det)[:, None] - LOG_2PI + torch.log(weights)[:, None]
 
