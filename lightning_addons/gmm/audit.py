@@ -186,17 +186,20 @@ def audit_layer(
             best = ch_all[live].argmax(-1)  # ties (e.g. all collapsed) -> the smallest K
         else:
             best = bic_all[live].argmin(-1)
-        for row, (fi, bj) in enumerate(zip(live.tolist(), best.tolist())):
-            fit = fits[bj]
-            labels[fi] = fit.labels[row]
-            log_prob[fi] = fit.log_prob[row]
-            k_chosen[fi] = comps[bj]
-            weights[fi], means[fi], covs[fi] = fit.weights[row], fit.means[row], fit.covariances[row]
-            kk = comps[bj]
-            comp_lp[fi, :, :kk] = _weighted_log_prob(
-                pts[row : row + 1], weights[fi][None].double(), means[fi][None].double(), covs[fi][None].double()
-            )[0]
-            w_pad[fi, :kk] = weights[fi].double()
+        for j, fit in enumerate(fits):
+            rows = (best == j).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            fis = live[rows]
+            kk = comps[j]
+            labels[fis] = fit.labels[rows]
+            log_prob[fis] = fit.log_prob[rows].double()
+            k_chosen[fis] = kk
+            w, mu, cv = fit.weights[rows].double(), fit.means[rows].double(), fit.covariances[rows].double()
+            comp_lp[fis, :, :kk] = _weighted_log_prob(pts[rows], w, mu, cv)
+            w_pad[fis, :kk] = w
+            for r, fi in enumerate(fis.tolist()):
+                weights[fi], means[fi], covs[fi] = w[r], mu[r], cv[r]
     ch = ch_all.gather(1, (torch.tensor([comps.index(int(k)) if k else 0 for k in k_chosen]))[:, None])[:, 0]
     ch = torch.where(dead, torch.zeros_like(ch), ch)
     counts = torch.nn.functional.one_hot(labels, max(comps)).sum(1)

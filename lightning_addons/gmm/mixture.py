@@ -79,16 +79,21 @@ def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: i
         centres = torch.cat([centres, cand_pts[ar, best][:, None, :]], dim=1)
         closest = torch.minimum(closest, d_cand[ar, :, best])
     labels = _sqdist(x, centres).argmin(-1)
+    act = torch.arange(b, device=x.device)  # problems whose labels still change
+    ones = torch.ones_like(x[..., :1])
     for _ in range(iters):
-        onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)  # [B, N, K]
-        sums_c = onehot.transpose(1, 2) @ torch.cat([x, torch.ones_like(x[..., :1])], -1)  # [B, K, 3]
+        xa, la = x[act], labels[act]
+        onehot = torch.nn.functional.one_hot(la, k).to(x.dtype)  # [A, N, K]
+        sums_c = onehot.transpose(1, 2) @ torch.cat([xa, ones[act]], -1)  # [A, K, 3]
         sums, counts = sums_c[..., :2], sums_c[..., 2]
-        new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres)
-        new_labels = _sqdist(x, new_c).argmin(-1)
-        centres = new_c
-        if torch.equal(new_labels, labels):
+        new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres[act])
+        new_l = _sqdist(xa, new_c).argmin(-1)
+        centres[act] = new_c
+        labels[act] = new_l
+        moved = (new_l != la).any(-1)
+        act = act[moved]
+        if len(act) == 0:
             break
-        labels = new_labels
     return labels
 
 
@@ -138,20 +143,19 @@ def fit_gmm_torch(
     weights, means, cov = _m_step(x, resp, reg_covar)
     lower = torch.full((x.shape[0],), -torch.inf, dtype=x.dtype, device=x.device)
     converged = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    act = torch.arange(x.shape[0], device=x.device)  # problems still iterating (compacted as they converge)
     for _ in range(max_iter):
-        wlp = _weighted_log_prob(x, weights, means, cov)
-        lpn = torch.logsumexp(wlp, dim=-1)  # [B, N]
+        xa = x[act]
+        wlp = _weighted_log_prob(xa, weights[act], means[act], cov[act])
+        lpn = torch.logsumexp(wlp, dim=-1)  # [A, N]
         new_lower = lpn.mean(-1)
-        active = ~converged
-        resp = torch.exp(wlp - lpn[..., None])
-        w2, m2, c2 = _m_step(x, resp, reg_covar)
-        weights = torch.where(active[:, None], w2, weights)
-        means = torch.where(active[:, None, None], m2, means)
-        cov = torch.where(active[:, None, None, None], c2, cov)
-        change = (new_lower - lower).abs()
-        lower = torch.where(active, new_lower, lower)
-        converged = converged | (change < tol)
-        if bool(converged.all()):
+        w2, m2, c2 = _m_step(xa, torch.exp(wlp - lpn[..., None]), reg_covar)
+        weights[act], means[act], cov[act] = w2, m2, c2
+        done = (new_lower - lower[act]).abs() < tol
+        lower[act] = new_lower
+        converged[act[done]] = True
+        act = act[~done]
+        if len(act) == 0:
             break
     wlp = _weighted_log_prob(x, weights, means, cov)
     return MixtureFit(weights, means, cov, wlp.argmax(-1), torch.logsumexp(wlp, -1), converged)
