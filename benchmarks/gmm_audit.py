@@ -13,8 +13,9 @@ Reproduce:
 from __future__ import annotations
 
 import argparse
+import os
 import platform
-import resource
+import threading
 import time
 
 import lightning.pytorch as pl
@@ -26,8 +27,37 @@ from lightning_addons.modules import ImageClassifier
 from lightning_addons.modules.nn import AlexNetSmall, LeNet5
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class RssSampler:
+    """Peak resident memory above the start value while active (samples /proc/self/statm every 5 ms)."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self.start = self.peak = self.rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def mb(self) -> float:
+        return (self.peak - self.start) / 2**20
 
 
 def train(model, dm, epochs: int) -> tuple[ImageClassifier, float]:
@@ -69,17 +99,18 @@ def main() -> None:
             module.to(dev)
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            rss0 = peak_rss_mb()
-            start = time.perf_counter()
-            maps = auditor._capture(module, x[idx])
-            if dev.type == "cuda":
-                maps = {k: v.to(dev) for k, v in maps.items()}
-            res = auditor.audit_maps(maps)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            secs = time.perf_counter() - start
+            with RssSampler() as mem:
+                start = time.perf_counter()
+                maps = auditor._capture(module, x[idx])
+                if dev.type == "cuda":
+                    maps = {k: v.to(dev) for k, v in maps.items()}
+                res = auditor.audit_maps(maps)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                secs = time.perf_counter() - start
+                del maps
             gpu = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else 0.0
-            results[backend] = (res, secs, peak_rss_mb() - rss0, gpu)
+            results[backend] = (res, secs, mem.mb, gpu)
             module.to("cpu")
         rs, ts = results["sklearn"][0]["filters"], results["torch"][0]["filters"]
         live = [(a, b) for a, b in zip(rs, ts) if not a["dead"]]
