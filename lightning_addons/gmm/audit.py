@@ -106,8 +106,10 @@ def validate_components(components: Sequence[int], n_samples: int | None = None)
     return sorted(comps)
 
 
-def _fit(points, k, backend, seed):
-    return (fit_gmm_torch if backend == "torch" else fit_gmm_sklearn)(points, k, seed=seed)
+def _fit(points, k, backend, seed, n_jobs=1):
+    if backend == "torch":
+        return fit_gmm_torch(points, k, seed=seed)
+    return fit_gmm_sklearn(points, k, seed=seed, n_jobs=n_jobs)
 
 
 def _project(mats: torch.Tensor, backend: str, seed: int, centred: bool = False) -> torch.Tensor:
@@ -135,12 +137,14 @@ def audit_layer(
     rule_kwargs: dict[str, Any] | None = None,
     backend: Literal["torch", "sklearn"] = "torch",
     seed: int = 0,
+    n_jobs: int = 1,
 ) -> LayerAudit:
     """Audit every filter of one layer from its feature maps ``[N, C, H, W]``.
 
     Per live filter: PCA of the ``N`` flattened maps to 2-D (scaled to unit RMS radius), one Gaussian mixture
     per ``K`` in ``components``, ``K`` chosen by the largest CH index (``criterion="ch"``) or the smallest BIC,
-    then the anomaly ``rule`` on the chosen fits. Dead filters are skipped.
+    then the anomaly ``rule`` on the chosen fits. Dead filters are skipped. ``n_jobs`` spreads the
+    scikit-learn backend's per-filter fits over joblib workers.
 
     Raises:
         ValueError: bad ``maps`` shape, ``components``, ``criterion`` or ``backend``; unknown rule.
@@ -178,7 +182,7 @@ def audit_layer(
         points[live] = pts
         fits = []
         for j, k in enumerate(comps):
-            fit = _fit(pts, k, backend, seed)
+            fit = _fit(pts, k, backend, seed, n_jobs)
             fits.append(fit)
             ch_all[live, j] = calinski_harabasz(pts, fit.labels, k)
             bic_all[live, j] = bic(fit)

@@ -161,6 +161,19 @@ def fit_gmm_torch(
     return MixtureFit(weights, means, cov, wlp.argmax(-1), torch.logsumexp(wlp, -1), converged)
 
 
+def _sklearn_one(xb, k: int, seed: int, reg_covar: float, tol: float, max_iter: int):
+    import warnings
+
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = GaussianMixture(k, covariance_type="full", reg_covar=reg_covar, tol=tol, max_iter=max_iter,
+                             random_state=seed).fit(xb)
+        return gm.weights_, gm.means_, gm.covariances_, gm.predict(xb), gm.score_samples(xb), gm.converged_
+
+
 def fit_gmm_sklearn(
     points: torch.Tensor,
     k: int,
@@ -168,31 +181,21 @@ def fit_gmm_sklearn(
     reg_covar: float = REG_COVAR,
     tol: float = TOL,
     max_iter: int = MAX_ITER,
+    n_jobs: int = 1,
 ) -> MixtureFit:
-    """Reference: one ``sklearn.mixture.GaussianMixture`` per point cloud, under ``threadpool_limits(1)``."""
+    """Reference: one ``sklearn.mixture.GaussianMixture`` per point cloud, each under ``threadpool_limits(1)``;
+    ``n_jobs > 1`` spreads the filters over joblib worker processes."""
     import numpy as np
-    from sklearn.mixture import GaussianMixture
-    from threadpoolctl import threadpool_limits
 
     x = _check_points(points, k).cpu().numpy()
-    out = {key: [] for key in ("w", "m", "c", "l", "p", "v")}
-    with threadpool_limits(1):
-        for xb in x:
-            gm = GaussianMixture(k, covariance_type="full", reg_covar=reg_covar, tol=tol, max_iter=max_iter,
-                                 random_state=seed)
-            import warnings
+    if n_jobs == 1:
+        fits = [_sklearn_one(xb, k, seed, reg_covar, tol, max_iter) for xb in x]
+    else:
+        from joblib import Parallel, delayed
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                gm.fit(xb)
-            out["w"].append(gm.weights_)
-            out["m"].append(gm.means_)
-            out["c"].append(gm.covariances_)
-            out["l"].append(gm.predict(xb))
-            out["p"].append(gm.score_samples(xb))
-            out["v"].append(gm.converged_)
-    t = {key: torch.from_numpy(np.stack(v)) for key, v in out.items()}
-    return MixtureFit(t["w"], t["m"], t["c"], t["l"].long(), t["p"], t["v"].bool())
+        fits = Parallel(n_jobs=n_jobs)(delayed(_sklearn_one)(xb, k, seed, reg_covar, tol, max_iter) for xb in x)
+    t = [torch.from_numpy(np.stack([np.asarray(f[i]) for f in fits])) for i in range(6)]
+    return MixtureFit(t[0], t[1], t[2], t[3].long(), t[4], t[5].bool())
 
 
 def calinski_harabasz(points: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:

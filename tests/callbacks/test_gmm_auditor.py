@@ -157,6 +157,7 @@ def test_non_image_layer_output_is_rejected(make_trainer):
         ({"layers": []}, "`layers` must be None"),
         ({"figures": "all"}, "`figures` must be one of"),
         ({"min_votes": 0}, "`min_votes` must be an integer >= 1"),
+        ({"n_jobs": 0}, r"`n_jobs` must be a positive integer or -1 \(all cores\), got 0"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, match):
