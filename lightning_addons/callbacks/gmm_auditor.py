@@ -162,6 +162,15 @@ class GMMFilterAuditor(pl.Callback):
         self._last_epoch = -1
         self._plot_data: dict[str, dict[str, torch.Tensor]] = {}
 
+    @property
+    def state_key(self) -> str:
+        """Unique per configuration, so several auditors (e.g. two rules) can share a Trainer and a checkpoint."""
+        rule = self.rule if isinstance(self.rule, str) else getattr(self.rule, "__name__", "custom")
+        return self._generate_state_key(
+            layers=self.layers, rule=rule, rule_kwargs=sorted(self.rule_kwargs.items()), criterion=self.criterion,
+            max_samples=self.max_samples, seed=self.seed,
+        )
+
     # ------------------------------------------------------------------ results
     @property
     def latest(self) -> dict[str, Any] | None:

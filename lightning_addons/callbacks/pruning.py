@@ -148,6 +148,10 @@ class AnomalyFilterPruning(pl.Callback):
         self._layer_names: list[str] = []
         self._last_epoch = -1
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(criterion=self.criterion, layers=self.layers, mode=self.mode)
+
     # ------------------------------------------------------------------ public views
     @property
     def pruned_filters(self) -> dict[str, list[int]]:
@@ -214,9 +218,12 @@ class AnomalyFilterPruning(pl.Callback):
 
     def _apoz(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         x = getattr(self.auditor, "_x", None) if self.auditor is not None else None
-        if x is None:
+        if x is None:  # a sequential pass over the first samples: never advances the training loader's RNG
+            from torch.utils.data import DataLoader
+
+            loader = DataLoader(trainer.train_dataloader.dataset, batch_size=256, shuffle=False)
             parts, n = [], 0
-            for batch in trainer.train_dataloader:
+            for batch in loader:
                 xb = batch[0] if isinstance(batch, (list, tuple)) else batch
                 parts.append(xb)
                 n += len(xb)
@@ -273,17 +280,20 @@ class AnomalyFilterPruning(pl.Callback):
     def decide(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict[str, list[int]]:
         """The filters to prune now, per layer (respecting the cap and earlier pruning)."""
         modules = dict(pl_module.named_modules())
-        apoz = self._apoz(trainer, pl_module) if self.criterion == "apoz" else None
-        decision: dict[str, list[int]] = {}
+        counts: dict[str, int] = {}
         for layer in self._layer_names:
+            c = modules[layer].out_channels
+            keep = self.masks.get(layer, torch.ones(c, dtype=torch.bool))
+            cap = min(int(self.max_fraction * c), c - 1)
+            n = min(self._count(layer, c), cap - int((~keep).sum()))
+            if n > 0:
+                counts[layer] = n
+        apoz = self._apoz(trainer, pl_module) if self.criterion == "apoz" and counts else None
+        decision: dict[str, list[int]] = {}
+        for layer, n in counts.items():
             conv = modules[layer]
             c = conv.out_channels
             keep = self.masks.get(layer, torch.ones(c, dtype=torch.bool))
-            cap = min(int(self.max_fraction * c), c - 1)
-            room = cap - int((~keep).sum())
-            n = min(self._count(layer, c), room)
-            if n <= 0:
-                continue
             order = [i for i in self._ranking(trainer, pl_module, layer, conv, epoch, apoz) if 0 <= i < c and bool(keep[i])]
             if order[:n]:
                 decision[layer] = sorted(order[:n])
