@@ -83,8 +83,8 @@ def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: i
     ones = torch.ones_like(x[..., :1])
     for _ in range(iters):
         xa, la = x[act], labels[act]
-        onehot = torch.nn.functional.one_hot(la, k).to(x.dtype)  # [A, N, K]
-        sums_c = onehot.transpose(1, 2) @ torch.cat([xa, ones[act]], -1)  # [A, K, 3]
+        feats = torch.cat([xa, ones[act]], -1)  # [A, N, 3]
+        sums_c = feats.new_zeros(len(act), k, 3).scatter_add_(1, la[..., None].expand(-1, -1, 3), feats)
         sums, counts = sums_c[..., :2], sums_c[..., 2]
         new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres[act])
         new_l = _sqdist(xa, new_c).argmin(-1)
@@ -138,7 +138,7 @@ def fit_gmm_torch(
     """
     x = _check_points(points, k)
     g = torch.Generator(device="cpu").manual_seed(seed)
-    labels = kmeans_batched(x.cpu(), k, g).to(x.device)
+    labels = kmeans_batched(x.float().cpu(), k, g).to(x.device)  # float32 suffices to rank distances
     resp = torch.nn.functional.one_hot(labels, k).to(x.dtype)
     weights, means, cov = _m_step(x, resp, reg_covar)
     lower = torch.full((x.shape[0],), -torch.inf, dtype=x.dtype, device=x.device)
