@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -163,3 +164,14 @@ def test_non_image_layer_output_is_rejected(make_trainer):
 def test_bad_arguments_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GMMFilterAuditor(**kwargs)
+
+
+def test_auditor_writes_a_tensorboard_table(make_trainer, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    auditor = GMMFilterAuditor(max_samples=64, figures="none")
+    make_trainer(limit_train_batches=1, limit_val_batches=1, callbacks=[auditor], logger=logger).fit(
+        lenet_module(), DigitsDataModule(resize=32))
+    assert list(Path(logger.log_dir).glob("events.out.tfevents.*"))
+    assert (Path(logger.log_dir) / "gmm_audit" / "audit_epoch000.json").is_file()  # tables under the log dir
