@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from lightning_addons.gmm.audit import BACKENDS, CRITERIA, LayerAudit, audit_layer, validate_components
+from lightning_addons.gmm.audit import BACKENDS, CRITERIA, LayerAudit, audit_layers, validate_components
 from lightning_addons.gmm.rules import RULE_PARAMS, RULES
 
 FIGURES = ("end", "every", "none")
@@ -332,11 +332,9 @@ class GMMFilterAuditor(pl.Callback):
             raise ValueError("`maps` must hold at least one layer's feature maps.")
         n = next(iter(maps.values())).shape[0]
         ids = self._sample_ids if self._sample_ids is not None and len(self._sample_ids) == n else torch.arange(n)
-        audits: dict[str, LayerAudit] = {}
-        for name, m in maps.items():
-            audits[name] = audit_layer(
-                m, self.components, self.criterion, self.rule, self.rule_kwargs, self.backend, self.seed, self.n_jobs
-            )
+        audits: dict[str, LayerAudit] = audit_layers(
+            maps, self.components, self.criterion, self.rule, self.rule_kwargs, self.backend, self.seed, self.n_jobs
+        )
         votes = sum((a.flagged & a.anomaly[:, None]).sum(0) for a in audits.values())
         outliers = (votes >= self.min_votes).nonzero().flatten()
         filters, layers = [], {}
