@@ -81,11 +81,16 @@ def _kmeanspp_seed(x: torch.Tensor, k: int, generator: torch.Generator) -> torch
     return centres
 
 
-def _lloyd(x: torch.Tensor, centres: torch.Tensor, iters: int = 50) -> torch.Tensor:
-    """Lloyd iterations from ``centres`` ``[B, K, 2]`` (unused slots at +inf never win) until no label changes."""
+def _lloyd(x: torch.Tensor, centres: torch.Tensor, iters: int = 50, tol: float = 1e-4) -> torch.Tensor:
+    """Lloyd iterations from ``centres`` ``[B, K, 2]`` (unused slots at +inf never win).
+
+    A problem stops, as in scikit-learn's ``KMeans``, when no label changes or when the summed squared
+    shift of its centres is at most ``tol`` times the mean per-dimension variance of its points; the labels
+    returned are always the assignment to the final centres."""
     b, _, _ = x.shape
     k = centres.shape[1]
     centres = centres.clone()
+    tol_abs = x.var(1, unbiased=False).mean(-1) * tol  # [B], sklearn's _tolerance
     labels = _sqdist(x, centres).argmin(-1)
     act = torch.arange(b, device=x.device)  # problems whose labels still change
     ones = torch.ones_like(x[..., :1])
@@ -96,9 +101,10 @@ def _lloyd(x: torch.Tensor, centres: torch.Tensor, iters: int = 50) -> torch.Ten
         sums, counts = sums_c[..., :2], sums_c[..., 2]
         new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres[act])
         new_l = _sqdist(xa, new_c).argmin(-1)
+        shift = (new_c - centres[act]).nan_to_num(0.0, posinf=0.0, neginf=0.0).pow(2).sum((-1, -2))
         centres[act] = new_c
         labels[act] = new_l
-        moved = (new_l != la).any(-1)
+        moved = (new_l != la).any(-1) & (shift > tol_abs[act])
         act = act[moved]
         if len(act) == 0:
             break
@@ -178,7 +184,7 @@ def _m_step_phi(phi: torch.Tensor, resp: torch.Tensor, valid: torch.Tensor, reg:
 def _em(x: torch.Tensor, labels: torch.Tensor, ks: torch.Tensor, reg_covar: float, tol: float, max_iter: int):
     """EM for every problem of ``x`` ``[P, N, 2]`` from hard ``labels``; problem ``p`` uses ``ks[p]`` of the
     ``K = max(ks)`` component slots. Each problem stops at its own convergence (its parameters are frozen
-    then); finished problems are dropped from the working batch once they are half of it."""
+    then); finished problems are dropped from the working batch once they are a fifth of it."""
     p_all = x.shape[0]
     kmax = int(ks.max())
     valid = torch.arange(kmax, device=x.device)[None, :] < ks[:, None]  # [P, K]
@@ -207,7 +213,7 @@ def _em(x: torch.Tensor, labels: torch.Tensor, ks: torch.Tensor, reg_covar: floa
         n_act = int(active.sum())
         if n_act == 0:
             break
-        if 2 * n_act <= len(cur):  # compact: keep only the problems still iterating
+        if 5 * n_act <= 4 * len(cur):  # compact (copying is cheaper than iterating finished problems)
             keep = active.nonzero().flatten()
             cur, ph, va, w, mu, cv, lower = cur[keep], ph[keep], va[keep], w[keep], mu[keep], cv[keep], lower[keep]
             active = torch.ones(len(keep), dtype=torch.bool, device=x.device)
