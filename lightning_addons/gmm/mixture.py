@@ -2,7 +2,8 @@
 
 Both backends fit full-covariance mixtures initialised by k-means (like scikit-learn's default), with
 ``reg_covar=1e-6``, ``tol=1e-3`` and ``max_iter=100``, and return the same :class:`MixtureFit`. The torch
-backend fits every filter of a layer at once (closed-form 2x2 inverses, per-problem convergence); the
+backend fits every filter at once (closed-form 2x2 inverses, per-problem convergence);
+:func:`fit_gmm_torch_many` puts several K (and several layers' filters) into the same batch. The
 scikit-learn backend is the reference it is tested against.
 
 Example:
