@@ -11,12 +11,14 @@ from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score
 from lightning_addons.gmm import (
     RuleInput,
     audit_layer,
+    audit_layers,
     calinski_harabasz,
     ch_outlier,
     dead_filters,
     filter_matrix,
     fit_gmm_sklearn,
     fit_gmm_torch,
+    fit_gmm_torch_many,
     likelihood,
     normalise_scale,
     project_2d,
@@ -214,3 +216,34 @@ def test_audit_layer_rejects_unknown_backend_criterion_and_rule():
         audit_layer(maps, criterion="aic")
     with pytest.raises(ValueError, match="`rule` must be one of"):
         audit_layer(maps, rule="zscore")
+
+
+def test_one_batch_over_layers_and_k_gives_the_per_layer_per_k_fits():
+    """fit_gmm_torch_many (all K, several seeded groups in one batch) reproduces separate fit_gmm_torch calls."""
+    layer_a = torch.stack([blobs([50, 40, 30], [(0, 0), (5, 0), (0, 5)], seed=s) for s in range(4)])
+    layer_b = torch.stack([blobs([70, 50], [(0, 0), (4, 4)], seed=10 + s) for s in range(3)])
+    many = fit_gmm_torch_many(torch.cat([layer_a, layer_b]), [2, 3, 4], seed=3, groups=[4, 3])
+    for j, k in enumerate([2, 3, 4]):
+        alone = [fit_gmm_torch(layer_a, k, seed=3), fit_gmm_torch(layer_b, k, seed=3)]
+        assert many[j].weights.shape == (7, k)
+        assert torch.equal(many[j].labels, torch.cat([f.labels for f in alone]))
+        torch.testing.assert_close(many[j].log_prob, torch.cat([f.log_prob for f in alone]), rtol=1e-8, atol=1e-8)
+        assert torch.equal(many[j].converged, torch.cat([f.converged for f in alone]))
+    with pytest.raises(ValueError, match=r"`groups` must be non-negative sizes summing to B=7"):
+        fit_gmm_torch_many(torch.cat([layer_a, layer_b]), [2], groups=[4, 4])
+    with pytest.raises(ValueError, match=r"`ks` must hold at least one"):
+        fit_gmm_torch_many(layer_a, [])
+
+
+def test_audit_layers_equals_auditing_each_layer_alone():
+    g = torch.Generator().manual_seed(5)
+    maps = {"a": torch.randn(80, 6, 4, 4, generator=g), "b": torch.randn(80, 5, 3, 3, generator=g) ** 2}
+    maps["a"][:, 2] = 1.0  # a dead filter
+    together = audit_layers(maps, seed=1)
+    for name, m in maps.items():
+        alone = audit_layer(m, seed=1)
+        assert torch.equal(together[name].k, alone.k) and torch.equal(together[name].anomaly, alone.anomaly)
+        assert torch.equal(together[name].dead, alone.dead)
+        torch.testing.assert_close(together[name].ch, alone.ch, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match=r"same number of samples for every layer"):
+        audit_layers({"a": maps["a"], "c": torch.randn(50, 3, 4, 4)})
