@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 #: import name -> (pip extra, distribution name) for every optional dependency we use.
@@ -23,11 +23,10 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "torch_sparse": ("tsl", "torch-sparse"),
     "pytorch_lightning": ("tsl", "pytorch-lightning"),
     "torch_pruning": ("prune", "torch-pruning"),
-    "scipy": ("ts", "scipy"),
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def module_available(name: str) -> bool:
     """Whether ``name`` can be imported, without importing it."""
     try:
