@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--result", default=None, help="with --flower-app: where the ServerApp writes its JSON"
     )
+    parser.add_argument("--alphas", type=float, nargs="+", default=None, help="cachefl: override `alphas`")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="cachefl: override `seeds`")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing federation checkpoint")
     args = parser.parse_args(argv)
     path = Path(args.config)
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs = dict(raw["cachefl"] or {})
         if args.out:
             kwargs["out"] = args.out
+        if args.alphas:
+            kwargs["alphas"] = args.alphas
+        if args.seeds:
+            kwargs["seeds"] = args.seeds
         return run_cachefl(**kwargs)
 
     from lightning_addons.federated.config import build_simulation, load_config
