@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -356,7 +355,3 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['seconds']:.0f} s"
     )
     return "\n".join(lines)
-
-
-def _isfinite(x: float) -> bool:
-    return isinstance(x, float) and math.isfinite(x)
