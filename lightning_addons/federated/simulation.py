@@ -342,9 +342,10 @@ class FederatedSimulation:
         max_epochs = -1 if self.local_steps is not None else self.local_epochs
         with _quiet_lightning():
             trainer = self._trainer(max_epochs, callbacks, **overrides)
-            trainer.fit(self.module, datamodule=dm) if isinstance(
-                dm, pl.LightningDataModule
-            ) else trainer.fit(self.module, train_dataloaders=dm)
+            if isinstance(dm, pl.LightningDataModule):
+                trainer.fit(self.module, datamodule=dm)
+            else:  # a bare DataLoader
+                trainer.fit(self.module, train_dataloaders=dm)
         for cb in self.callbacks:
             cb.on_client_end(self, round, client, self.module)
         return get_federated_state(self.module), self._num_samples(dm)
