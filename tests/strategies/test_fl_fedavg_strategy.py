@@ -82,3 +82,36 @@ def test_two_rank_fedavg_matches_the_simulation(server_optimizer):
     assert any(not torch.equal(start[k], ddp_state[k]) for k in start)  # it trained
     for key in sim_state:
         torch.testing.assert_close(ddp_state[key], sim_state[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_rank_with_a_nan_state_is_not_averaged_in(caplog):
+    import lightning.pytorch as pl
+
+    class Poison(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                with torch.no_grad():
+                    next(pl_module.parameters()).fill_(float("nan"))
+
+    module = _module()
+    start = get_federated_state(module)
+    trainer = Trainer(
+        strategy=FedAvgStrategy(round_every_n_epochs=1),
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[Poison()],
+    )
+    fdm = FederatedDataModule(DigitsDataModule(resize=32), num_clients=1)
+    with caplog.at_level("WARNING"):
+        trainer.fit(module, datamodule=fdm)
+    assert "rank 0 sent an invalid update" in caplog.text and "not averaged in" in caplog.text
+    end = get_federated_state(module)
+    assert all(torch.equal(start[k], end[k]) for k in start)  # the round kept the last global state
+    assert trainer.strategy.rounds_done == 1
