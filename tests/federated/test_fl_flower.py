@@ -60,7 +60,8 @@ def _wait_for(predicate, timeout: float, what: str, procs=()) -> None:
                     f"{what}: process exited with {p.returncode}:\n{Path(log).read_text()[-3000:]}"
                 )
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    logs = "\n".join(f"--- {Path(log).name}:\n{Path(log).read_text()[-2000:]}" for _, log in procs)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
 
 
 def test_flower_strategy_names_are_checked():
