@@ -1,3 +1,6 @@
 """callbacks of lightning-addons."""
 
-__all__: list[str] = []
+from lightning_addons.callbacks.gmm_auditor import GMMFilterAuditor
+from lightning_addons.callbacks.pruning import AnomalyFilterPruning
+
+__all__: list[str] = ["AnomalyFilterPruning", "GMMFilterAuditor"]
