@@ -1,3 +1,5 @@
 """callbacks of lightning-addons."""
 
-__all__: list[str] = []
+from lightning_addons.callbacks.flops import FlopsProfiler
+
+__all__: list[str] = ["FlopsProfiler"]
