@@ -154,27 +154,32 @@ def _summary(name: str, values: list[float]) -> str:
     return f"{mean:.4f} +- {sd:.4f}"
 
 
+def _etth1_models(horizon: int) -> dict:
+    """Builders of the ETTh1 models for one horizon (same hyper-parameters for attention and RAM)."""
+    return {
+        "iTransformer/attention": lambda: ITransformer(
+            window=96, horizon=horizon, d_model=64, d_ff=64, n_heads=4, num_layers=2, mixer="attention"
+        ),
+        "iTransformer/mlp": lambda: ITransformer(
+            window=96, horizon=horizon, d_model=64, d_ff=64, n_heads=4, num_layers=2, mixer="mlp"
+        ),
+        "PatchTST/attention": lambda: PatchTST(
+            window=96, horizon=horizon, d_model=32, d_ff=64, n_heads=4, num_layers=2, mixer="attention"
+        ),
+        "PatchTST/mlp": lambda: PatchTST(
+            window=96, horizon=horizon, d_model=32, d_ff=64, n_heads=4, num_layers=2, mixer="mlp"
+        ),
+        "Linear (NLinear)": lambda: LinearForecaster(96, horizon),
+        "SeasonalNaive (24h)": lambda: SeasonalNaive(96, horizon, 24),
+    }
+
+
 def part_etth1(seeds: list[int], epochs: int, horizons: list[int], path: str | None) -> list[dict]:
     rows = []
     for horizon in horizons:
         dm = ETTh1DataModule(path=path, lookback=96, horizon=horizon, batch_size=32)
         dm.setup()
-        models = {
-            "iTransformer/attention": lambda: ITransformer(
-                window=96, horizon=horizon, d_model=64, d_ff=64, n_heads=4, num_layers=2, mixer="attention"
-            ),
-            "iTransformer/mlp": lambda: ITransformer(
-                window=96, horizon=horizon, d_model=64, d_ff=64, n_heads=4, num_layers=2, mixer="mlp"
-            ),
-            "PatchTST/attention": lambda: PatchTST(
-                window=96, horizon=horizon, d_model=32, d_ff=64, n_heads=4, num_layers=2, mixer="attention"
-            ),
-            "PatchTST/mlp": lambda: PatchTST(
-                window=96, horizon=horizon, d_model=32, d_ff=64, n_heads=4, num_layers=2, mixer="mlp"
-            ),
-            "Linear (NLinear)": lambda: LinearForecaster(96, horizon),
-            "SeasonalNaive (24h)": lambda: SeasonalNaive(96, horizon, 24),
-        }
+        models = _etth1_models(horizon)
         print(
             f"\n== ETTh1, lookback 96, horizon {horizon}: {epochs} epochs, lr 1e-3 (linear 5e-3), MSE loss =="
         )
