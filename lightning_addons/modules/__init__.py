@@ -1,5 +1,6 @@
 """LightningModules. Pure-torch blocks live in :mod:`lightning_addons.modules.nn`."""
 
 from lightning_addons.modules.classifier import ImageClassifier
+from lightning_addons.modules.forecaster import Forecaster
 
-__all__ = ["ImageClassifier"]
+__all__ = ["Forecaster", "ImageClassifier"]
