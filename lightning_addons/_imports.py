@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 #: import name -> (pip extra, distribution name) for every optional dependency we use.
@@ -27,7 +27,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def module_available(name: str) -> bool:
     """Whether ``name`` can be imported, without importing it."""
     try:

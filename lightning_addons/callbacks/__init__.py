@@ -1,3 +1,5 @@
 """callbacks of lightning-addons."""
 
-__all__: list[str] = []
+from lightning_addons.callbacks.energy import EnergyMeter
+
+__all__: list[str] = ["EnergyMeter"]
