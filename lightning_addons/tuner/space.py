@@ -143,6 +143,8 @@ class Param:
             else:
                 v = self.low - 0.5 + u * (self.high - self.low + 1)
             return int(min(max(round(v), self.low), self.high))
+        if abs(u - self.to_unit(self.default)) < 1e-12:
+            return self.default  # exact defaults despite float round-off
         if self.log:
             return float(math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low))))
         return float(self.low + u * (self.high - self.low))
