@@ -76,6 +76,7 @@ class GMMFilterAuditor(pl.Callback):
         save_dir: folder of the tables and figures (``None``: ``<trainer.log_dir>/gmm_audit``).
         save_tables: write JSON/CSV per audit.
         figures: ``"end"`` (after fit), ``"every"`` (after each audit) or ``"none"``.
+        n_jobs: joblib worker processes for the scikit-learn backend's per-filter fits (``-1``: all cores).
 
     Raises:
         ValueError: bad arguments (at construction); at setup: no ``nn.Conv2d`` in the model, unknown layer
@@ -112,6 +113,7 @@ class GMMFilterAuditor(pl.Callback):
         save_dir: str | None = None,
         save_tables: bool = True,
         figures: Literal["end", "every", "none"] = "end",
+        n_jobs: int = 1,
     ) -> None:
         super().__init__()
         if layers is not None and (
@@ -140,6 +142,9 @@ class GMMFilterAuditor(pl.Callback):
                     raise ValueError(
                         f"`rule_kwargs` has keys {unknown} that rule {rule!r} does not take; allowed: {list(RULE_PARAMS[rule])}."
                     )
+        if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0 or n_jobs < -1:
+            raise ValueError(f"`n_jobs` must be a positive integer or -1 (all cores), got {n_jobs!r}.")
+        self.n_jobs = n_jobs
         if figures not in FIGURES:
             raise ValueError(f"`figures` must be one of {list(FIGURES)}, got {figures!r}.")
         self.layers = list(layers) if layers is not None else None
@@ -156,6 +161,15 @@ class GMMFilterAuditor(pl.Callback):
         self._out_dir: Path | None = None
         self._last_epoch = -1
         self._plot_data: dict[str, dict[str, torch.Tensor]] = {}
+
+    @property
+    def state_key(self) -> str:
+        """Unique per configuration, so several auditors (e.g. two rules) can share a Trainer and a checkpoint."""
+        rule = self.rule if isinstance(self.rule, str) else getattr(self.rule, "__name__", "custom")
+        return self._generate_state_key(
+            layers=self.layers, rule=rule, rule_kwargs=sorted(self.rule_kwargs.items()), criterion=self.criterion,
+            max_samples=self.max_samples, seed=self.seed,
+        )
 
     # ------------------------------------------------------------------ results
     @property
@@ -312,13 +326,16 @@ class GMMFilterAuditor(pl.Callback):
         return out
 
     def audit_maps(self, maps: dict[str, torch.Tensor], epoch: int = 0, step: int = 0) -> dict[str, Any]:
-        """Audit captured feature maps ``{layer: [N, C, H, W]}`` (pure: usable without a Trainer)."""
-        assert self._sample_ids is not None or True
-        ids = self._sample_ids if self._sample_ids is not None else torch.arange(next(iter(maps.values())).shape[0])
+        """Audit captured feature maps ``{layer: [N, C, H, W]}`` (usable without a Trainer; sample ids are the
+        subset's dataset indices once the auditor ran in a Trainer, else ``0..N-1``)."""
+        if not maps:
+            raise ValueError("`maps` must hold at least one layer's feature maps.")
+        n = next(iter(maps.values())).shape[0]
+        ids = self._sample_ids if self._sample_ids is not None and len(self._sample_ids) == n else torch.arange(n)
         audits: dict[str, LayerAudit] = {}
         for name, m in maps.items():
             audits[name] = audit_layer(
-                m, self.components, self.criterion, self.rule, self.rule_kwargs, self.backend, self.seed
+                m, self.components, self.criterion, self.rule, self.rule_kwargs, self.backend, self.seed, self.n_jobs
             )
         votes = sum((a.flagged & a.anomaly[:, None]).sum(0) for a in audits.values())
         outliers = (votes >= self.min_votes).nonzero().flatten()

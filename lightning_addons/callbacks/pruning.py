@@ -44,13 +44,16 @@ class AnomalyFilterPruning(pl.Callback):
     ``mode="mask"`` (default) uses ``torch.nn.utils.prune``: the weight, the bias and the following
     BatchNorm's weight and bias are masked, so pruned filters output exactly zero through further training.
     Checkpoints hold the permanent (masked) weights under the usual names, so they load strictly into a fresh
-    model, and the masks in this callback's state; ``Trainer.fit(ckpt_path=...)`` re-applies them.
+    model, and the masks in this callback's state; ``Trainer.fit(ckpt_path=...)`` re-applies them. At the
+    end of fit the masks are folded into the weights (the model is a plain model again, its pruned filters
+    zero); fitting again with this callback re-attaches them.
     ``mode="physical"`` removes the channels with Torch-Pruning's dependency graph (extra ``prune``),
     re-creates the optimizers and logs the parameter and FLOP reductions (checkpoints then hold the smaller
     architecture: resuming them into the original model is not supported).
 
     Args:
-        auditor: the :class:`GMMFilterAuditor` whose last audit gives anomaly sets and CH values.
+        auditor: the :class:`GMMFilterAuditor` whose last audit gives anomaly sets and CH values (``None``: the
+            first ``GMMFilterAuditor`` among the Trainer's callbacks, so YAML configs need no object link).
         anomaly_sets: fixed ``{layer: [filter indices]}`` instead of an auditor.
         criterion: ``"anomaly"``, ``"l1"``, ``"apoz"``, ``"random"`` or ``"low_ch"``.
         epochs: when to prune, at the start of training epoch ``e`` (0-based): one epoch, a list of epochs
@@ -65,8 +68,8 @@ class AnomalyFilterPruning(pl.Callback):
         apoz_samples: samples used to measure APoZ when there is no auditor subset.
 
     Raises:
-        ValueError: unknown criterion/mode, bad schedule or amounts, ``anomaly``/``low_ch`` without an auditor
-            (or ``anomaly_sets``), unknown or non-conv layer names at setup.
+        ValueError: unknown criterion/mode, bad schedule or amounts; at setup: ``anomaly``/``low_ch`` (or
+            ``amount=None``) without an auditor (or ``anomaly_sets``), unknown or non-conv layer names.
         ModuleNotFoundError: ``mode="physical"`` without ``torch-pruning`` (names the extra).
 
     Example:
@@ -109,15 +112,6 @@ class AnomalyFilterPruning(pl.Callback):
             or not all(isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v) for v in anomaly_sets.values())
         ):
             raise ValueError(f"`anomaly_sets` must be a dict {{layer: [filter indices]}}, got {anomaly_sets!r}.")
-        needs_audit = criterion in ("anomaly", "low_ch") or (amount is None)
-        if needs_audit and auditor is None and (anomaly_sets is None or criterion == "low_ch"):
-            what = "criterion='low_ch'" if criterion == "low_ch" else (
-                "criterion='anomaly'" if criterion == "anomaly" else "amount=None (as many as the anomaly set)")
-            raise ValueError(
-                f"{what} needs `auditor=GMMFilterAuditor(...)`"
-                + ("" if criterion == "low_ch" else " or `anomaly_sets`")
-                + (": or give `amount` (an int or a fraction) for a baseline criterion." if criterion not in ("anomaly", "low_ch") else ".")
-            )
         if callable(epochs):
             self._schedule: Callable[[int], bool] = epochs
         else:
@@ -154,6 +148,10 @@ class AnomalyFilterPruning(pl.Callback):
         self._layer_names: list[str] = []
         self._last_epoch = -1
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(criterion=self.criterion, layers=self.layers, mode=self.mode)
+
     # ------------------------------------------------------------------ public views
     @property
     def pruned_filters(self) -> dict[str, list[int]]:
@@ -167,7 +165,26 @@ class AnomalyFilterPruning(pl.Callback):
         return {n: (~m).nonzero().flatten().tolist() for n, m in self.masks.items() if bool((~m).any())}
 
     # ------------------------------------------------------------------ setup
+    def _resolve_auditor(self, trainer: pl.Trainer | None) -> None:
+        if self.auditor is None and trainer is not None:
+            found = [cb for cb in trainer.callbacks if isinstance(cb, GMMFilterAuditor)]
+            self.auditor = found[0] if found else None
+        needs_audit = self.criterion in ("anomaly", "low_ch") or self.amount is None
+        if needs_audit and self.auditor is None and (self.anomaly_sets is None or self.criterion == "low_ch"):
+            if self.criterion in ("anomaly", "low_ch"):
+                what = f"criterion={self.criterion!r}"
+            else:
+                what = "amount=None (as many as the anomaly set)"
+            raise ValueError(
+                f"AnomalyFilterPruning with {what} needs a GMMFilterAuditor: pass `auditor=...` or add one to "
+                "the Trainer's callbacks"
+                + ("" if self.criterion == "low_ch" else ", or give `anomaly_sets`")
+                + ("" if self.criterion in ("anomaly", "low_ch") else ", or set `amount` (an int or a fraction)")
+                + "."
+            )
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._resolve_auditor(trainer)
         named = dict(pl_module.named_modules())
         convs = [n for n, m in named.items() if isinstance(m, nn.Conv2d)]
         if self.layers is not None:
@@ -201,9 +218,12 @@ class AnomalyFilterPruning(pl.Callback):
 
     def _apoz(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         x = getattr(self.auditor, "_x", None) if self.auditor is not None else None
-        if x is None:
+        if x is None:  # a sequential pass over the first samples: never advances the training loader's RNG
+            from torch.utils.data import DataLoader
+
+            loader = DataLoader(trainer.train_dataloader.dataset, batch_size=256, shuffle=False)
             parts, n = [], 0
-            for batch in trainer.train_dataloader:
+            for batch in loader:
                 xb = batch[0] if isinstance(batch, (list, tuple)) else batch
                 parts.append(xb)
                 n += len(xb)
@@ -260,17 +280,20 @@ class AnomalyFilterPruning(pl.Callback):
     def decide(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> dict[str, list[int]]:
         """The filters to prune now, per layer (respecting the cap and earlier pruning)."""
         modules = dict(pl_module.named_modules())
-        apoz = self._apoz(trainer, pl_module) if self.criterion == "apoz" else None
-        decision: dict[str, list[int]] = {}
+        counts: dict[str, int] = {}
         for layer in self._layer_names:
+            c = modules[layer].out_channels
+            keep = self.masks.get(layer, torch.ones(c, dtype=torch.bool))
+            cap = min(int(self.max_fraction * c), c - 1)
+            n = min(self._count(layer, c), cap - int((~keep).sum()))
+            if n > 0:
+                counts[layer] = n
+        apoz = self._apoz(trainer, pl_module) if self.criterion == "apoz" and counts else None
+        decision: dict[str, list[int]] = {}
+        for layer, n in counts.items():
             conv = modules[layer]
             c = conv.out_channels
             keep = self.masks.get(layer, torch.ones(c, dtype=torch.bool))
-            cap = min(int(self.max_fraction * c), c - 1)
-            room = cap - int((~keep).sum())
-            n = min(self._count(layer, c), room)
-            if n <= 0:
-                continue
             order = [i for i in self._ranking(trainer, pl_module, layer, conv, epoch, apoz) if 0 <= i < c and bool(keep[i])]
             if order[:n]:
                 decision[layer] = sorted(order[:n])
@@ -367,6 +390,12 @@ class AnomalyFilterPruning(pl.Callback):
             mask_key = base + "_mask"
             if mask_key in sd:
                 sd[base] = sd.pop(key) * sd.pop(mask_key)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # fold the masks in: after fit the model is a plain model with zero filters (standard state_dict keys,
+        # so `trainer.test(ckpt_path="best")` loads strictly); a later fit with this callback re-attaches them
+        if self.mode == "mask":
+            self.make_permanent(pl_module)
 
     def make_permanent(self, module: nn.Module) -> None:
         """Fold the masks into the weights (``prune.remove``) so ``module`` is a plain model again."""

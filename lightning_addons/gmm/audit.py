@@ -76,11 +76,14 @@ def filter_matrix(maps: torch.Tensor) -> torch.Tensor:
     return maps.detach().float().reshape(n, c, -1).transpose(0, 1).contiguous()
 
 
-def dead_filters(mats: torch.Tensor, rel_tol: float = 1e-8) -> torch.Tensor:
-    """``[C]``: filters whose map is (numerically) the same for every sample (e.g. a ReLU that never fires)."""
-    x = mats.to(torch.float64)
-    var = (x - x.mean(1, keepdim=True)).pow(2).sum((-1, -2))
-    energy = x.pow(2).sum((-1, -2))
+def dead_filters(mats: torch.Tensor, rel_tol: float = 1e-8, centred: torch.Tensor | None = None) -> torch.Tensor:
+    """``[C]``: filters whose map is (numerically) the same for every sample (e.g. a ReLU that never fires).
+
+    ``centred`` may pass ``mats`` already centred over the samples (saves a pass over the data)."""
+    x = mats.float()
+    xc = centred if centred is not None else x - x.mean(1, keepdim=True)
+    var = torch.linalg.vector_norm(xc, dim=(-1, -2)).double() ** 2
+    energy = torch.linalg.vector_norm(x, dim=(-1, -2)).double() ** 2
     return var <= rel_tol * energy + 1e-20 * x.shape[1] * x.shape[2]
 
 
@@ -103,13 +106,15 @@ def validate_components(components: Sequence[int], n_samples: int | None = None)
     return sorted(comps)
 
 
-def _fit(points, k, backend, seed):
-    return (fit_gmm_torch if backend == "torch" else fit_gmm_sklearn)(points, k, seed=seed)
-
-
-def _project(mats: torch.Tensor, backend: str, seed: int) -> torch.Tensor:
+def _fit(points, k, backend, seed, n_jobs=1):
     if backend == "torch":
-        return project_2d(mats.to(torch.float64), seed=seed)
+        return fit_gmm_torch(points, k, seed=seed)
+    return fit_gmm_sklearn(points, k, seed=seed, n_jobs=n_jobs)
+
+
+def _project(mats: torch.Tensor, backend: str, seed: int, centred: bool = False) -> torch.Tensor:
+    if backend == "torch":
+        return project_2d(mats.float(), seed=seed, centred=centred).double()
     import numpy as np
     from sklearn.decomposition import PCA
     from threadpoolctl import threadpool_limits
@@ -132,12 +137,14 @@ def audit_layer(
     rule_kwargs: dict[str, Any] | None = None,
     backend: Literal["torch", "sklearn"] = "torch",
     seed: int = 0,
+    n_jobs: int = 1,
 ) -> LayerAudit:
     """Audit every filter of one layer from its feature maps ``[N, C, H, W]``.
 
     Per live filter: PCA of the ``N`` flattened maps to 2-D (scaled to unit RMS radius), one Gaussian mixture
     per ``K`` in ``components``, ``K`` chosen by the largest CH index (``criterion="ch"``) or the smallest BIC,
-    then the anomaly ``rule`` on the chosen fits. Dead filters are skipped.
+    then the anomaly ``rule`` on the chosen fits. Dead filters are skipped. ``n_jobs`` spreads the
+    scikit-learn backend's per-filter fits over joblib workers.
 
     Raises:
         ValueError: bad ``maps`` shape, ``components``, ``criterion`` or ``backend``; unknown rule.
@@ -150,7 +157,8 @@ def audit_layer(
     mats = filter_matrix(maps)
     c, n, _ = mats.shape
     comps = validate_components(components, n)
-    dead = dead_filters(mats)
+    mats_c = mats - mats.mean(1, keepdim=True)
+    dead = dead_filters(mats, centred=mats_c)
     live = (~dead).nonzero().flatten()
     nk = len(comps)
     ch_all = torch.zeros(c, nk, dtype=torch.float64)
@@ -166,11 +174,15 @@ def audit_layer(
     means: list[torch.Tensor] = [torch.zeros(0, 2)] * c
     covs: list[torch.Tensor] = [torch.zeros(0, 2, 2)] * c
     if len(live):
-        pts = normalise_scale(_project(mats[live], backend, seed).cpu())
+        if backend == "torch":
+            src = mats_c if len(live) == c else mats_c[live]
+            pts = normalise_scale(_project(src, backend, seed, centred=True).cpu())
+        else:
+            pts = normalise_scale(_project(mats[live], backend, seed).cpu())
         points[live] = pts
         fits = []
         for j, k in enumerate(comps):
-            fit = _fit(pts, k, backend, seed)
+            fit = _fit(pts, k, backend, seed, n_jobs)
             fits.append(fit)
             ch_all[live, j] = calinski_harabasz(pts, fit.labels, k)
             bic_all[live, j] = bic(fit)
@@ -178,17 +190,20 @@ def audit_layer(
             best = ch_all[live].argmax(-1)  # ties (e.g. all collapsed) -> the smallest K
         else:
             best = bic_all[live].argmin(-1)
-        for row, (fi, bj) in enumerate(zip(live.tolist(), best.tolist())):
-            fit = fits[bj]
-            labels[fi] = fit.labels[row]
-            log_prob[fi] = fit.log_prob[row]
-            k_chosen[fi] = comps[bj]
-            weights[fi], means[fi], covs[fi] = fit.weights[row], fit.means[row], fit.covariances[row]
-            kk = comps[bj]
-            comp_lp[fi, :, :kk] = _weighted_log_prob(
-                pts[row : row + 1], weights[fi][None].double(), means[fi][None].double(), covs[fi][None].double()
-            )[0]
-            w_pad[fi, :kk] = weights[fi].double()
+        for j, fit in enumerate(fits):
+            rows = (best == j).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            fis = live[rows]
+            kk = comps[j]
+            labels[fis] = fit.labels[rows]
+            log_prob[fis] = fit.log_prob[rows].double()
+            k_chosen[fis] = kk
+            w, mu, cv = fit.weights[rows].double(), fit.means[rows].double(), fit.covariances[rows].double()
+            comp_lp[fis, :, :kk] = _weighted_log_prob(pts[rows], w, mu, cv)
+            w_pad[fis, :kk] = w
+            for r, fi in enumerate(fis.tolist()):
+                weights[fi], means[fi], covs[fi] = w[r], mu[r], cv[r]
     ch = ch_all.gather(1, (torch.tensor([comps.index(int(k)) if k else 0 for k in k_chosen]))[:, None])[:, 0]
     ch = torch.where(dead, torch.zeros_like(ch), ch)
     counts = torch.nn.functional.one_hot(labels, max(comps)).sum(1)

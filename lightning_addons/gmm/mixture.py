@@ -56,7 +56,9 @@ def _check_points(points: torch.Tensor, k: int) -> torch.Tensor:
 
 def _sqdist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``[B, N, K]`` squared distances between points ``[B, N, 2]`` and centres ``[B, K, 2]``."""
-    return (x[:, :, None, :] - c[:, None, :, :]).pow(2).sum(-1)
+    d0 = x[:, :, 0, None] - c[:, None, :, 0]
+    d1 = x[:, :, 1, None] - c[:, None, :, 1]
+    return d0 * d0 + d1 * d1
 
 
 def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 50) -> torch.Tensor:
@@ -77,27 +79,36 @@ def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: i
         centres = torch.cat([centres, cand_pts[ar, best][:, None, :]], dim=1)
         closest = torch.minimum(closest, d_cand[ar, :, best])
     labels = _sqdist(x, centres).argmin(-1)
+    act = torch.arange(b, device=x.device)  # problems whose labels still change
+    ones = torch.ones_like(x[..., :1])
     for _ in range(iters):
-        onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)  # [B, N, K]
-        counts = onehot.sum(1)  # [B, K]
-        sums = onehot.transpose(1, 2) @ x  # [B, K, 2]
-        new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres)
-        new_labels = _sqdist(x, new_c).argmin(-1)
-        centres = new_c
-        if torch.equal(new_labels, labels):
+        xa, la = x[act], labels[act]
+        feats = torch.cat([xa, ones[act]], -1)  # [A, N, 3]
+        sums_c = feats.new_zeros(len(act), k, 3).scatter_add_(1, la[..., None].expand(-1, -1, 3), feats)
+        sums, counts = sums_c[..., :2], sums_c[..., 2]
+        new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres[act])
+        new_l = _sqdist(xa, new_c).argmin(-1)
+        centres[act] = new_c
+        labels[act] = new_l
+        moved = (new_l != la).any(-1)
+        act = act[moved]
+        if len(act) == 0:
             break
-        labels = new_labels
     return labels
 
 
 def _m_step(x: torch.Tensor, resp: torch.Tensor, reg: float):
     eps = 10 * torch.finfo(x.dtype).eps
-    nk = resp.sum(1) + eps  # [B, K]
-    means = resp.transpose(1, 2) @ x / nk[..., None]  # [B, K, 2]
-    diff = x[:, None, :, :] - means[:, :, None, :]  # [B, K, N, 2]
-    w = resp.transpose(1, 2)[..., None]  # [B, K, N, 1]
-    cov = (w * diff).transpose(-1, -2) @ diff / nk[..., None, None]
-    cov = cov + reg * torch.eye(2, dtype=x.dtype)
+    rt = resp.transpose(1, 2)  # [B, K, N]
+    nk = (rt @ torch.ones_like(x[..., :1]))[..., 0] + eps  # [B, K]
+    x0, x1 = x[..., 0:1], x[..., 1:2]
+    moments = rt @ torch.cat([x, x0 * x0, x0 * x1, x1 * x1], dim=-1) / nk[..., None]  # [B, K, 5]
+    means = moments[..., :2]
+    m0, m1 = means[..., 0], means[..., 1]
+    c00 = (moments[..., 2] - m0 * m0).clamp_min(0) + reg
+    c01 = moments[..., 3] - m0 * m1
+    c11 = (moments[..., 4] - m1 * m1).clamp_min(0) + reg
+    cov = torch.stack([torch.stack([c00, c01], -1), torch.stack([c01, c11], -1)], -2)
     weights = nk / nk.sum(-1, keepdim=True)
     return weights, means, cov
 
@@ -106,8 +117,8 @@ def _weighted_log_prob(x, weights, means, cov) -> torch.Tensor:
     """``[B, N, K]`` log(w_k N(x | mu_k, Sigma_k)) with closed-form 2x2 inverses."""
     a, bb, c = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]  # [B, K]
     det = (a * c - bb * bb).clamp_min(1e-300)
-    d = x[:, :, None, :] - means[:, None, :, :]  # [B, N, K, 2]
-    d0, d1 = d[..., 0], d[..., 1]
+    d0 = x[:, :, 0, None] - means[:, None, :, 0]  # [B, N, K]
+    d1 = x[:, :, 1, None] - means[:, None, :, 1]
     maha = (d0 * d0 * c[:, None] - 2 * d0 * d1 * bb[:, None] + d1 * d1 * a[:, None]) / det[:, None]
     return -0.5 * maha - 0.5 * torch.log(det)[:, None] - LOG_2PI + torch.log(weights)[:, None]
 
@@ -127,28 +138,40 @@ def fit_gmm_torch(
     """
     x = _check_points(points, k)
     g = torch.Generator(device="cpu").manual_seed(seed)
-    labels = kmeans_batched(x.cpu(), k, g).to(x.device)
+    labels = kmeans_batched(x.float().cpu(), k, g).to(x.device)  # float32 suffices to rank distances
     resp = torch.nn.functional.one_hot(labels, k).to(x.dtype)
     weights, means, cov = _m_step(x, resp, reg_covar)
     lower = torch.full((x.shape[0],), -torch.inf, dtype=x.dtype, device=x.device)
     converged = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    act = torch.arange(x.shape[0], device=x.device)  # problems still iterating (compacted as they converge)
     for _ in range(max_iter):
-        wlp = _weighted_log_prob(x, weights, means, cov)
-        lpn = torch.logsumexp(wlp, dim=-1)  # [B, N]
+        xa = x[act]
+        wlp = _weighted_log_prob(xa, weights[act], means[act], cov[act])
+        lpn = torch.logsumexp(wlp, dim=-1)  # [A, N]
         new_lower = lpn.mean(-1)
-        active = ~converged
-        resp = torch.exp(wlp - lpn[..., None])
-        w2, m2, c2 = _m_step(x, resp, reg_covar)
-        weights = torch.where(active[:, None], w2, weights)
-        means = torch.where(active[:, None, None], m2, means)
-        cov = torch.where(active[:, None, None, None], c2, cov)
-        change = (new_lower - lower).abs()
-        lower = torch.where(active, new_lower, lower)
-        converged = converged | (change < tol)
-        if bool(converged.all()):
+        w2, m2, c2 = _m_step(xa, torch.exp(wlp - lpn[..., None]), reg_covar)
+        weights[act], means[act], cov[act] = w2, m2, c2
+        done = (new_lower - lower[act]).abs() < tol
+        lower[act] = new_lower
+        converged[act[done]] = True
+        act = act[~done]
+        if len(act) == 0:
             break
     wlp = _weighted_log_prob(x, weights, means, cov)
     return MixtureFit(weights, means, cov, wlp.argmax(-1), torch.logsumexp(wlp, -1), converged)
+
+
+def _sklearn_one(xb, k: int, seed: int, reg_covar: float, tol: float, max_iter: int):
+    import warnings
+
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = GaussianMixture(k, covariance_type="full", reg_covar=reg_covar, tol=tol, max_iter=max_iter,
+                             random_state=seed).fit(xb)
+        return gm.weights_, gm.means_, gm.covariances_, gm.predict(xb), gm.score_samples(xb), gm.converged_
 
 
 def fit_gmm_sklearn(
@@ -158,31 +181,21 @@ def fit_gmm_sklearn(
     reg_covar: float = REG_COVAR,
     tol: float = TOL,
     max_iter: int = MAX_ITER,
+    n_jobs: int = 1,
 ) -> MixtureFit:
-    """Reference: one ``sklearn.mixture.GaussianMixture`` per point cloud, under ``threadpool_limits(1)``."""
+    """Reference: one ``sklearn.mixture.GaussianMixture`` per point cloud, each under ``threadpool_limits(1)``;
+    ``n_jobs > 1`` spreads the filters over joblib worker processes."""
     import numpy as np
-    from sklearn.mixture import GaussianMixture
-    from threadpoolctl import threadpool_limits
 
     x = _check_points(points, k).cpu().numpy()
-    out = {key: [] for key in ("w", "m", "c", "l", "p", "v")}
-    with threadpool_limits(1):
-        for xb in x:
-            gm = GaussianMixture(k, covariance_type="full", reg_covar=reg_covar, tol=tol, max_iter=max_iter,
-                                 random_state=seed)
-            import warnings
+    if n_jobs == 1:
+        fits = [_sklearn_one(xb, k, seed, reg_covar, tol, max_iter) for xb in x]
+    else:
+        from joblib import Parallel, delayed
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                gm.fit(xb)
-            out["w"].append(gm.weights_)
-            out["m"].append(gm.means_)
-            out["c"].append(gm.covariances_)
-            out["l"].append(gm.predict(xb))
-            out["p"].append(gm.score_samples(xb))
-            out["v"].append(gm.converged_)
-    t = {key: torch.from_numpy(np.stack(v)) for key, v in out.items()}
-    return MixtureFit(t["w"], t["m"], t["c"], t["l"].long(), t["p"], t["v"].bool())
+        fits = Parallel(n_jobs=n_jobs)(delayed(_sklearn_one)(xb, k, seed, reg_covar, tol, max_iter) for xb in x)
+    t = [torch.from_numpy(np.stack([np.asarray(f[i]) for f in fits])) for i in range(6)]
+    return MixtureFit(t[0], t[1], t[2], t[3].long(), t[4], t[5].bool())
 
 
 def calinski_harabasz(points: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:

@@ -52,6 +52,7 @@ def test_masked_filters_stay_exactly_zero_after_optimizer_steps(make_trainer):
     pruned = pruning.pruned_filters
     assert sorted(pruned) == sorted(ALEX_CONVS) and all(len(v) == 2 for v in pruned.values())
     assert_pruned_zero(module, pruned)
+    assert not any(k.endswith("_orig") for k in module.state_dict())
     # the pruned channels output exactly zero after conv + BN on real data
     x = DigitsDataModule(resize=32).dataset("train").x[:16]
     out = {}
@@ -87,7 +88,8 @@ def test_checkpoint_loads_strictly_and_resume_reapplies_masks(make_trainer, tmp_
     trainer2.fit(module, dm, ckpt_path=str(path))
     assert resumed.pruned_filters == pruning.pruned_filters  # epoch 1 already done: no second event
     assert_pruned_zero(module, resumed.pruned_filters)
-    assert hasattr(module.model.features[0], "weight_mask")
+    assert not hasattr(module.model.features[0], "weight_mask")  # folded in at fit end: a plain model again
+    assert set(module.state_dict()) == set(alexnet().state_dict())
 
 
 def test_anomaly_criterion_prunes_the_audit_anomaly_sets(make_trainer):
@@ -127,7 +129,7 @@ def test_baseline_criteria_prune_equal_counts_within_the_cap(make_trainer, crite
     assert {k: len(v) for k, v in pruned.items()} == {"model.features.0": 4, "model.features.4": 1}  # 8 capped at 50%
     assert_pruned_zero(module, pruned)
     if criterion == "l1":  # smallest-norm filters at the pruning event: compare with the norms of the kept ones
-        w = module.model.features[4].weight_orig.detach().abs().flatten(1).sum(1)
+        w = module.model.features[4].weight.detach().abs().flatten(1).sum(1)
         assert len(w) == 16
 
 
@@ -158,9 +160,6 @@ def test_physical_mode_removes_channels_and_reports_reductions(make_trainer):
     [
         ({"criterion": "l2", "amount": 1}, r"`criterion` must be one of \['anomaly', 'l1', 'apoz', 'random', 'low_ch'\]"),
         ({"criterion": "l1", "amount": 1, "mode": "hard"}, r"`mode` must be one of \['mask', 'physical'\]"),
-        ({"criterion": "anomaly"}, r"criterion='anomaly' needs `auditor=GMMFilterAuditor\(...\)` or `anomaly_sets`"),
-        ({"criterion": "low_ch", "anomaly_sets": {"a": [1]}}, "criterion='low_ch' needs `auditor"),
-        ({"criterion": "l1"}, r"amount=None .* needs `auditor"),
         ({"criterion": "l1", "amount": 1.5}, r"`amount` must be None, an int >= 1 or a float in \(0, 1\)"),
         ({"criterion": "l1", "amount": 1, "epochs": [-1]}, "`epochs` must be a non-negative int"),
         ({"criterion": "l1", "amount": 1, "max_fraction": 1.0}, r"`max_fraction` must be in \(0, 1\)"),
@@ -171,6 +170,26 @@ def test_physical_mode_removes_channels_and_reports_reductions(make_trainer):
 def test_bad_pruning_arguments_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AnomalyFilterPruning(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"criterion": "anomaly"}, r"criterion='anomaly' needs a GMMFilterAuditor: pass `auditor=...` .* `anomaly_sets`"),
+        ({"criterion": "low_ch", "anomaly_sets": {"a": [1]}}, "criterion='low_ch' needs a GMMFilterAuditor"),
+        ({"criterion": "l1"}, r"amount=None \(as many as the anomaly set\) needs .* set `amount`"),
+    ],
+)
+def test_audit_based_pruning_without_an_auditor_is_rejected_at_setup(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AnomalyFilterPruning(**kwargs).setup(None, ImageClassifier(LeNet5()), "fit")
+
+
+def test_auditor_is_found_among_the_trainer_callbacks(make_trainer):
+    auditor = GMMFilterAuditor(max_samples=64)
+    pruning = AnomalyFilterPruning(criterion="anomaly")
+    pruning.setup(make_trainer(callbacks=[auditor, pruning]), ImageClassifier(LeNet5()), "fit")
+    assert pruning.auditor is auditor
 
 
 def test_unknown_or_non_conv_layers_are_rejected_at_setup():

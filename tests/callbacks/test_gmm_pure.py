@@ -106,6 +106,16 @@ def test_torch_backend_agrees_with_sklearn_on_k_and_ch():
     assert c == len(a_t.k)
 
 
+def test_sklearn_backend_gives_the_same_fits_with_parallel_workers():
+    pts = torch.stack([blobs([60, 40], [(0, 0), (5, 5)], seed=s) for s in range(3)])
+    from joblib import parallel_backend
+
+    with parallel_backend("threading"):  # the code path of n_jobs > 1 without paying process start-up in CI
+        two = fit_gmm_sklearn(pts, 2, n_jobs=2)
+    one = fit_gmm_sklearn(pts, 2, n_jobs=1)
+    assert torch.equal(one.labels, two.labels) and torch.allclose(one.log_prob, two.log_prob)
+
+
 def test_k_chosen_by_ch_and_by_bic_on_three_blobs():
     pts = blobs([60, 60, 60], [(0, 0), (8, 0), (4, 7)])[None]
     for criterion in ("ch", "bic"):
