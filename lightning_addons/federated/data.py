@@ -107,11 +107,13 @@ class ClientDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler)
 
-    def val_dataloader(self) -> DataLoader | list:
-        return [] if self.val_set is None else DataLoader(self.val_set, batch_size=self.batch_size)
+    # ``None`` (not ``[]``) when a client has no split: modules that look for validation data themselves
+    # (e.g. CacheCLIPAdapter's alpha/beta search) then skip it; the runner trains with limit_val_batches=0.
+    def val_dataloader(self) -> DataLoader | None:  # type: ignore[override]
+        return None if self.val_set is None else DataLoader(self.val_set, batch_size=self.batch_size)
 
-    def test_dataloader(self) -> DataLoader | list:
-        return [] if self.test_set is None else DataLoader(self.test_set, batch_size=self.batch_size)
+    def test_dataloader(self) -> DataLoader | None:  # type: ignore[override]
+        return None if self.test_set is None else DataLoader(self.test_set, batch_size=self.batch_size)
 
 
 def _dataset(dm: pl.LightningDataModule, split: str) -> Dataset | None:

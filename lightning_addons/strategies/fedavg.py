@@ -124,6 +124,12 @@ class FedAvgStrategy(DDPStrategy):
         connector = getattr(trainer, "_accelerator_connector", None)
         if connector is not None and hasattr(connector, "use_distributed_sampler"):
             connector.use_distributed_sampler = False
+        # Lightning >= 2.5 broadcasts a SIGTERM flag from rank 0 before *every* training batch. Clients hold
+        # different numbers of batches, so that per-batch collective would deadlock; fedavg ranks only meet at
+        # round boundaries (and at epoch-end metric syncs). SIGTERM is then handled by each rank on its own.
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if hasattr(epoch_loop, "_broadcast_sigterm_tensor"):
+            epoch_loop._broadcast_sigterm_tensor = lambda: None
         super().setup(trainer)
 
     def configure_ddp(self) -> None:

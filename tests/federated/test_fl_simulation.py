@@ -82,7 +82,7 @@ class _Slow(Dataset):
     def __getitem__(self, i):
         import time
 
-        time.sleep(0.02)
+        time.sleep(0.35)  # one batch of 16 takes > 5 s: past the timeout below
         return self.base[i]
 
 
@@ -102,7 +102,7 @@ def test_failing_and_timed_out_clients_are_dropped_and_the_round_aggregates_the_
         make_module(),
         [good0, broken, slow, good3],
         rounds=1,
-        client_timeout=0.3,
+        client_timeout=5.0,
         progress_bar=False,
         eval_datamodule=digits,
     )
