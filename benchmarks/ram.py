@@ -10,6 +10,7 @@ Parts (``--parts``):
   split: iTransformer-style and PatchTST-style, attention vs ``mlp`` (RAM), same hyper-parameters and
   epochs, ``--seeds`` seeds; baselines: seasonal naive (24 h) and a linear model (NLinear-style)
   trained with the same budget.
+* ``chickenpox_baseline``: the last-value baseline alone (also run by ``chickenpox``).
 * ``chickenpox``: Chickenpox-Hungary (20 counties, weekly), lookback 8, horizon 4, STAEformer-style
   with attention vs RAM on both axes vs RAM on time only, MAE/RMSE in original units of the file.
 
@@ -304,6 +305,27 @@ def part_chickenpox(seeds: list[int], epochs: int, path: str | None) -> list[dic
     return rows
 
 
+def part_chickenpox_baseline(path: str | None) -> list[dict]:
+    """Last-value baseline (no parameters) on the Chickenpox test windows, original units."""
+    dm = ChickenpoxDataModule(path=path, lookback=8, horizon=4, batch_size=16)
+    dm.setup()
+    module = Forecaster(SeasonalNaive(8, 4, season=1), metrics_space="original")
+    res, _, mae_h, sec = _fit_test(module, dm, 0)
+    print(f"  {'Last value (baseline)':<28} MAE {res['test_mae']:.4f} RMSE {res['test_rmse']:.4f}")
+    return [
+        {
+            "dataset": "Chickenpox",
+            "horizon": 4,
+            "model": "Last value (baseline)",
+            "seed": 0,
+            "test_mae": res["test_mae"],
+            "test_rmse": res["test_rmse"],
+            "mae_per_step": mae_h,
+            "seconds": sec,
+        }
+    ]
+
+
 def _relative(rows: list[dict], dataset: str, metric: str, a: str, b: str, horizon: int) -> float | None:
     va = [r[metric] for r in rows if r["dataset"] == dataset and r["model"] == a and r["horizon"] == horizon]
     vb = [r[metric] for r in rows if r["dataset"] == dataset and r["model"] == b and r["horizon"] == horizon]
@@ -347,6 +369,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows += part_etth1(seeds, args.epochs_etth1, [int(h) for h in args.horizons.split(",")], etth1, only)
     if "chickenpox" in parts:
         rows += part_chickenpox(seeds, args.epochs_chickenpox, pox)
+    if "chickenpox" in parts or "chickenpox_baseline" in parts:
+        rows += part_chickenpox_baseline(pox)
     out["runs"] = rows
     print("\n== RAM vs attention (mean over seeds; + = RAM worse) ==")
     for h in sorted({r["horizon"] for r in rows if r["dataset"] == "ETTh1"}):
@@ -357,7 +381,8 @@ def main(argv: list[str] | None = None) -> dict:
     if any(r["dataset"] == "Chickenpox" for r in rows):
         for v in ("STAEformer/mlp (both axes)", "STAEformer/mlp (time only)"):
             d = _relative(rows, "Chickenpox", "test_mae", "STAEformer/attention", v, 4)
-            print(f"  Chickenpox {v}: MAE {d:+.2f}%")
+            if d is not None:
+                print(f"  Chickenpox {v}: MAE {d:+.2f}%")
     print(
         f"\ntotal {time.perf_counter() - t0:.0f} s; reproduce: OMP_NUM_THREADS=1 python benchmarks/ram.py {' '.join(sys.argv[1:])}"
     )
