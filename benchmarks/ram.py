@@ -10,6 +10,7 @@ Parts (``--parts``):
   split: iTransformer-style and PatchTST-style, attention vs ``mlp`` (RAM), same hyper-parameters and
   epochs, ``--seeds`` seeds; baselines: seasonal naive (24 h) and a linear model (NLinear-style)
   trained with the same budget.
+* ``chickenpox_baseline``: the last-value baseline alone (also run by ``chickenpox``).
 * ``chickenpox``: Chickenpox-Hungary (20 counties, weekly), lookback 8, horizon 4, STAEformer-style
   with attention vs RAM on both axes vs RAM on time only, MAE/RMSE in original units of the file.
 
@@ -47,6 +48,7 @@ from lightning_addons.modules.nn import (  # noqa: E402
     SeasonalNaive,
     STAEformer,
     count_flops,
+    replace_attention_with_mlp,
 )
 
 warnings.filterwarnings("ignore")
@@ -163,6 +165,9 @@ def _etth1_models(horizon: int) -> dict:
         "iTransformer/mlp": lambda: ITransformer(
             window=96, horizon=horizon, d_model=64, d_ff=64, n_heads=4, num_layers=2, mixer="mlp"
         ),
+        "iTransformer/attention->mlp (converted, +1 epoch)": lambda: ITransformer(
+            window=96, horizon=horizon, d_model=64, d_ff=64, n_heads=4, num_layers=2, mixer="attention"
+        ),
         "PatchTST/attention": lambda: PatchTST(
             window=96, horizon=horizon, d_model=32, d_ff=64, n_heads=4, num_layers=2, mixer="attention"
         ),
@@ -170,11 +175,30 @@ def _etth1_models(horizon: int) -> dict:
             window=96, horizon=horizon, d_model=32, d_ff=64, n_heads=4, num_layers=2, mixer="mlp"
         ),
         "Linear (NLinear)": lambda: LinearForecaster(96, horizon),
+        "Linear (least squares)": lambda: LinearForecaster(96, horizon),
         "SeasonalNaive (24h)": lambda: SeasonalNaive(96, horizon, 24),
     }
 
 
-def part_etth1(seeds: list[int], epochs: int, horizons: list[int], path: str | None) -> list[dict]:
+def fit_least_squares(model: LinearForecaster, dm, ridge: float = 1e-3) -> LinearForecaster:
+    """Closed-form (ridge) fit of the shared NLinear layer on every training window and channel."""
+    ds = dm.dataset("train")
+    x = torch.stack([ds[i]["x"] for i in range(len(ds))])  # [n, T, N, F]
+    y = torch.stack([ds[i]["y"] for i in range(len(ds))])
+    xs = x.flatten(2).transpose(1, 2).reshape(-1, x.shape[1]).double()
+    ys = y.flatten(2).transpose(1, 2).reshape(-1, y.shape[1]).double()
+    last = xs[:, -1:]
+    a = torch.cat([xs - last, torch.ones_like(last)], dim=1)
+    w = torch.linalg.solve(a.T @ a + ridge * torch.eye(a.shape[1], dtype=a.dtype), a.T @ (ys - last))
+    with torch.no_grad():
+        model.linear.weight.copy_(w[:-1].T.float())
+        model.linear.bias.copy_(w[-1].float())
+    return model
+
+
+def part_etth1(
+    seeds: list[int], epochs: int, horizons: list[int], path: str | None, only: list[str] | None = None
+) -> list[dict]:
     rows = []
     for horizon in horizons:
         dm = ETTh1DataModule(path=path, lookback=96, horizon=horizon, batch_size=32)
@@ -184,13 +208,29 @@ def part_etth1(seeds: list[int], epochs: int, horizons: list[int], path: str | N
             f"\n== ETTh1, lookback 96, horizon {horizon}: {epochs} epochs, lr 1e-3 (linear 5e-3), MSE loss =="
         )
         for name, build in models.items():
-            run_seeds = seeds if not name.startswith("Seasonal") else seeds[:1]
+            if only and not any(name.startswith(o) for o in only):
+                continue
+            deterministic = name.startswith("Seasonal") or "least squares" in name
+            run_seeds = seeds if not deterministic else seeds[:1]
             mses, maes = [], []
             for seed in run_seeds:
                 pl.seed_everything(seed, verbose=False)
                 lr = 5e-3 if name.startswith("Linear") else 1e-3
-                module = Forecaster(build(), loss="mse", lr=lr)
-                res, mse_h, mae_h, sec = _fit_test(module, dm, epochs)
+                model = build()
+                if "least squares" in name:
+                    model = fit_least_squares(model, dm)
+                module = Forecaster(model, loss="mse", lr=lr)
+                if (
+                    "converted" in name
+                ):  # the paper's pruning view: train with attention, remove it, fine-tune
+                    t_conv = time.perf_counter()
+                    _trainer(epochs).fit(module, datamodule=dm)
+                    replace_attention_with_mlp(module.model, axis="both", mode="mlp")
+                    module = Forecaster(module.model, loss="mse", lr=lr)
+                    res, mse_h, mae_h, sec = _fit_test(module, dm, 1)
+                    sec = time.perf_counter() - t_conv
+                else:
+                    res, mse_h, mae_h, sec = _fit_test(module, dm, 0 if deterministic else epochs)
                 mses.append(res["test_mse"])
                 maes.append(res["test_mae"])
                 rows.append(
@@ -265,6 +305,27 @@ def part_chickenpox(seeds: list[int], epochs: int, path: str | None) -> list[dic
     return rows
 
 
+def part_chickenpox_baseline(path: str | None) -> list[dict]:
+    """Last-value baseline (no parameters) on the Chickenpox test windows, original units."""
+    dm = ChickenpoxDataModule(path=path, lookback=8, horizon=4, batch_size=16)
+    dm.setup()
+    module = Forecaster(SeasonalNaive(8, 4, season=1), metrics_space="original")
+    res, _, mae_h, sec = _fit_test(module, dm, 0)
+    print(f"  {'Last value (baseline)':<28} MAE {res['test_mae']:.4f} RMSE {res['test_rmse']:.4f}")
+    return [
+        {
+            "dataset": "Chickenpox",
+            "horizon": 4,
+            "model": "Last value (baseline)",
+            "seed": 0,
+            "test_mae": res["test_mae"],
+            "test_rmse": res["test_rmse"],
+            "mae_per_step": mae_h,
+            "seconds": sec,
+        }
+    ]
+
+
 def _relative(rows: list[dict], dataset: str, metric: str, a: str, b: str, horizon: int) -> float | None:
     va = [r[metric] for r in rows if r["dataset"] == dataset and r["model"] == a and r["horizon"] == horizon]
     vb = [r[metric] for r in rows if r["dataset"] == dataset and r["model"] == b and r["horizon"] == horizon]
@@ -282,6 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs-etth1", type=int, default=3)
     parser.add_argument("--epochs-chickenpox", type=int, default=30)
     parser.add_argument("--horizons", default="96")
+    parser.add_argument("--models", default=None, help="comma-separated name prefixes of ETTh1 models to run")
     parser.add_argument(
         "--data", default=None, help="folder with ETTh1.csv and chickenpox.json (default ../shared/data)"
     )
@@ -303,19 +365,24 @@ def main(argv: list[str] | None = None) -> dict:
         out["flops"] = part_flops()
     rows: list[dict] = []
     if "etth1" in parts:
-        rows += part_etth1(seeds, args.epochs_etth1, [int(h) for h in args.horizons.split(",")], etth1)
+        only = args.models.split(",") if args.models else None
+        rows += part_etth1(seeds, args.epochs_etth1, [int(h) for h in args.horizons.split(",")], etth1, only)
     if "chickenpox" in parts:
         rows += part_chickenpox(seeds, args.epochs_chickenpox, pox)
+    if "chickenpox" in parts or "chickenpox_baseline" in parts:
+        rows += part_chickenpox_baseline(pox)
     out["runs"] = rows
     print("\n== RAM vs attention (mean over seeds; + = RAM worse) ==")
     for h in sorted({r["horizon"] for r in rows if r["dataset"] == "ETTh1"}):
         for fam in ("iTransformer", "PatchTST"):
             d = _relative(rows, "ETTh1", "test_mse", f"{fam}/attention", f"{fam}/mlp", h)
-            print(f"  ETTh1 H={h} {fam}: MSE {d:+.2f}%")
+            if d is not None:
+                print(f"  ETTh1 H={h} {fam}: MSE {d:+.2f}%")
     if any(r["dataset"] == "Chickenpox" for r in rows):
         for v in ("STAEformer/mlp (both axes)", "STAEformer/mlp (time only)"):
             d = _relative(rows, "Chickenpox", "test_mae", "STAEformer/attention", v, 4)
-            print(f"  Chickenpox {v}: MAE {d:+.2f}%")
+            if d is not None:
+                print(f"  Chickenpox {v}: MAE {d:+.2f}%")
     print(
         f"\ntotal {time.perf_counter() - t0:.0f} s; reproduce: OMP_NUM_THREADS=1 python benchmarks/ram.py {' '.join(sys.argv[1:])}"
     )

@@ -95,7 +95,8 @@ class Forecaster(pl.LightningModule):
 
     Raises:
         ValueError: unknown choices, non-positive lr; at run time, NaN targets without a mask,
-            ``metrics_space="original"`` without a datamodule scaler, prediction/target shape mismatch.
+            ``metrics_space="original"`` without a datamodule scaler, prediction/target shape mismatch,
+            fitting a model without trainable parameters.
 
     Example:
         >>> from lightning_addons.modules.nn import LinearForecaster
@@ -276,6 +277,11 @@ class Forecaster(pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(
+                f"{type(self.model).__name__} has no trainable parameters: evaluate it with trainer.test/predict "
+                "instead of fit."
+            )
         cls = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
         opt = cls(params, lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "cosine" and self.trainer is not None and self.trainer.max_epochs:

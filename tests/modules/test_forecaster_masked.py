@@ -10,7 +10,7 @@ from torch import nn
 
 from lightning_addons.datamodules import TimeSeriesDataModule
 from lightning_addons.modules import Forecaster
-from lightning_addons.modules.nn import ITransformer, LinearForecaster
+from lightning_addons.modules.nn import ITransformer, LinearForecaster, SeasonalNaive
 
 
 def _trainer(**kw):
@@ -103,3 +103,6 @@ def test_bad_input_errors():
             np.zeros(40, dtype=np.float32), lookback=4, horizon=2, splits=[20, 10, 10], scale=False
         )
         _trainer().test(Forecaster(LinearForecaster(4, 2), metrics_space="original"), datamodule=dm)
+
+    with pytest.raises(ValueError, match="SeasonalNaive has no trainable parameters"):
+        Forecaster(SeasonalNaive(4, 2, season=2)).configure_optimizers()

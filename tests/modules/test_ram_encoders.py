@@ -223,3 +223,32 @@ def test_bad_input_errors():
         st(torch.zeros(1, 4, 3, 1))
     with pytest.raises(ValueError, match="3 nodes.*num_nodes=3|has 5 nodes"):
         st(torch.zeros(1, 4, 5, 1), u=torch.zeros(1, 4, 2))
+
+
+def test_staeformer_graph_hops_sum_over_in_neighbours():
+    from lightning_addons.modules.nn.ram import _propagate
+
+    x = torch.arange(3.0).reshape(1, 1, 3, 1)  # node values 0, 1, 2
+    edge_index = torch.tensor([[0, 1, 2, 2], [1, 2, 0, 1]])  # 0->1, 1->2, 2->0, 2->1
+    assert _propagate(x, edge_index, None).flatten().tolist() == [2.0, 2.0, 1.0]
+    weighted = _propagate(x, edge_index, torch.tensor([1.0, 1.0, 1.0, 0.5]))
+    assert weighted.flatten().tolist() == [2.0, 1.0, 1.0]
+    model = STAEformer(
+        num_nodes=3,
+        window=4,
+        horizon=2,
+        tod_embedding_dim=0,
+        dow_embedding_dim=0,
+        input_embedding_dim=8,
+        adaptive_embedding_dim=8,
+        d_ff=16,
+        n_heads=2,
+        graph_hops=2,
+        readout_hidden=8,
+        temporal_mixer="mlp",
+    )
+    assert model(torch.randn(2, 4, 3, 1), edge_index).shape == (2, 2, 3, 1)
+    with pytest.raises(ValueError, match=r"graph_hops > 0\) needs `edge_index`"):
+        model(torch.randn(2, 4, 3, 1))
+    with pytest.raises(ValueError, match=r"`edge_index` must have shape \[2, E\]"):
+        model(torch.randn(2, 4, 3, 1), edge_index.T)

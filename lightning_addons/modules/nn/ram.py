@@ -291,8 +291,9 @@ class STAEformer(nn.Module):
     (tokens = time steps), ``num_layers_s`` spatial layers (tokens = nodes), and a readout that mixes
     time: ``Linear(T * d -> H * output_size)`` per node. ``d`` is the sum of the embedding sizes.
 
-    The forward signature is tsl's (``x, edge_index=None, edge_weight=None, u=None``; the graph is not
-    used: spatial mixing is learned), so the model plugs into ``tsl.engines.Predictor`` unchanged.
+    The forward signature is tsl's (``x, edge_index=None, edge_weight=None, u=None``), so the model plugs
+    into ``tsl.engines.Predictor`` unchanged. By default the graph is not used (spatial mixing is learned
+    by attention, as in STAEformer); ``graph_hops=K`` adds graph-propagated inputs.
 
     Args:
         num_nodes: N.
@@ -313,6 +314,10 @@ class STAEformer(nn.Module):
         mixer: default mixer for both axes (``"attention"``, ``"mlp"``, ``"ffn"``).
         temporal_mixer: overrides ``mixer`` on the time axis.
         spatial_mixer: overrides ``mixer`` on the space axis.
+        graph_hops: 0 (STAEformer: the graph is not used) or K: the input embedding also sees
+            ``A x, ..., A^K x`` (sum over in-neighbours, weighted by ``edge_weight``; needs ``edge_index``).
+        readout_hidden: 0 (STAEformer's linear readout) or the hidden width of a 2-layer MLP readout
+            (a non-linearity after time is mixed: with temporal RAM the readout is the only time mixer).
 
     Raises:
         ValueError: bad sizes or mixers; at forward time, bad input shapes, NaNs, missing ``u``.
@@ -345,6 +350,8 @@ class STAEformer(nn.Module):
         mixer: Literal["attention", "mlp", "ffn"] = "attention",
         temporal_mixer: Literal["attention", "mlp", "ffn"] | None = None,
         spatial_mixer: Literal["attention", "mlp", "ffn"] | None = None,
+        readout_hidden: int = 0,
+        graph_hops: int = 0,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -362,6 +369,8 @@ class STAEformer(nn.Module):
             ("adaptive_embedding_dim", adaptive_embedding_dim),
             ("num_layers_t", num_layers_t),
             ("num_layers_s", num_layers_s),
+            ("readout_hidden", readout_hidden),
+            ("graph_hops", graph_hops),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
@@ -373,7 +382,8 @@ class STAEformer(nn.Module):
         self.d_model = d = (
             input_embedding_dim + tod_embedding_dim + dow_embedding_dim + adaptive_embedding_dim
         )
-        self.input_proj = nn.Linear(input_size, input_embedding_dim)
+        self.graph_hops = graph_hops
+        self.input_proj = nn.Linear(input_size * (graph_hops + 1), input_embedding_dim)
         self.tod_embedding = nn.Embedding(steps_per_day, tod_embedding_dim) if tod_embedding_dim else None
         self.dow_embedding = nn.Embedding(7, dow_embedding_dim) if dow_embedding_dim else None
         self.adaptive_embedding = (
@@ -389,13 +399,29 @@ class STAEformer(nn.Module):
         self.spatial_layers = nn.ModuleList(
             MixerEncoderLayer(d, d_ff, n_heads, s_mix, "space", dropout) for _ in range(num_layers_s)
         )
-        self.output_proj = nn.Linear(window * d, horizon * output_size)
+        if readout_hidden:
+            self.output_proj = nn.Sequential(
+                nn.Linear(window * d, readout_hidden),
+                nn.GELU(),
+                nn.Linear(readout_hidden, horizon * output_size),
+            )
+        else:
+            self.output_proj = nn.Linear(window * d, horizon * output_size)
 
     def forward(self, x, edge_index=None, edge_weight=None, u=None) -> torch.Tensor:
         check_series_input(x, "x", self.window)
         b, t, n, _ = x.shape
         if n != self.num_nodes:
             raise ValueError(f"`x` has {n} nodes but the model was built with num_nodes={self.num_nodes}.")
+        if self.graph_hops:
+            if edge_index is None:
+                raise ValueError(
+                    "STAEformer(graph_hops > 0) needs `edge_index` [2, E] (tsl passes the dataset's graph)."
+                )
+            hops = [x]
+            for _ in range(self.graph_hops):
+                hops.append(_propagate(hops[-1], edge_index, edge_weight))
+            x = torch.cat(hops, dim=-1)
         feats = [self.input_proj(x)]
         if self.tod_embedding is not None or self.dow_embedding is not None:
             if u is None:
@@ -426,6 +452,18 @@ class STAEformer(nn.Module):
             h = layer(h)
         out = self.output_proj(h.transpose(1, 2).reshape(b, n, t * self.d_model))  # [B, N, H*F]
         return out.reshape(b, n, self.horizon, self.output_size).transpose(1, 2)
+
+
+def _propagate(x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None) -> torch.Tensor:
+    """``A x`` over the node axis of ``x [B, T, N, F]``: sum of source values into targets (tsl convention)."""
+    edge_index = torch.as_tensor(edge_index, device=x.device)
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"`edge_index` must have shape [2, E], got {tuple(edge_index.shape)}.")
+    src, dst = edge_index[0], edge_index[1]
+    msg = x.index_select(2, src)
+    if edge_weight is not None:
+        msg = msg * edge_weight.to(x)[None, None, :, None]
+    return torch.zeros_like(x).index_add_(2, dst, msg)
 
 
 class _RevIN(nn.Module):
