@@ -138,8 +138,10 @@ def _job(args):
 def summarise(rows: list[dict], methods: list[str]) -> str:
     rows = [r for r in rows if "hv_ratio" in r]
     lines = []
-    header = ("| problem | method | seeds | median HV/max | ratio to best peer (GPSampler/TPE/NSGA-II/random) "
-              "| ratio to GPSampler | s/suggestion (median) |")
+    header = (
+        "| problem | method | seeds | median HV/max | ratio to best peer (GPSampler/TPE/NSGA-II/random) "
+        "| ratio to GPSampler | s/suggestion (median) |"
+    )
     lines += [header, "|---|---|---|---|---|---|---|"]
     for p in PROBLEMS:
         med = {}
@@ -223,7 +225,9 @@ def main(argv=None) -> None:
     ap.add_argument("--n-steps", type=int, default=30)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", default="runs/bench_hypertuner.jsonl")
-    ap.add_argument("--extra", nargs="*", default=[], help="further JSONL result files to include in the summary")
+    ap.add_argument(
+        "--extra", nargs="*", default=[], help="further JSONL result files to include in the summary"
+    )
     ap.add_argument("--resume", action="store_true", help="skip (problem, method, seed) already in --out")
     ap.add_argument("--summary-only", action="store_true")
     ap.add_argument("--energy", action="store_true", help="EnergyMeter vs CodeCarbon on one digits run")
@@ -234,7 +238,9 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    extra = [json.loads(line) for f in args.extra if Path(f).exists() for line in Path(f).read_text().splitlines()]
+    extra = [
+        json.loads(line) for f in args.extra if Path(f).exists() for line in Path(f).read_text().splitlines()
+    ]
     if not args.summary_only:
         done = (
             {(r["problem"], r["method"], r["seed"]) for r in rows if "hv_ratio" in r}
