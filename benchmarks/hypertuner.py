@@ -29,6 +29,8 @@ import numpy as np  # noqa: E402
 
 PROBLEMS = ("BraninCurrin", "ZDT1", "ZDT2", "DTLZ2")
 OURS = ("adumbo", "adumbo_w1", "adumbo_w0")
+# "adumbo_ref": ADUMBO told BoTorch's reference point (as qLogNEHVI always is); the default ADUMBO and
+# Optuna's GPSampler infer one from the data.
 PEERS = ("optuna_gp", "tpe", "nsga2", "random")
 DEFAULT_METHODS = OURS + PEERS
 
@@ -67,9 +69,11 @@ def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps
     X, Y, ask_times = [], [], []
     if method.startswith("adumbo") or method in ("random", "qnehvi"):
         kw = {"n_init": n_init, "initial_points": init} if method.startswith("adumbo") else {}
+        if method == "adumbo_ref":
+            kw["ref_point"] = ref_min.tolist()
         if method == "qnehvi":
-            kw = {"n_init": n_init}
-        opt = make_optimizer(method, d, ["minimize"] * m, seed=seed, **kw)
+            kw = {"n_init": n_init, "ref_point": ref_min.tolist()}
+        opt = make_optimizer(method.replace("_ref", ""), d, ["minimize"] * m, seed=seed, **kw)
         if method in ("random", "qnehvi"):
             opt.tell(init, f(init))
             X += list(init)
@@ -134,8 +138,11 @@ def _job(args):
 def summarise(rows: list[dict], methods: list[str]) -> str:
     rows = [r for r in rows if "hv_ratio" in r]
     lines = []
-    header = "| problem | method | seeds | median HV/max | ratio to best peer | s/suggestion |"
-    lines += [header, "|---|---|---|---|---|---|"]
+    header = (
+        "| problem | method | seeds | median HV/max | ratio to best peer (GPSampler/TPE/NSGA-II/random) "
+        "| ratio to GPSampler | s/suggestion (median) |"
+    )
+    lines += [header, "|---|---|---|---|---|---|---|"]
     for p in PROBLEMS:
         med = {}
         for mth in methods:
@@ -154,10 +161,13 @@ def summarise(rows: list[dict], methods: list[str]) -> str:
                         )
                     ),
                 )
-        peers = [med[m][0] for m in med if not m.startswith("adumbo")]
+        peers = [med[m][0] for m in med if not m.startswith("adumbo") and m != "qnehvi"]
         best_peer = max(peers) if peers else float("nan")
+        gp = med.get("optuna_gp", (float("nan"),))[0]
         for mth, (v, n, sec) in med.items():
-            lines.append(f"| {p} | {mth} | {n} | {v:.3f} | {v / best_peer:.3f} | {sec:.3f} |")
+            r_peer = v / best_peer if best_peer > 0 else float("nan")
+            r_gp = v / gp if gp > 0 else float("nan")
+            lines.append(f"| {p} | {mth} | {n} | {v:.3f} | {r_peer:.3f} | {r_gp:.3f} | {sec:.3f} |")
     return "\n".join(lines)
 
 
@@ -215,6 +225,9 @@ def main(argv=None) -> None:
     ap.add_argument("--n-steps", type=int, default=30)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", default="runs/bench_hypertuner.jsonl")
+    ap.add_argument(
+        "--extra", nargs="*", default=[], help="further JSONL result files to include in the summary"
+    )
     ap.add_argument("--resume", action="store_true", help="skip (problem, method, seed) already in --out")
     ap.add_argument("--summary-only", action="store_true")
     ap.add_argument("--energy", action="store_true", help="EnergyMeter vs CodeCarbon on one digits run")
@@ -225,6 +238,9 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    extra = [
+        json.loads(line) for f in args.extra if Path(f).exists() for line in Path(f).read_text().splitlines()
+    ]
     if not args.summary_only:
         done = (
             {(r["problem"], r["method"], r["seed"]) for r in rows if "hv_ratio" in r}
@@ -264,8 +280,8 @@ def main(argv=None) -> None:
                     f"HV/max={r.get('hv_ratio', r.get('error'))}",
                     flush=True,
                 )
-    methods = list(dict.fromkeys([*args.methods, *[r["method"] for r in rows]]))
-    print(summarise(rows, methods))
+    methods = list(dict.fromkeys([*args.methods, *[r["method"] for r in rows + extra]]))
+    print(summarise(rows + extra, methods))
     print(
         f"\nreproduce: OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --seeds {args.seeds} "
         f"--workers {args.workers} --out {args.out}"

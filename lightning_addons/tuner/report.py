@@ -25,7 +25,7 @@ def _objective_matrix(result) -> tuple[np.ndarray, list[dict]]:
 def hv_curve(result) -> np.ndarray:
     """Hypervolume of the finished trials after each trial, in a normalised space: each objective mapped
     to [0, 1] (better = larger; log scale for log objectives) over all complete trials, reference point
-    -0.1 (a fixed reference, so curves of one study are comparable)."""
+    -0.1, divided by the box volume 1.1^m so that 1.0 means one trial is best on every objective."""
     objs = result.objectives
     hist = sorted(result.history, key=lambda h: h["number"])
     Y = np.array(
@@ -47,7 +47,7 @@ def hv_curve(result) -> np.ndarray:
     for k in range(len(hist)):
         rows = Z[: k + 1][ok[: k + 1]]
         out.append(hypervolume(rows, ref) if len(rows) else 0.0)
-    return np.asarray(out)
+    return np.asarray(out) / 1.1 ** len(objs)
 
 
 def default_comparison(result) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(np.arange(1, len(curve) + 1), curve, "o-", ms=3)
     ax.set_xlabel("trial")
-    ax.set_ylabel("hypervolume (normalised objectives)")
+    ax.set_ylabel("hypervolume / max (normalised objectives)")
     fig.tight_layout()
     fig.savefig(out / "hypervolume.png", dpi=110)
     plt.close(fig)

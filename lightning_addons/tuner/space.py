@@ -145,6 +145,8 @@ class Param:
             return int(min(max(round(v), self.low), self.high))
         if abs(u - self.to_unit(self.default)) < 1e-12:
             return self.default  # exact defaults despite float round-off
+        if u in (0.0, 1.0):
+            return self.low if u == 0.0 else self.high
         if self.log:
             return float(math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low))))
         return float(self.low + u * (self.high - self.low))

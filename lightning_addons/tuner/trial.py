@@ -140,6 +140,11 @@ def class_config(obj: Any, args: Mapping[str, Any] | None = None) -> dict | None
     if isinstance(obj, Mapping):
         return copy.deepcopy(dict(obj))
     if isinstance(obj, type):
+        if obj.__module__ == "__main__":
+            raise ValueError(
+                f"{obj.__qualname__} is defined in __main__, which a trial subprocess cannot import: move it to a "
+                "module (or pass {class_path: 'package.module.Class', init_args: ...})."
+            )
         return {"class_path": f"{obj.__module__}.{obj.__qualname__}", "init_args": dict(args or {})}
     raise ValueError(f"expected a class or a {{class_path, init_args}} mapping, got {type(obj).__name__}.")
 

@@ -92,3 +92,27 @@ def test_energy_meter_rejects_unknown_source():
         match=r"`source` must be one of \['auto', 'nvml', 'rapl', 'cpu-time-estimate'\], got 'ipmi'",
     ):
         EnergyMeter(source="ipmi")
+
+
+def test_nvml_meter_reads_total_energy_deltas_through_pynvml(monkeypatch):
+    import types
+
+    from lightning_addons.tuner.energy import NVMLMeter
+
+    counters = {0: 5_000, 1: 9_000}  # millijoules
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: counters[h],
+    )
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
+    meter = NVMLMeter()
+    meter.start()
+    counters[0] += 2_500
+    counters[1] += 500
+    assert meter.source == "nvml" and meter.read() == pytest.approx(3.0)
+    assert best_meter(prefer_gpu=True).source == "nvml"
+    fake.nvmlDeviceGetCount = lambda: 0
+    with pytest.raises(RuntimeError, match="NVML found no GPU"):
+        NVMLMeter()

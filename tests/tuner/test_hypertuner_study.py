@@ -104,6 +104,7 @@ def test_an_objective_that_is_never_logged_fails_fast_listing_the_logged_names(t
             "more than one device exists",
         ),
         ({"trial_fn": None}, "give exactly one of `model`"),
+        ({"trial_fn": None, "model": type("Local", (), {"__module__": "__main__"})}, "defined in __main__"),
     ],
 )
 def test_hypertuner_rejects_bad_input(tmp_path, kwargs, match):
