@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--timeout", type=float)
     ap.add_argument("--no_progress", action="store_true")
+    ap.add_argument("--print_config", action="store_true", help="validate the config, print it and exit")
     args = ap.parse_args(list(argv) if argv is not None else None)
     path = Path(args.config)
     if not path.is_file():
@@ -102,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_progress:
         overrides["progress"] = False
     tuner = build_tuner(config, overrides)
+    if args.print_config:
+        config["tune"] = {**config["tune"], **{k: v for k, v in overrides.items() if v is not None}}
+        print(yaml.safe_dump(config, sort_keys=False))
+        raise SystemExit(0)
     result = tuner.run()
     from lightning_addons.tuner.report import write_report
 
