@@ -43,7 +43,7 @@ class CacheGenerator:
 
 
 class TinyUNetGenerator(CacheGenerator):
-    """The embedded class-conditional UNet (:mod:`lightning_addons.zoo.tiny_unet`), DDIM-sampled.
+    """The embedded class-conditional UNet (:mod:`lightning_addons.zoo.tinyunet`), DDIM-sampled.
 
     Class indices are the UNet's labels (the ten digits); class names are ignored.
 
@@ -65,7 +65,7 @@ class TinyUNetGenerator(CacheGenerator):
         self._unet = None
 
     def generate(self, class_index: int, class_name: str, n: int, seed: int) -> torch.Tensor:
-        from lightning_addons.zoo.tiny_unet import NUM_CLASSES, create_tiny_unet, sample_ddim
+        from lightning_addons.zoo.tinyunet import NUM_CLASSES, create_tiny_unet, sample_ddim
 
         if not 0 <= class_index < NUM_CLASSES:
             raise ValueError(
@@ -244,7 +244,8 @@ class CacheSet:
         rows = [f"{'class':<12}{'generated':>10}{'agreed':>8}{'fidelity':>10}{'kept':>6}"]
         for c in self.report.get("per_class", []):
             fid = "-" if c["fidelity"] is None else f"{c['fidelity']:.3f}"
-            rows.append(f"{c['name']:<12}{c['generated']:>10}{c['agreed']:>8}{fid:>10}{c['kept']:>6}")
+            agreed = "-" if c["agreed"] is None else c["agreed"]
+            rows.append(f"{c['name']:<12}{c['generated']:>10}{agreed:>8}{fid:>10}{c['kept']:>6}")
         overall = self.report.get("fidelity")
         rows.append(f"overall fidelity: {'-' if overall is None else f'{overall:.3f}'}")
         return "\n".join(rows)

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--alphas", type=float, nargs="+", default=None, help="cachefl: override `alphas`")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="cachefl: override `seeds`")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing federation checkpoint")
+    parser.add_argument("--print_config", action="store_true", help="validate the config, print it and exit")
     args = parser.parse_args(argv)
     path = Path(args.config)
     if not path.is_file():
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
         unknown = sorted(set(raw["cachefl"] or {}) - allowed)
         if unknown:
             parser.error(f"unknown `cachefl` keys {unknown}; allowed: {sorted(allowed)}")
+        if args.print_config:
+            print(yaml.safe_dump(raw, sort_keys=False))
+            raise SystemExit(0)
         kwargs = dict(raw["cachefl"] or {})
         if args.out:
             kwargs["out"] = args.out
@@ -58,6 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     from lightning_addons.federated.config import build_simulation, load_config
 
     cfg = load_config(raw)
+    if args.print_config:
+        print(yaml.safe_dump(raw, sort_keys=False))
+        raise SystemExit(0)
     if args.flower_app:
         from lightning_addons.federated.flower import write_flower_app
 

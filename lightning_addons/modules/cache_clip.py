@@ -28,7 +28,7 @@ from lightning_addons.modules.nn.cache import (
 TINY_WORLD_TAG = "lightning-addons"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
-DEFAULT_ALPHA_GRID = [round(0.25 * i, 4) for i in range(0, 41)]  # 0 .. 10
+DEFAULT_ALPHA_GRID = [round(0.25 * i, 4) for i in range(0, 81)]  # 0 .. 20
 DEFAULT_BETA_GRID = [round(0.5 * i, 4) for i in range(1, 25)]  # 0.5 .. 12
 
 
@@ -110,7 +110,7 @@ def load_clip(clip_model: str, pretrained: str | None):
     open_clip = require("open_clip", feature="CacheCLIPAdapter")
     cleaned = clip_model.replace("/", "-")
     if cleaned == "tiny-digits-clip":
-        from lightning_addons.zoo.tiny_clip import create_tiny_clip
+        from lightning_addons.zoo.tinyclip import create_tiny_clip
 
         if pretrained == TINY_WORLD_TAG:
             return create_tiny_clip(pretrained=True)
@@ -166,7 +166,8 @@ class CacheCLIPAdapter(pl.LightningModule):
         train_alpha_beta: also learn alpha and beta (then they are federated too).
         lr, weight_decay, eps: AdamW settings; ``scheduler`` ``"cosine"`` (over ``max_epochs``) or ``"none"``.
         search_alpha_beta: run the validation grid search (see above) over ``alpha_grid`` x ``beta_grid``.
-        augment_views: views averaged per cache image (view 0 is the image itself; others random crops).
+        augment_views: views averaged per cache image (view 0 is the image itself, the others random
+            resized crops); 10 as in Tip-Adapter's cache construction.
         encode_batch_size: batch size when running the frozen encoder.
         seed: seed of the augmented views.
 
@@ -204,13 +205,13 @@ class CacheCLIPAdapter(pl.LightningModule):
         search_alpha_beta: bool = True,
         alpha_grid: list[float] | None = None,
         beta_grid: list[float] | None = None,
-        augment_views: int = 1,
+        augment_views: int = 10,
         encode_batch_size: int = 256,
         seed: int = 0,
     ) -> None:
         super().__init__()
         if class_names is None:
-            from lightning_addons.zoo.tiny_clip import DIGIT_CLASS_NAMES
+            from lightning_addons.zoo.tinyclip import DIGIT_CLASS_NAMES
 
             class_names = list(DIGIT_CLASS_NAMES)
         self.class_names = validate_class_names(class_names)
@@ -317,7 +318,7 @@ class CacheCLIPAdapter(pl.LightningModule):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 1|3, H, W]`` in [0, 1] -> CLIP input (3 channels, model size, normalised)."""
-        from lightning_addons.zoo.tiny_clip import preprocess_tensor
+        from lightning_addons.zoo.tinyclip import preprocess_tensor
 
         model = self.clip
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -548,7 +549,7 @@ class CacheCLIPAdapter(pl.LightningModule):
         if self.hparams.search_alpha_beta:
             loader = self._val_loader()
             if loader is not None:
-                user = (float(self.alpha), float(self.beta))
+                user = (float(self.alpha.detach()), float(self.beta.detach()))
                 res = self.search_alpha_beta(loader, keys=self.initial_keys)
                 self.training_free_alpha.fill_(res["alpha"])
                 self.training_free_beta.fill_(res["beta"])
@@ -633,8 +634,8 @@ class CacheCLIPAdapter(pl.LightningModule):
                 if not torch.equal(self.cache_keys.detach(), self.initial_keys)
                 else "current cache",
                 float(self.test_acc.compute()),
-                f"{float(self.alpha):g}",
-                f"{float(self.beta):g}",
+                f"{float(self.alpha.detach()):g}",
+                f"{float(self.beta.detach()):g}",
             ),
         ]
         rank_zero_info(format_accuracy_table(rows, shots=self.shots_per_class))

@@ -6,7 +6,7 @@ project trains its own small models on the *public* 30% of scikit-learn's digits
 * :func:`tiny_clip` -- the ``tiny-digits-clip`` open_clip config (registered with
   ``open_clip.add_model_config``), pre-trained contrastively with class-name captions;
 * :func:`tiny_unet` -- a class-conditional ``diffusers.UNet2DModel`` trained with DDPM, sampled with
-  a hand-written DDIM loop (:func:`lightning_addons.zoo.tiny_unet.sample_ddim`).
+  a hand-written DDIM loop (:func:`lightning_addons.zoo.tinyunet.sample_ddim`).
 
 Weights resolve in this order: the files shipped in ``lightning_addons/zoo/weights/`` (produced by
 ``python -m lightning_addons.zoo.build``), then the cache (``lightning_addons.data.cache_dir("zoo")``),
@@ -25,7 +25,7 @@ import os
 import threading
 from pathlib import Path
 
-from lightning_addons.zoo.tiny_clip import (
+from lightning_addons.zoo.tinyclip import (
     DIGIT_CLASS_NAMES,
     PRETRAIN_TEMPLATES,
     TINY_CLIP_NAME,
@@ -71,7 +71,7 @@ def tiny_clip_weights() -> Path:
     """Path of the tiny CLIP weights (shipped, cached, or trained now and cached)."""
 
     def build(path: Path) -> None:
-        from lightning_addons.zoo.tiny_clip import pretrain_tiny_clip, save_tiny_clip
+        from lightning_addons.zoo.tinyclip import pretrain_tiny_clip, save_tiny_clip
 
         model, init_emb, _ = pretrain_tiny_clip(verbose=False)
         save_tiny_clip(model, path, init_emb)
@@ -83,7 +83,7 @@ def tiny_unet_weights() -> Path:
     """Path of the tiny UNet weights (shipped, cached, or trained now and cached)."""
 
     def build(path: Path) -> None:
-        from lightning_addons.zoo.tiny_unet import save_tiny_unet, train_tiny_unet
+        from lightning_addons.zoo.tinyunet import save_tiny_unet, train_tiny_unet
 
         model, _ = train_tiny_unet(verbose=False)
         save_tiny_unet(model, path)
@@ -98,6 +98,6 @@ def tiny_clip(pretrained: bool = True):
 
 def tiny_unet(pretrained: bool = True):
     """The class-conditional tiny UNet (eval mode) and its DDPM noise scheduler."""
-    from lightning_addons.zoo.tiny_unet import create_tiny_unet
+    from lightning_addons.zoo.tinyunet import create_tiny_unet
 
     return create_tiny_unet(pretrained=pretrained)

@@ -28,14 +28,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     if args.only in (None, "clip"):
-        from lightning_addons.zoo.tiny_clip import pretrain_tiny_clip, save_tiny_clip
+        from lightning_addons.zoo.tinyclip import pretrain_tiny_clip, save_tiny_clip
 
         t = time.perf_counter()
         model, init_emb, info = pretrain_tiny_clip()
         path = save_tiny_clip(model, args.out / TINY_CLIP_FILE, init_emb)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t:.0f} s: {info}")
     if args.only in (None, "unet"):
-        from lightning_addons.zoo.tiny_unet import save_tiny_unet, train_tiny_unet
+        from lightning_addons.zoo.tinyunet import save_tiny_unet, train_tiny_unet
 
         t = time.perf_counter()
         unet, info = train_tiny_unet()

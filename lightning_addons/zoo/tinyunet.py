@@ -7,7 +7,7 @@ probability ``p_uncond`` during training.
 
 Example:
     >>> import torch
-    >>> from lightning_addons.zoo.tiny_unet import create_tiny_unet, sample_ddim
+    >>> from lightning_addons.zoo.tinyunet import create_tiny_unet, sample_ddim
     >>> unet, scheduler = create_tiny_unet(pretrained=False)
     >>> x = sample_ddim(unet, scheduler, torch.tensor([3, 7]), steps=2, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
     >>> tuple(x.shape), bool(((x >= 0) & (x <= 1)).all())
@@ -72,7 +72,11 @@ def create_tiny_unet(pretrained: bool = True, weights: str | os.PathLike | None 
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"Tiny UNet weights file {str(path)!r} does not exist.")
-        unet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        from lightning_addons.zoo.tinyclip import check_fingerprint
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        check_fingerprint(state, path)
+        unet.load_state_dict(state, strict=True)
     return unet.eval(), _scheduler()
 
 
@@ -83,7 +87,11 @@ def save_tiny_unet(unet: torch.nn.Module, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
-        torch.save({k: v.detach().float().clone() for k, v in unet.state_dict().items()}, tmp)
+        from lightning_addons.zoo.tinyclip import public_split_fingerprint
+
+        state = {k: v.detach().float().clone() for k, v in unet.state_dict().items()}
+        state["public_split_sha256"] = public_split_fingerprint()
+        torch.save(state, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -104,7 +112,7 @@ def train_tiny_unet(
     Returns:
         The trained UNet (eval mode) and a summary dict.
     """
-    from lightning_addons.zoo.tiny_clip import digits_public_images
+    from lightning_addons.zoo.tinyclip import digits_public_images
 
     torch.manual_seed(seed)
     unet, scheduler = create_tiny_unet(pretrained=False)

@@ -12,7 +12,7 @@ rows that training touched are kept (the other rows are zero when loaded; the to
 them for the digit captions). The file is a plain dict of tensors: ``torch.load(weights_only=True)``.
 
 Example:
-    >>> from lightning_addons.zoo.tiny_clip import create_tiny_clip
+    >>> from lightning_addons.zoo.tinyclip import create_tiny_clip
     >>> model, tokenizer = create_tiny_clip(pretrained=False)
     >>> tuple(model.encode_text(tokenizer(["a photo of the number: \\"one\\"."])).shape)
     (1, 64)
@@ -95,6 +95,7 @@ def save_tiny_clip(
     state["token_embedding.rows"] = rows
     state["token_embedding.values"] = emb[rows].clone()
     state["token_embedding.shape"] = torch.tensor(emb.shape)
+    state["public_split_sha256"] = public_split_fingerprint()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -114,6 +115,7 @@ def load_tiny_clip_weights(model: torch.nn.Module, path: str | os.PathLike) -> t
     if not path.is_file():
         raise FileNotFoundError(f"Tiny CLIP weights file {str(path)!r} does not exist.")
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    check_fingerprint(state, path)
     shape = tuple(int(s) for s in state.pop("token_embedding.shape"))
     emb = torch.zeros(shape)
     emb[state.pop("token_embedding.rows")] = state.pop("token_embedding.values")
@@ -129,6 +131,29 @@ def digits_public_images(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     dm = DigitsDataModule(public_fraction=0.3, normalize=False, channels=1, seed=seed)
     ds = dm.dataset("public")
     return ds.x.clone(), ds.y.clone()
+
+
+def public_split_fingerprint(seed: int = 0) -> torch.Tensor:
+    """SHA-256 (32 uint8) of the public split's source indices: the weights record what they were trained on,
+    so a change of the split (which would leak pre-training images into the private test set) is detected."""
+    import hashlib
+
+    from lightning_addons.datamodules import DigitsDataModule
+
+    dm = DigitsDataModule(public_fraction=0.3, normalize=False, channels=1, seed=seed)
+    idx = dm.dataset("public").source_index.to(torch.int64).sort().values.numpy().tobytes()
+    return torch.tensor(list(hashlib.sha256(idx).digest()), dtype=torch.uint8)
+
+
+def check_fingerprint(state: dict, path) -> None:
+    """Raise if weights were trained on a different public split than the current one."""
+    stored = state.pop("public_split_sha256", None)
+    if stored is not None and not torch.equal(stored, public_split_fingerprint()):
+        raise RuntimeError(
+            f"The tiny-world weights {str(path)!r} were trained on a different public digits split than "
+            "DigitsDataModule(public_fraction=0.3, seed=0) now produces: pre-training images would leak into the "
+            "private test split. Rebuild them: python -m lightning_addons.zoo.build"
+        )
 
 
 def preprocess_tensor(x: torch.Tensor, image_size: int, mean, std) -> torch.Tensor:
