@@ -426,3 +426,30 @@ def test_cli_fit_on_the_example_config_prints_the_accuracy_table(tiny_world, cap
         assert row in text, text[-2000:]
     assert isinstance(cli.model, CacheCLIPAdapter) and cli.model.shots_per_class == [4] * 10
     assert set(cli.trainer.callback_metrics) >= {"test_acc", "test_acc_zero_shot", "test_acc_training_free"}
+
+
+def test_diffusers_pipeline_generator_adapts_pipeline_output():
+    """The text-to-image adapter (with a stand-in for a pipeline: no Stable Diffusion weights exist here):
+    one prompt per class, seeded, NHWC -> NCHW, grayscale and resize handled, count checked downstream."""
+    from types import SimpleNamespace
+
+    from lightning_addons.datamodules import DiffusersPipelineGenerator
+
+    calls = []
+
+    def fake_pipeline(prompt, num_images_per_prompt, generator, output_type, **kwargs):
+        calls.append((prompt, num_images_per_prompt, output_type, kwargs))
+        g = torch.Generator().manual_seed(generator.initial_seed())
+        return SimpleNamespace(images=torch.rand(num_images_per_prompt, 32, 32, 3, generator=g))  # NHWC
+
+    gen = DiffusersPipelineGenerator(fake_pipeline, output_size=8, grayscale=True, num_inference_steps=3)
+    cs = CacheInitializer(gen, ["cat", "dog"], shots=2, seed=7).run()
+    assert tuple(cs.images.shape) == (4, 1, 8, 8) and cs.labels.tolist() == [0, 0, 1, 1]
+    assert [c[0] for c in calls] == ["a photo of a cat.", "a photo of a dog."]
+    assert calls[0][2] == "pt" and calls[0][3]["num_inference_steps"] == 3
+    again = CacheInitializer(gen, ["cat", "dog"], shots=2, seed=7).run()
+    assert torch.equal(again.images, cs.images)  # fixed seeds
+    with pytest.raises(FileNotFoundError, match="`pipeline` folder '/no/such/sd' does not exist"):
+        DiffusersPipelineGenerator("/no/such/sd")
+    with pytest.raises(ValueError, match="exactly one"):
+        DiffusersPipelineGenerator(fake_pipeline, prompt="no placeholder")
