@@ -8,13 +8,23 @@ from lightning_addons.datamodules.synthetic_cache import (
     SyntheticCacheDataModule,
     TinyUNetGenerator,
 )
+from lightning_addons.datamodules.timeseries import (
+    ChickenpoxDataModule,
+    ETTh1DataModule,
+    StocksDemoDataModule,
+    TimeSeriesDataModule,
+)
 
 __all__ = [
     "CacheInitializer",
+    "ChickenpoxDataModule",
     "DiffusersPipelineGenerator",
     "DigitsDataModule",
+    "ETTh1DataModule",
     "FewShotGenerator",
     "IndexedTensorDataset",
+    "StocksDemoDataModule",
     "SyntheticCacheDataModule",
+    "TimeSeriesDataModule",
     "TinyUNetGenerator",
 ]

@@ -2,5 +2,6 @@
 
 from lightning_addons.modules.cache_clip import CacheCLIPAdapter
 from lightning_addons.modules.classifier import ImageClassifier
+from lightning_addons.modules.forecaster import Forecaster
 
-__all__ = ["CacheCLIPAdapter", "ImageClassifier"]
+__all__ = ["CacheCLIPAdapter", "Forecaster", "ImageClassifier"]

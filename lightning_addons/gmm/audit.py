@@ -1,0 +1,228 @@
+"""One audit of one layer: per-filter PCA to 2-D, Gaussian mixtures over a range of K, the choice of K,
+CH index, dead filters and anomaly verdicts (pure torch / scikit-learn, no Lightning).
+
+Example:
+    >>> import torch
+    >>> maps = torch.randn(64, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    >>> maps[:, 0] = 0.0  # a dead filter
+    >>> res = audit_layer(maps, components=[2, 3])
+    >>> res.dead.tolist(), res.k.shape
+    ([True, False, False, False], torch.Size([4]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from lightning_addons.gmm.mixture import (
+    _weighted_log_prob,
+    bic,
+    calinski_harabasz,
+    fit_gmm_sklearn,
+    fit_gmm_torch,
+)
+from lightning_addons.gmm.pca import normalise_scale, project_2d
+from lightning_addons.gmm.rules import RuleInput, get_rule
+
+BACKENDS = ("torch", "sklearn")
+CRITERIA = ("ch", "bic")
+
+
+@dataclass
+class LayerAudit:
+    """Per-filter results of one layer (``C`` filters, ``N`` samples).
+
+    Attributes:
+        k: chosen number of components ``[C]`` (0 for dead filters).
+        ch: CH index of the chosen fit ``[C]`` (0 for dead or collapsed fits).
+        ch_all, bic_all: CH index and BIC for every candidate K ``[C, len(components)]``.
+        min_fraction: smallest non-empty component's share of the samples ``[C]``.
+        dead: constant feature map over the samples ``[C]``.
+        anomaly: the rule's verdict ``[C]``; flagged: samples flagged per filter ``[C, N]``.
+        score: the rule's anomaly score ``[C]`` (higher is more anomalous).
+        points: the 2-D PCA points ``[C, N, 2]``; weights/means/covariances of the chosen fits (for plots).
+    """
+
+    k: torch.Tensor
+    ch: torch.Tensor
+    ch_all: torch.Tensor
+    bic_all: torch.Tensor
+    min_fraction: torch.Tensor
+    dead: torch.Tensor
+    anomaly: torch.Tensor
+    flagged: torch.Tensor
+    score: torch.Tensor
+    points: torch.Tensor
+    weights: list[torch.Tensor] = field(default_factory=list)
+    means: list[torch.Tensor] = field(default_factory=list)
+    covariances: list[torch.Tensor] = field(default_factory=list)
+
+
+def filter_matrix(maps: torch.Tensor) -> torch.Tensor:
+    """Feature maps ``[N, C, H, W]`` -> per-filter sample matrices ``[C, N, H*W]`` (float32).
+
+    Raises:
+        ValueError: ``maps`` is not 4-D (not the output of a 2-D convolution).
+    """
+    if maps.dim() != 4:
+        raise ValueError(
+            f"Feature maps must be [N, C, H, W] (output of an nn.Conv2d on image batches), got shape {tuple(maps.shape)}."
+        )
+    n, c = maps.shape[:2]
+    return maps.detach().float().reshape(n, c, -1).transpose(0, 1).contiguous()
+
+
+def dead_filters(mats: torch.Tensor, rel_tol: float = 1e-8, centred: torch.Tensor | None = None) -> torch.Tensor:
+    """``[C]``: filters whose map is (numerically) the same for every sample (e.g. a ReLU that never fires).
+
+    ``centred`` may pass ``mats`` already centred over the samples (saves a pass over the data)."""
+    x = mats.float()
+    xc = centred if centred is not None else x - x.mean(1, keepdim=True)
+    var = torch.linalg.vector_norm(xc, dim=(-1, -2)).double() ** 2
+    energy = torch.linalg.vector_norm(x, dim=(-1, -2)).double() ** 2
+    return var <= rel_tol * energy + 1e-20 * x.shape[1] * x.shape[2]
+
+
+def validate_components(components: Sequence[int], n_samples: int | None = None) -> list[int]:
+    """Check the candidate numbers of components: distinct integers >= 2 (and < ``n_samples``).
+
+    Raises:
+        ValueError: empty, non-integer, below 2, duplicated or not below the number of samples.
+    """
+    comps = list(components) if isinstance(components, (list, tuple)) else None
+    if not comps or any(not isinstance(k, int) or isinstance(k, bool) or k < 2 for k in comps):
+        raise ValueError(f"`components` must be a non-empty list of integers >= 2, e.g. [2, 3, 4], got {components!r}.")
+    if len(set(comps)) != len(comps):
+        raise ValueError(f"`components` must not repeat values, got {components!r}.")
+    if n_samples is not None and max(comps) >= n_samples:
+        raise ValueError(
+            f"`components` must be below the number of audited samples ({n_samples}), got {components!r}: "
+            "lower the K range or raise `max_samples`."
+        )
+    return sorted(comps)
+
+
+def _fit(points, k, backend, seed, n_jobs=1):
+    if backend == "torch":
+        return fit_gmm_torch(points, k, seed=seed)
+    return fit_gmm_sklearn(points, k, seed=seed, n_jobs=n_jobs)
+
+
+def _project(mats: torch.Tensor, backend: str, seed: int, centred: bool = False) -> torch.Tensor:
+    if backend == "torch":
+        return project_2d(mats.float(), seed=seed, centred=centred).double()
+    import numpy as np
+    from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
+
+    out = []
+    with threadpool_limits(1):
+        for m in mats.to(torch.float64).cpu().numpy():
+            p = PCA(n_components=min(2, *m.shape), random_state=seed).fit_transform(m)
+            if p.shape[1] < 2:
+                p = np.concatenate([p, np.zeros((len(p), 2 - p.shape[1]))], axis=1)
+            out.append(p)
+    return torch.from_numpy(np.stack(out))
+
+
+def audit_layer(
+    maps: torch.Tensor,
+    components: Sequence[int] = (2, 3, 4),
+    criterion: Literal["ch", "bic"] = "ch",
+    rule: str | Callable = "likelihood",
+    rule_kwargs: dict[str, Any] | None = None,
+    backend: Literal["torch", "sklearn"] = "torch",
+    seed: int = 0,
+    n_jobs: int = 1,
+) -> LayerAudit:
+    """Audit every filter of one layer from its feature maps ``[N, C, H, W]``.
+
+    Per live filter: PCA of the ``N`` flattened maps to 2-D (scaled to unit RMS radius), one Gaussian mixture
+    per ``K`` in ``components``, ``K`` chosen by the largest CH index (``criterion="ch"``) or the smallest BIC,
+    then the anomaly ``rule`` on the chosen fits. Dead filters are skipped. ``n_jobs`` spreads the
+    scikit-learn backend's per-filter fits over joblib workers.
+
+    Raises:
+        ValueError: bad ``maps`` shape, ``components``, ``criterion`` or ``backend``; unknown rule.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"`backend` must be one of {list(BACKENDS)}, got {backend!r}.")
+    if criterion not in CRITERIA:
+        raise ValueError(f"`criterion` must be one of {list(CRITERIA)}, got {criterion!r}.")
+    rule_fn = get_rule(rule)
+    mats = filter_matrix(maps)
+    c, n, _ = mats.shape
+    comps = validate_components(components, n)
+    mats_c = mats - mats.mean(1, keepdim=True)
+    dead = dead_filters(mats, centred=mats_c)
+    live = (~dead).nonzero().flatten()
+    nk = len(comps)
+    ch_all = torch.zeros(c, nk, dtype=torch.float64)
+    bic_all = torch.full((c, nk), torch.inf, dtype=torch.float64)
+    labels = torch.zeros(c, n, dtype=torch.long)
+    log_prob = torch.zeros(c, n, dtype=torch.float64)
+    kmax = max(comps)
+    comp_lp = torch.full((c, n, kmax), -torch.inf, dtype=torch.float64)
+    w_pad = torch.zeros(c, kmax, dtype=torch.float64)
+    points = torch.zeros(c, n, 2, dtype=torch.float64)
+    k_chosen = torch.zeros(c, dtype=torch.long)
+    weights: list[torch.Tensor] = [torch.zeros(0)] * c
+    means: list[torch.Tensor] = [torch.zeros(0, 2)] * c
+    covs: list[torch.Tensor] = [torch.zeros(0, 2, 2)] * c
+    if len(live):
+        if backend == "torch":
+            src = mats_c if len(live) == c else mats_c[live]
+            pts = normalise_scale(_project(src, backend, seed, centred=True).cpu())
+        else:
+            pts = normalise_scale(_project(mats[live], backend, seed).cpu())
+        points[live] = pts
+        fits = []
+        for j, k in enumerate(comps):
+            fit = _fit(pts, k, backend, seed, n_jobs)
+            fits.append(fit)
+            ch_all[live, j] = calinski_harabasz(pts, fit.labels, k)
+            bic_all[live, j] = bic(fit)
+        if criterion == "ch":
+            best = ch_all[live].argmax(-1)  # ties (e.g. all collapsed) -> the smallest K
+        else:
+            best = bic_all[live].argmin(-1)
+        for j, fit in enumerate(fits):
+            rows = (best == j).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            fis = live[rows]
+            kk = comps[j]
+            labels[fis] = fit.labels[rows]
+            log_prob[fis] = fit.log_prob[rows].double()
+            k_chosen[fis] = kk
+            w, mu, cv = fit.weights[rows].double(), fit.means[rows].double(), fit.covariances[rows].double()
+            comp_lp[fis, :, :kk] = _weighted_log_prob(pts[rows], w, mu, cv)
+            w_pad[fis, :kk] = w
+            for r, fi in enumerate(fis.tolist()):
+                weights[fi], means[fi], covs[fi] = w[r], mu[r], cv[r]
+    ch = ch_all.gather(1, (torch.tensor([comps.index(int(k)) if k else 0 for k in k_chosen]))[:, None])[:, 0]
+    ch = torch.where(dead, torch.zeros_like(ch), ch)
+    counts = torch.nn.functional.one_hot(labels, max(comps)).sum(1)
+    smallest = torch.where(counts > 0, counts, torch.full_like(counts, n)).min(-1).values
+    min_fraction = torch.where(dead, torch.ones(c, dtype=torch.float64), smallest.to(torch.float64) / n)
+    ri = RuleInput(labels=labels, log_prob=log_prob, ch=ch, k=k_chosen.clamp_min(1), dead=dead,
+                   component_log_prob=comp_lp, weights=w_pad)
+    anomaly, flagged, score = rule_fn(ri, **(rule_kwargs or {}))
+    return LayerAudit(
+        k=k_chosen, ch=ch, ch_all=ch_all, bic_all=bic_all, min_fraction=min_fraction, dead=dead,
+        anomaly=anomaly.bool() & ~dead, flagged=flagged.bool() & ~dead[:, None], score=score.to(torch.float64),
+        points=points, weights=weights, means=means, covariances=covs,
+    )
+
+
+def sample_votes(audits: Sequence[LayerAudit]) -> torch.Tensor:
+    """``[N]`` number of anomaly filters (over all layers) that flag each sample."""
+    votes = None
+    for a in audits:
+        v = (a.flagged & a.anomaly[:, None]).sum(0)
+        votes = v if votes is None else votes + v
+    return votes if votes is not None else torch.zeros(0, dtype=torch.long)

@@ -1,0 +1,216 @@
+"""The pure maths of the GMM audit on constructed data where the answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score
+
+from lightning_addons.gmm import (
+    RuleInput,
+    audit_layer,
+    calinski_harabasz,
+    ch_outlier,
+    dead_filters,
+    filter_matrix,
+    fit_gmm_sklearn,
+    fit_gmm_torch,
+    likelihood,
+    normalise_scale,
+    project_2d,
+    sample_votes,
+    small_component,
+)
+from lightning_addons.gmm.audit import validate_components
+
+
+def blobs(sizes, centres, scale=1.0, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    parts = [torch.randn(n, 2, generator=g, dtype=torch.float64) * scale + torch.tensor(c, dtype=torch.float64)
+             for n, c in zip(sizes, centres)]
+    return torch.cat(parts)
+
+
+def maps_from_points(points: torch.Tensor, hw: int = 4, seed: int = 0) -> torch.Tensor:
+    """Embed 2-D points [C, N, 2] into feature maps [N, C, hw, hw] through a random linear map (rank 2)."""
+    g = torch.Generator().manual_seed(seed)
+    c, n, _ = points.shape
+    proj = torch.randn(c, 2, hw * hw, generator=g, dtype=torch.float64)
+    return (points @ proj).float().transpose(0, 1).reshape(n, c, hw, hw)
+
+
+def test_filter_matrix_shapes_and_rejects_non_image_maps():
+    maps = torch.randn(10, 3, 4, 5)
+    assert filter_matrix(maps).shape == (3, 10, 20)
+    assert torch.equal(filter_matrix(maps)[1, 2], maps[2, 1].flatten())
+    with pytest.raises(ValueError, match=r"Feature maps must be \[N, C, H, W\]"):
+        filter_matrix(torch.randn(10, 3, 4))
+
+
+def test_pca_scores_match_sklearn_up_to_sign():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 200, 3, generator=g, dtype=torch.float64) @ torch.randn(4, 3, 60, generator=g, dtype=torch.float64)
+    x = x + 0.01 * torch.randn(4, 200, 60, generator=g, dtype=torch.float64)
+    ours = project_2d(x)
+    for b in range(4):
+        ref = PCA(2).fit_transform(x[b].numpy())
+        np.testing.assert_allclose(np.abs(ours[b].numpy()), np.abs(ref), rtol=1e-6, atol=1e-6)
+    scaled = normalise_scale(ours)
+    assert torch.allclose(scaled.pow(2).sum(-1).mean(-1), torch.ones(4, dtype=torch.float64))
+
+
+def test_calinski_harabasz_matches_sklearn_and_guards_collapsed_fits():
+    pts = blobs([50, 40, 30], [(0, 0), (5, 0), (0, 5)])[None]
+    labels = torch.tensor([0] * 50 + [1] * 40 + [2] * 30)[None]
+    ours = float(calinski_harabasz(pts, labels, 3)[0])
+    assert ours == pytest.approx(calinski_harabasz_score(pts[0].numpy(), labels[0].numpy()), rel=1e-10)
+    one_cluster = torch.zeros(1, 120, dtype=torch.long)
+    assert float(calinski_harabasz(pts, one_cluster, 3)[0]) == 0.0
+    identical = torch.zeros(1, 120, 2, dtype=torch.float64)
+    identical[:, 60:] = 1.0
+    halves = torch.tensor([0] * 60 + [1] * 60)[None]
+    assert float(calinski_harabasz(identical, halves, 2)[0]) == 0.0  # zero within-cluster dispersion
+
+
+def test_torch_em_matches_sklearn_on_separated_blobs():
+    pts = torch.stack([blobs([80, 50, 20], [(0, 0), (6, 0), (0, 6)], seed=s) for s in range(5)])
+    ours, ref = fit_gmm_torch(pts, 3, seed=0), fit_gmm_sklearn(pts, 3, seed=0)
+    for b in range(5):
+        assert adjusted_rand_score(ours.labels[b].numpy(), ref.labels[b].numpy()) == pytest.approx(1.0)
+        np.testing.assert_allclose(np.sort(ours.weights[b].numpy()), np.sort(ref.weights[b].numpy()), atol=1e-3)
+    np.testing.assert_allclose(ours.log_prob.numpy(), ref.log_prob.numpy(), rtol=1e-3, atol=1e-3)
+    assert bool(ours.converged.all())
+
+
+def test_torch_backend_agrees_with_sklearn_on_k_and_ch():
+    """Same K chosen and CH within 1% on random mixtures of 2-4 blobs with fixed seeds."""
+    g = torch.Generator().manual_seed(1)
+    clouds = []
+    for i in range(24):
+        k = 2 + i % 3
+        centres = (torch.randn(k, 2, generator=g) * 4).tolist()
+        sizes = [int(s) for s in torch.randint(30, 90, (k,), generator=g)]
+        clouds.append(blobs(sizes, centres, seed=100 + i)[:120])
+    c = len(clouds)
+    n = min(len(p) for p in clouds)
+    pts = torch.stack([p[:n] for p in clouds])
+    maps = maps_from_points(pts)
+    a_t = audit_layer(maps, backend="torch")
+    a_s = audit_layer(maps, backend="sklearn")
+    same_k = a_t.k == a_s.k
+    assert same_k.float().mean() >= 0.9, (a_t.k, a_s.k)
+    rel = ((a_t.ch - a_s.ch).abs() / a_s.ch.clamp_min(1e-9))[same_k]
+    assert float(rel.median()) < 0.01 and float((rel < 0.05).float().mean()) >= 0.9
+    assert c == len(a_t.k)
+
+
+def test_sklearn_backend_gives_the_same_fits_with_parallel_workers():
+    pts = torch.stack([blobs([60, 40], [(0, 0), (5, 5)], seed=s) for s in range(3)])
+    from joblib import parallel_backend
+
+    with parallel_backend("threading"):  # the code path of n_jobs > 1 without paying process start-up in CI
+        two = fit_gmm_sklearn(pts, 2, n_jobs=2)
+    one = fit_gmm_sklearn(pts, 2, n_jobs=1)
+    assert torch.equal(one.labels, two.labels) and torch.allclose(one.log_prob, two.log_prob)
+
+
+def test_k_chosen_by_ch_and_by_bic_on_three_blobs():
+    pts = blobs([60, 60, 60], [(0, 0), (8, 0), (4, 7)])[None]
+    for criterion in ("ch", "bic"):
+        res = audit_layer(maps_from_points(pts), components=[2, 3, 4], criterion=criterion)
+        assert int(res.k[0]) == 3, criterion
+        assert res.min_fraction[0] == pytest.approx(1 / 3, abs=0.02)
+
+
+def test_dead_filters_are_detected_and_never_anomalies():
+    maps = torch.randn(100, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    maps[:, 0] = 0.0  # ReLU never fires
+    maps[:, 1] = torch.randn(4, 4)  # same map for every sample (bias only)
+    assert dead_filters(filter_matrix(maps)).tolist() == [True, True, False]
+    res = audit_layer(maps, rule="small_component", rule_kwargs={"tau": 0.99})
+    assert res.dead.tolist() == [True, True, False]
+    assert not bool(res.anomaly[:2].any()) and res.k[:2].tolist() == [0, 0]
+    assert float(res.ch[0]) == 0.0
+
+
+def test_small_component_rule_flags_the_isolated_samples():
+    bulk = blobs([195], [(0, 0)], seed=0)
+    far = blobs([5], [(25, 25)], scale=0.3, seed=1)
+    pts = torch.stack([torch.cat([bulk, far]), blobs([200], [(0, 0)], seed=2)])
+    res = audit_layer(maps_from_points(pts), rule="small_component")
+    assert res.anomaly.tolist() == [True, False]
+    assert res.flagged[0].nonzero().flatten().tolist() == list(range(195, 200))
+    assert int(sample_votes([res])[197]) == 1
+
+
+def test_small_component_rule_threshold_is_max_of_three_and_tau_n():
+    labels = torch.tensor([[0] * 97 + [1] * 3, [0] * 98 + [1] * 2])
+    ri = RuleInput(labels=labels, log_prob=torch.zeros(2, 100), ch=torch.ones(2), k=torch.tensor([2, 2]),
+                   dead=torch.tensor([False, False]))
+    assert small_component(ri, tau=0.01)[0].tolist() == [False, True]  # limit max(3, 1) = 3
+    assert small_component(ri, tau=0.05)[0].tolist() == [True, True]  # limit 5
+
+
+def test_likelihood_rule_flags_far_samples_but_not_a_clean_gaussian():
+    bulk = blobs([192], [(0, 0)], seed=0)
+    far = blobs([8], [(40, -40)], scale=0.5, seed=1)  # 4% of the samples: below bulk_tau = 5%
+    pts = torch.stack([torch.cat([bulk, far]), blobs([200], [(0, 0)], seed=3), blobs([100, 100], [(0, 0), (6, 0)], seed=4)])
+    res = audit_layer(maps_from_points(pts), rule="likelihood")
+    assert res.anomaly.tolist() == [True, False, False]
+    assert set(res.flagged[0].nonzero().flatten().tolist()) == set(range(192, 200))
+
+
+def test_likelihood_rule_uses_bulk_density_when_outliers_own_a_component():
+    """Outliers captured by their own tight component have a high full-mixture density, a low bulk one."""
+    labels = torch.tensor([[0] * 190 + [1] * 10])
+    lp_full = torch.zeros(1, 200, dtype=torch.float64)
+    comp = torch.stack([torch.zeros(200), torch.full((200,), -1e3)], -1)[None].double()
+    comp[0, 190:, 0] = -60.0  # far from the bulk component
+    comp[0, 190:, 1] = 0.0
+    ri = RuleInput(labels=labels, log_prob=lp_full, ch=torch.ones(1), k=torch.tensor([2]),
+                   dead=torch.tensor([False]), component_log_prob=comp, weights=torch.tensor([[0.95, 0.05]]))
+    comp[0, :190, 0] += torch.linspace(-1, 0, 190, dtype=torch.float64)
+    anomaly, flagged, _ = likelihood(ri, bulk_tau=0.1)
+    assert anomaly.tolist() == [True] and flagged[0, 190:].all() and not flagged[0, :190].any()
+    anomaly_full, _, _ = likelihood(ri, bulk_tau=0.0)
+    assert anomaly_full.tolist() == [False]
+
+
+def test_ch_outlier_rule_flags_the_filter_with_an_outlying_ch():
+    singles = [blobs([150], [(0, 0)], seed=s) for s in range(9)]
+    split = blobs([140, 10], [(0, 0), (12, 12)], scale=0.5, seed=20)
+    pts = torch.stack([*singles, split])
+    res = audit_layer(maps_from_points(pts), rule="ch_outlier")
+    assert res.anomaly.nonzero().flatten().tolist() == [9]
+    assert int(res.flagged[9].sum()) == 10
+    ri = RuleInput(labels=torch.zeros(2, 10, dtype=torch.long), log_prob=torch.zeros(2, 10), ch=torch.ones(2),
+                   k=torch.tensor([2, 2]), dead=torch.tensor([False, False]))
+    assert not bool(ch_outlier(ri)[0].any())  # fewer than 3 live filters: no robust statistics
+
+
+def test_audit_is_deterministic_for_a_seed():
+    maps = torch.randn(120, 6, 3, 3, generator=torch.Generator().manual_seed(0))
+    a, b = audit_layer(maps, seed=3), audit_layer(maps, seed=3)
+    assert torch.equal(a.k, b.k) and torch.equal(a.ch, b.ch) and torch.equal(a.flagged, b.flagged)
+
+
+@pytest.mark.parametrize(
+    ("components", "match"),
+    [([], "non-empty list of integers >= 2"), ([1, 2], "integers >= 2"), ([2, 2], "must not repeat"),
+     ([2, 200], "below the number of audited samples")],
+)
+def test_invalid_component_range_is_rejected(components, match):
+    with pytest.raises(ValueError, match=match):
+        validate_components(components, 100)
+
+
+def test_audit_layer_rejects_unknown_backend_criterion_and_rule():
+    maps = torch.randn(20, 2, 3, 3)
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        audit_layer(maps, backend="jax")
+    with pytest.raises(ValueError, match="`criterion` must be one of"):
+        audit_layer(maps, criterion="aic")
+    with pytest.raises(ValueError, match="`rule` must be one of"):
+        audit_layer(maps, rule="zscore")
