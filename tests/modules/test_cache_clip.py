@@ -412,7 +412,7 @@ def test_few_shot_generator_names_the_short_class():
         CacheInitializer(gen, ["a", "b"], shots=3).run()
 
 
-def test_cli_fit_on_the_example_config_prints_the_accuracy_table(tiny_world, caplog):
+def test_cli_fit_on_the_example_config_prints_the_accuracy_table(tiny_world, caplog, tmp_path):
     import logging
     from pathlib import Path
 
@@ -420,7 +420,16 @@ def test_cli_fit_on_the_example_config_prints_the_accuracy_table(tiny_world, cap
 
     config = Path(__file__).resolve().parents[2] / "examples" / "configs" / "cache_clip_digits.yaml"
     with caplog.at_level(logging.INFO):
-        cli = cli_main(["fit", "--config", str(config), "--trainer.max_epochs=2", "--data.init_args.shots=4"])
+        cli = cli_main(
+            [
+                "fit",
+                "--config",
+                str(config),
+                "--trainer.max_epochs=2",
+                "--data.init_args.shots=4",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
     text = caplog.text
     for row in ("zero-shot CLIP", "training-free cache", "fine-tuned cache", "overall fidelity"):
         assert row in text, text[-2000:]
