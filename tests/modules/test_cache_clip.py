@@ -462,3 +462,22 @@ def test_diffusers_pipeline_generator_adapts_pipeline_output():
         DiffusersPipelineGenerator("/no/such/sd")
     with pytest.raises(ValueError, match="exactly one"):
         DiffusersPipelineGenerator(fake_pipeline, prompt="no placeholder")
+
+
+def test_zero_shot_clip_can_judge_fidelity(real_cache_dm):
+    dm = SyntheticCacheDataModule(
+        datamodule=real_cache_dm.datamodule,
+        generator="real:public",
+        shots=2,
+        fidelity_judge="zero-shot",
+        fidelity_filter=True,
+    )
+    with pytest.raises(RuntimeError, match="needs the CLIP model"):
+        dm.cache_set()  # no adapter attached yet
+    module = CacheCLIPAdapter(augment_views=1)
+    _trainer().validate(module, dm, verbose=False)  # setup attaches the encoder and builds the cache
+    report = dm.fidelity_report
+    assert module.shots_per_class == [2] * 10
+    assert 0.5 < report["fidelity"] <= 1.0  # the tiny CLIP agrees with most real public digits
+    x, y = dm.cache_set()
+    assert torch.equal(module._zero_shot_predict(x), y)  # the filter kept only agreeing images
