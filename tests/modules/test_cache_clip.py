@@ -481,3 +481,26 @@ def test_zero_shot_clip_can_judge_fidelity(real_cache_dm):
     assert 0.5 < report["fidelity"] <= 1.0  # the tiny CLIP agrees with most real public digits
     x, y = dm.cache_set()
     assert torch.equal(module._zero_shot_predict(x), y)  # the filter kept only agreeing images
+
+
+def test_local_dir_folder_and_local_checkpoint_load_through_open_clip(tiny_world, tmp_path):
+    """The real path's local loaders (open_clip's own): a `local-dir:` folder and a checkpoint file path."""
+    import json
+
+    from lightning_addons.zoo import tiny_clip
+    from lightning_addons.zoo.tinyclip import CONFIG_PATH
+
+    model, _ = tiny_clip()
+    (tmp_path / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": json.loads(CONFIG_PATH.read_text())})
+    )
+    torch.save(model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    reference = CacheCLIPAdapter(class_names=DIGITS[:3])
+    x = torch.rand(4, 1, 8, 8)
+    for kwargs in (
+        {"clip_model": f"local-dir:{tmp_path}"},
+        {"clip_model": "tiny-digits-clip", "pretrained": str(tmp_path / "open_clip_pytorch_model.bin")},
+    ):
+        module = CacheCLIPAdapter(class_names=DIGITS[:3], **kwargs)
+        torch.testing.assert_close(module.encode_images(x), reference.encode_images(x))
+        torch.testing.assert_close(module.text_weights, reference.text_weights)
