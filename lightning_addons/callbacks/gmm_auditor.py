@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from lightning_addons.gmm.audit import BACKENDS, CRITERIA, LayerAudit, audit_layer, validate_components
+from lightning_addons.gmm.audit import BACKENDS, CRITERIA, LayerAudit, audit_layers, validate_components
 from lightning_addons.gmm.rules import RULE_PARAMS, RULES
 
 FIGURES = ("end", "every", "none")
@@ -282,7 +282,9 @@ class GMMFilterAuditor(pl.Callback):
     @torch.no_grad()
     def _capture(self, pl_module: pl.LightningModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
         modules = dict(pl_module.named_modules())
-        store: dict[str, list[torch.Tensor]] = {name: [] for name in self._layer_names}
+        # each layer's maps go straight into a [C, N, H, W] buffer: per-filter matrices without a later transpose
+        store: dict[str, torch.Tensor] = {}
+        offset = {"start": 0}
 
         def hook_for(name: str):
             def hook(_module, _inp, out):
@@ -292,7 +294,11 @@ class GMMFilterAuditor(pl.Callback):
                         f"`layers` entry {name!r} outputs {shape}, not [N, C, H, W] feature maps: audit nn.Conv2d "
                         "layers (or modules with 4-D outputs) on image batches."
                     )
-                store[name].append(out.detach().float().cpu())
+                out = out.detach()
+                if name not in store:
+                    store[name] = torch.empty(out.shape[1], len(x), *out.shape[2:], dtype=torch.float32)
+                start = offset["start"]
+                store[name][:, start : start + len(out)] = out.transpose(0, 1)
 
             return hook
 
@@ -301,13 +307,14 @@ class GMMFilterAuditor(pl.Callback):
         try:
             pl_module.eval()
             for start in range(0, len(x), self.batch_size):
+                offset["start"] = start
                 pl_module(x[start : start + self.batch_size].to(pl_module.device))
         finally:
             for h in handles:
                 h.remove()
             for m, mode in modes.items():
                 m.training = mode
-        return {name: torch.cat(v) if v else torch.zeros(0) for name, v in store.items()}
+        return {name: store[name].transpose(0, 1) if name in store else torch.zeros(0) for name in self._layer_names}
 
     def _gather(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         assert self._x is not None
@@ -332,11 +339,9 @@ class GMMFilterAuditor(pl.Callback):
             raise ValueError("`maps` must hold at least one layer's feature maps.")
         n = next(iter(maps.values())).shape[0]
         ids = self._sample_ids if self._sample_ids is not None and len(self._sample_ids) == n else torch.arange(n)
-        audits: dict[str, LayerAudit] = {}
-        for name, m in maps.items():
-            audits[name] = audit_layer(
-                m, self.components, self.criterion, self.rule, self.rule_kwargs, self.backend, self.seed, self.n_jobs
-            )
+        audits: dict[str, LayerAudit] = audit_layers(
+            maps, self.components, self.criterion, self.rule, self.rule_kwargs, self.backend, self.seed, self.n_jobs
+        )
         votes = sum((a.flagged & a.anomaly[:, None]).sum(0) for a in audits.values())
         outliers = (votes >= self.min_votes).nonzero().flatten()
         filters, layers = [], {}

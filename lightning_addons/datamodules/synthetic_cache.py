@@ -98,6 +98,7 @@ class DiffusersPipelineGenerator(CacheGenerator):
 
     Raises:
         ValueError: a prompt without exactly one ``{}``.
+        FileNotFoundError: ``pipeline`` is a local path (``/``, ``./``, ``../``, ``~``) that does not exist.
     """
 
     def __init__(
@@ -116,6 +117,13 @@ class DiffusersPipelineGenerator(CacheGenerator):
     ) -> None:
         if not isinstance(prompt, str) or prompt.count("{}") != 1:
             raise ValueError(f"`prompt` must hold exactly one '{{}}' for the class name, got {prompt!r}.")
+        if isinstance(pipeline, str) and pipeline.startswith(("/", "./", "../", "~")):
+            from pathlib import Path
+
+            if not Path(pipeline).expanduser().is_dir():
+                raise FileNotFoundError(
+                    f"`pipeline` folder {pipeline!r} does not exist (a local diffusers pipeline)."
+                )
         self.pipeline_ref, self.prompt = pipeline, prompt
         self.kwargs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
         if height is not None:

@@ -1,8 +1,22 @@
 """Pure maths of the GMM filter audit (no Lightning): PCA to 2-D, Gaussian mixtures (batched torch EM and
 a scikit-learn reference), the Calinski-Harabasz index, dead filters and the anomaly rules."""
 
-from lightning_addons.gmm.audit import LayerAudit, audit_layer, dead_filters, filter_matrix, sample_votes
-from lightning_addons.gmm.mixture import MixtureFit, bic, calinski_harabasz, fit_gmm_sklearn, fit_gmm_torch
+from lightning_addons.gmm.audit import (
+    LayerAudit,
+    audit_layer,
+    audit_layers,
+    dead_filters,
+    filter_matrix,
+    sample_votes,
+)
+from lightning_addons.gmm.mixture import (
+    MixtureFit,
+    bic,
+    calinski_harabasz,
+    fit_gmm_sklearn,
+    fit_gmm_torch,
+    fit_gmm_torch_many,
+)
 from lightning_addons.gmm.pca import normalise_scale, project_2d
 from lightning_addons.gmm.rules import (
     RULES,
@@ -20,6 +34,7 @@ __all__ = [
     "MixtureFit",
     "RuleInput",
     "audit_layer",
+    "audit_layers",
     "bic",
     "calinski_harabasz",
     "ch_outlier",
@@ -27,6 +42,7 @@ __all__ = [
     "filter_matrix",
     "fit_gmm_sklearn",
     "fit_gmm_torch",
+    "fit_gmm_torch_many",
     "get_rule",
     "likelihood",
     "normalise_scale",

@@ -61,8 +61,8 @@ def _sqdist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return d0 * d0 + d1 * d1
 
 
-def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 50) -> torch.Tensor:
-    """Greedy k-means++ seeding then Lloyd iterations for every problem of a batch; returns labels ``[B, N]``."""
+def _kmeanspp_seed(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ seeding of every problem of a batch ``[B, N, 2]``; returns centres ``[B, k, 2]``."""
     b, n, _ = x.shape
     ar = torch.arange(b)
     first = torch.randint(0, n, (b,), generator=generator)
@@ -78,6 +78,19 @@ def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: i
         best = pot.argmin(-1)
         centres = torch.cat([centres, cand_pts[ar, best][:, None, :]], dim=1)
         closest = torch.minimum(closest, d_cand[ar, :, best])
+    return centres
+
+
+def _lloyd(x: torch.Tensor, centres: torch.Tensor, iters: int = 50, tol: float = 1e-4) -> torch.Tensor:
+    """Lloyd iterations from ``centres`` ``[B, K, 2]`` (unused slots at +inf never win).
+
+    A problem stops, as in scikit-learn's ``KMeans``, when no label changes or when the summed squared
+    shift of its centres is at most ``tol`` times the mean per-dimension variance of its points; the labels
+    returned are always the assignment to the final centres."""
+    b, _, _ = x.shape
+    k = centres.shape[1]
+    centres = centres.clone()
+    tol_abs = x.var(1, unbiased=False).mean(-1) * tol  # [B], sklearn's _tolerance
     labels = _sqdist(x, centres).argmin(-1)
     act = torch.arange(b, device=x.device)  # problems whose labels still change
     ones = torch.ones_like(x[..., :1])
@@ -88,13 +101,19 @@ def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: i
         sums, counts = sums_c[..., :2], sums_c[..., 2]
         new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres[act])
         new_l = _sqdist(xa, new_c).argmin(-1)
+        shift = (new_c - centres[act]).nan_to_num(0.0, posinf=0.0, neginf=0.0).pow(2).sum((-1, -2))
         centres[act] = new_c
         labels[act] = new_l
-        moved = (new_l != la).any(-1)
+        moved = (new_l != la).any(-1) & (shift > tol_abs[act])
         act = act[moved]
         if len(act) == 0:
             break
     return labels
+
+
+def kmeans_batched(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 50) -> torch.Tensor:
+    """Greedy k-means++ seeding then Lloyd iterations for every problem of a batch; returns labels ``[B, N]``."""
+    return _lloyd(x, _kmeanspp_seed(x, k, generator), iters)
 
 
 def _m_step(x: torch.Tensor, resp: torch.Tensor, reg: float):
@@ -123,6 +142,142 @@ def _weighted_log_prob(x, weights, means, cov) -> torch.Tensor:
     return -0.5 * maha - 0.5 * torch.log(det)[:, None] - LOG_2PI + torch.log(weights)[:, None]
 
 
+# ---- quadratic-form EM: log(w N(x | mu, S)) = phi(x) . theta with phi(x) = [x0, x1, x0^2, x0 x1, x1^2, 1]
+_MASKED = -1e30  # log-density of unused component slots (exp underflows to exactly 0)
+
+
+def _features(x: torch.Tensor) -> torch.Tensor:
+    """``[B, N, 6]`` = ``[x0, x1, x0^2, x0 x1, x1^2, 1]``: one matmul gives every component's log-density
+    (E step) and every responsibility-weighted moment (M step)."""
+    x0, x1 = x[..., 0:1], x[..., 1:2]
+    return torch.cat([x, x0 * x0, x0 * x1, x1 * x1, torch.ones_like(x0)], dim=-1)
+
+
+def _theta(weights, means, cov, valid) -> torch.Tensor:
+    """``[B, 6, K]`` coefficients so that ``features @ theta`` is log(w_k N(x | mu_k, Sigma_k))."""
+    a, bb, c = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]  # [B, K]
+    det = (a * c - bb * bb).clamp_min(1e-300)
+    p00, p01, p11 = c / det, -bb / det, a / det  # precision matrix
+    m0, m1 = means[..., 0], means[..., 1]
+    l0, l1 = p00 * m0 + p01 * m1, p01 * m0 + p11 * m1  # P mu
+    const = -0.5 * (m0 * l0 + m1 * l1) - 0.5 * torch.log(det) - LOG_2PI + torch.log(weights.clamp_min(1e-300))
+    const = torch.where(valid, const, torch.full_like(const, _MASKED))
+    return torch.stack([l0, l1, -0.5 * p00, -p01, -0.5 * p11, const], dim=1)
+
+
+def _m_step_phi(phi: torch.Tensor, resp: torch.Tensor, valid: torch.Tensor, reg: float):
+    """M step from responsibilities ``[B, N, K]`` with one matmul over the features ``[B, N, 6]``."""
+    eps = 10 * torch.finfo(phi.dtype).eps
+    s = resp.transpose(1, 2) @ phi  # [B, K, 6]
+    nk = s[..., 5] + eps
+    mom = s[..., :5] / nk[..., None]
+    m0, m1 = mom[..., 0], mom[..., 1]
+    c00 = (mom[..., 2] - m0 * m0).clamp_min(0) + reg
+    c01 = mom[..., 3] - m0 * m1
+    c11 = (mom[..., 4] - m1 * m1).clamp_min(0) + reg
+    cov = torch.stack([torch.stack([c00, c01], -1), torch.stack([c01, c11], -1)], -2)
+    nk = torch.where(valid, nk, torch.zeros_like(nk))
+    weights = nk / nk.sum(-1, keepdim=True)
+    return weights, mom[..., :2], cov
+
+
+def _em(x: torch.Tensor, labels: torch.Tensor, ks: torch.Tensor, reg_covar: float, tol: float, max_iter: int):
+    """EM for every problem of ``x`` ``[P, N, 2]`` from hard ``labels``; problem ``p`` uses ``ks[p]`` of the
+    ``K = max(ks)`` component slots. Each problem stops at its own convergence (its parameters are frozen
+    then); finished problems are dropped from the working batch once they are a fifth of it."""
+    p_all = x.shape[0]
+    kmax = int(ks.max())
+    valid = torch.arange(kmax, device=x.device)[None, :] < ks[:, None]  # [P, K]
+    phi = _features(x)
+    resp = torch.nn.functional.one_hot(labels, kmax).to(x.dtype)
+    weights, means, cov = _m_step_phi(phi, resp, valid, reg_covar)
+    converged = torch.zeros(p_all, dtype=torch.bool, device=x.device)
+    cur = torch.arange(p_all, device=x.device)  # global ids of the working batch
+    ph, va, w, mu, cv = phi, valid, weights.clone(), means.clone(), cov.clone()
+    lower = torch.full((p_all,), -torch.inf, dtype=x.dtype, device=x.device)
+    active = torch.ones(p_all, dtype=torch.bool, device=x.device)
+    for _ in range(max_iter):
+        wlp = ph @ _theta(w, mu, cv, va)  # [A, N, K]
+        top = wlp.amax(-1, keepdim=True)
+        e = (wlp - top).exp_()  # one exp gives both the log-likelihood and the responsibilities
+        tot = e.sum(-1, keepdim=True)
+        new_lower = (tot.log() + top).mean((-1, -2))
+        w, mu, cv = _m_step_phi(ph, e.div_(tot), va, reg_covar)
+        done = active & ((new_lower - lower).abs() < tol)
+        lower = new_lower
+        active = active & ~done
+        if bool(done.any()):
+            ids = cur[done]
+            weights[ids], means[ids], cov[ids] = w[done], mu[done], cv[done]
+            converged[ids] = True
+        n_act = int(active.sum())
+        if n_act == 0:
+            break
+        if 5 * n_act <= 4 * len(cur):  # compact (copying is cheaper than iterating finished problems)
+            keep = active.nonzero().flatten()
+            cur, ph, va, w, mu, cv, lower = cur[keep], ph[keep], va[keep], w[keep], mu[keep], cv[keep], lower[keep]
+            active = torch.ones(len(keep), dtype=torch.bool, device=x.device)
+    else:
+        ids = cur[active]
+        weights[ids], means[ids], cov[ids] = w[active], mu[active], cv[active]
+    wlp = phi @ _theta(weights, means, cov, valid)
+    return weights, means, cov, wlp, converged
+
+
+def fit_gmm_torch_many(
+    points: torch.Tensor,
+    ks: list[int] | tuple[int, ...],
+    seed: int = 0,
+    groups: list[int] | None = None,
+    reg_covar: float = REG_COVAR,
+    tol: float = TOL,
+    max_iter: int = MAX_ITER,
+) -> list[MixtureFit]:
+    """Fit a mixture for every ``k`` in ``ks`` to every point cloud of ``points`` ``[B, N, 2]`` in ONE batch.
+
+    All ``len(ks) * B`` problems share one k-means and one EM loop (unused component slots of the smaller K
+    are masked), so the per-iteration cost is paid once, not once per K. ``groups`` (sizes summing to ``B``)
+    splits the clouds into independently seeded groups (e.g. the layers of a model): group ``g`` and ``k``
+    get exactly the k-means++ seeds that ``fit_gmm_torch(points_of_g, k, seed)`` draws.
+
+    Returns:
+        one :class:`MixtureFit` per ``k`` (in the order of ``ks``), each with ``k`` components.
+
+    Raises:
+        ValueError: ``points`` not ``[B, N, 2]`` or a ``k`` outside ``[1, N-1]``; ``groups`` not summing to ``B``.
+    """
+    ks = list(ks)
+    if not ks:
+        raise ValueError("`ks` must hold at least one number of components, got [].")
+    for k in ks:
+        x = _check_points(points, k)
+    b, n, _ = x.shape
+    groups = [b] if groups is None else list(groups)
+    if sum(groups) != b or any(gs < 0 for gs in groups):
+        raise ValueError(f"`groups` must be non-negative sizes summing to B={b}, got {groups!r}.")
+    kmax = max(ks)
+    xf = x.float().cpu()  # float32 suffices to rank distances
+    seeds = []
+    for k in ks:
+        parts, start = [], 0
+        for gs in groups:
+            g = torch.Generator(device="cpu").manual_seed(seed)
+            c = _kmeanspp_seed(xf[start : start + gs], k, g)
+            parts.append(torch.cat([c, c.new_full((gs, kmax - k, 2), torch.inf)], dim=1))
+            start += gs
+        seeds.append(torch.cat(parts))
+    labels = _lloyd(xf.repeat(len(ks), 1, 1), torch.cat(seeds)).to(x.device)
+    kvec = torch.tensor(ks, device=x.device).repeat_interleave(b)
+    weights, means, cov, wlp, conv = _em(x.repeat(len(ks), 1, 1), labels, kvec, reg_covar, tol, max_iter)
+    fits = []
+    for j, k in enumerate(ks):
+        sl = slice(j * b, (j + 1) * b)
+        lp = wlp[sl, :, :k]
+        fits.append(MixtureFit(weights[sl, :k], means[sl, :k], cov[sl, :k], lp.argmax(-1), torch.logsumexp(lp, -1),
+                               conv[sl]))
+    return fits
+
+
 def fit_gmm_torch(
     points: torch.Tensor,
     k: int,
@@ -136,29 +291,7 @@ def fit_gmm_torch(
     Raises:
         ValueError: ``points`` not ``[B, N, 2]`` or ``k`` outside ``[1, N-1]``.
     """
-    x = _check_points(points, k)
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    labels = kmeans_batched(x.float().cpu(), k, g).to(x.device)  # float32 suffices to rank distances
-    resp = torch.nn.functional.one_hot(labels, k).to(x.dtype)
-    weights, means, cov = _m_step(x, resp, reg_covar)
-    lower = torch.full((x.shape[0],), -torch.inf, dtype=x.dtype, device=x.device)
-    converged = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    act = torch.arange(x.shape[0], device=x.device)  # problems still iterating (compacted as they converge)
-    for _ in range(max_iter):
-        xa = x[act]
-        wlp = _weighted_log_prob(xa, weights[act], means[act], cov[act])
-        lpn = torch.logsumexp(wlp, dim=-1)  # [A, N]
-        new_lower = lpn.mean(-1)
-        w2, m2, c2 = _m_step(xa, torch.exp(wlp - lpn[..., None]), reg_covar)
-        weights[act], means[act], cov[act] = w2, m2, c2
-        done = (new_lower - lower[act]).abs() < tol
-        lower[act] = new_lower
-        converged[act[done]] = True
-        act = act[~done]
-        if len(act) == 0:
-            break
-    wlp = _weighted_log_prob(x, weights, means, cov)
-    return MixtureFit(weights, means, cov, wlp.argmax(-1), torch.logsumexp(wlp, -1), converged)
+    return fit_gmm_torch_many(points, [k], seed, reg_covar=reg_covar, tol=tol, max_iter=max_iter)[0]
 
 
 def _sklearn_one(xb, k: int, seed: int, reg_covar: float, tol: float, max_iter: int):

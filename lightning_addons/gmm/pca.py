@@ -46,11 +46,12 @@ def project_2d(
     else:
         g = torch.Generator(device="cpu").manual_seed(seed)
         omega = torch.randn(d, q, generator=g, dtype=x.dtype).to(x.device)
-        y = xc @ omega  # [B, N, q]
-        qm, _ = torch.linalg.qr(y)
+        xt = xc.transpose(1, 2)
+        # thin products as (small^T @ Xc^T)^T: BLAS runs [q, D] x [D, N] ~3x faster than [N, D] x [D, q]
+        qm, _ = torch.linalg.qr((omega.t() @ xt).transpose(1, 2))  # orth(Xc @ Omega)
         for _ in range(niter):
-            z, _ = torch.linalg.qr((qm.transpose(1, 2) @ xc).transpose(1, 2))  # (Xc^T Q) without a slow strided matmul
-            qm, _ = torch.linalg.qr(xc @ z)
+            z, _ = torch.linalg.qr((qm.transpose(1, 2) @ xc).transpose(1, 2))  # orth(Xc^T Q)
+            qm, _ = torch.linalg.qr((z.transpose(1, 2) @ xt).transpose(1, 2))  # orth(Xc Z)
         small = qm.transpose(1, 2) @ xc  # [B, q, D]
         ub, s, _ = torch.linalg.svd(small, full_matrices=False)
         u = qm @ ub

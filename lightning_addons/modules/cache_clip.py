@@ -116,8 +116,9 @@ def load_clip(clip_model: str, pretrained: str | None):
             return create_tiny_clip(pretrained=True)
         if pretrained is not None and _is_compact_tiny_file(pretrained):
             return create_tiny_clip(weights=pretrained)
-    name = clip_model if clip_model.startswith(("local-dir:", "hf-hub:")) else cleaned
-    model = open_clip.create_model(name, pretrained=pretrained)
+    schema = clip_model.startswith(("local-dir:", "hf-hub:"))
+    name = clip_model if schema else cleaned
+    model = open_clip.create_model(name, pretrained=None if schema else pretrained)
     return model, open_clip.get_tokenizer(name)
 
 

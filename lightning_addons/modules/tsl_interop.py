@@ -195,3 +195,28 @@ def to_tsl_dataset(datamodule, window: int | None = None, horizon: int | None = 
         window=window or datamodule.lookback,
         horizon=horizon or datamodule.horizon,
     )
+
+
+def fit_and_test(predictor, datamodule, epochs: int, seed: int = 0) -> dict[str, float]:
+    """Train ``predictor`` with ``pytorch_lightning.Trainer`` (CPU, no logger/checkpoints) and test it.
+
+    Returns the test metrics dict (``test_mae``, ``test_mse``, ...).
+
+    Raises:
+        ModuleNotFoundError: tsl/pytorch_lightning (extra ``tsl``) are not installed.
+        ValueError: non-positive ``epochs``.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+        raise ValueError(f"`epochs` must be a positive integer, got {epochs!r}.")
+    ptl = require("pytorch_lightning", feature="fit_and_test")
+    ptl.seed_everything(seed, verbose=False)
+    kwargs = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    ptl.Trainer(max_epochs=epochs, limit_val_batches=0, **kwargs).fit(predictor, datamodule=datamodule)
+    return ptl.Trainer(**kwargs).test(predictor, datamodule=datamodule, verbose=False)[0]

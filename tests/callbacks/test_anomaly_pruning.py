@@ -201,3 +201,23 @@ def test_unknown_or_non_conv_layers_are_rejected_at_setup():
     with pytest.raises(ValueError, match="has no layer to prune"):
         AnomalyFilterPruning(criterion="l1", amount=1, ignored_layers=["model.features.0", "model.features.3"]).setup(
             None, module, "fit")
+
+
+def test_fit_checkpoint_resume_restores_auditor_history_and_masks(make_trainer, tmp_path):
+    dm = DigitsDataModule(resize=32, return_indices=True)
+    auditor = GMMFilterAuditor(max_samples=64, figures="none", save_tables=False)
+    pruning = AnomalyFilterPruning(auditor, criterion="low_ch", amount=1, epochs=1)
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor, pruning, ckpt],
+                 enable_checkpointing=True).fit(alexnet(), dm)
+    assert len(auditor.history) == 2 and sum(len(v) for v in pruning.pruned_filters.values()) == 5
+    auditor2 = GMMFilterAuditor(max_samples=64, figures="none", save_tables=False)
+    pruning2 = AnomalyFilterPruning(auditor2, criterion="low_ch", amount=1, epochs=1)
+    module = alexnet(3)
+    make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor2, pruning2]).fit(
+        module, dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert auditor2.history[:2] == auditor.history and len(auditor2.history) == 3
+    assert pruning2.pruned_filters == pruning.pruned_filters
+    assert_pruned_zero(module, pruning2.pruned_filters)
+    third = {(r["layer"], r["filter"]): r for r in auditor2.history[2]["filters"]}
+    assert all(third[(layer, i)]["dead"] for layer, idx in pruning2.pruned_filters.items() for i in idx)

@@ -412,7 +412,7 @@ def test_few_shot_generator_names_the_short_class():
         CacheInitializer(gen, ["a", "b"], shots=3).run()
 
 
-def test_cli_fit_on_the_example_config_prints_the_accuracy_table(tiny_world, caplog):
+def test_cli_fit_on_the_example_config_prints_the_accuracy_table(tiny_world, caplog, tmp_path):
     import logging
     from pathlib import Path
 
@@ -420,9 +420,87 @@ def test_cli_fit_on_the_example_config_prints_the_accuracy_table(tiny_world, cap
 
     config = Path(__file__).resolve().parents[2] / "examples" / "configs" / "cache_clip_digits.yaml"
     with caplog.at_level(logging.INFO):
-        cli = cli_main(["fit", "--config", str(config), "--trainer.max_epochs=2", "--data.init_args.shots=4"])
+        cli = cli_main(
+            [
+                "fit",
+                "--config",
+                str(config),
+                "--trainer.max_epochs=2",
+                "--data.init_args.shots=4",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
     text = caplog.text
     for row in ("zero-shot CLIP", "training-free cache", "fine-tuned cache", "overall fidelity"):
         assert row in text, text[-2000:]
     assert isinstance(cli.model, CacheCLIPAdapter) and cli.model.shots_per_class == [4] * 10
     assert set(cli.trainer.callback_metrics) >= {"test_acc", "test_acc_zero_shot", "test_acc_training_free"}
+
+
+def test_diffusers_pipeline_generator_adapts_pipeline_output():
+    """The text-to-image adapter (with a stand-in for a pipeline: no Stable Diffusion weights exist here):
+    one prompt per class, seeded, NHWC -> NCHW, grayscale and resize handled, count checked downstream."""
+    from types import SimpleNamespace
+
+    from lightning_addons.datamodules import DiffusersPipelineGenerator
+
+    calls = []
+
+    def fake_pipeline(prompt, num_images_per_prompt, generator, output_type, **kwargs):
+        calls.append((prompt, num_images_per_prompt, output_type, kwargs))
+        g = torch.Generator().manual_seed(generator.initial_seed())
+        return SimpleNamespace(images=torch.rand(num_images_per_prompt, 32, 32, 3, generator=g))  # NHWC
+
+    gen = DiffusersPipelineGenerator(fake_pipeline, output_size=8, grayscale=True, num_inference_steps=3)
+    cs = CacheInitializer(gen, ["cat", "dog"], shots=2, seed=7).run()
+    assert tuple(cs.images.shape) == (4, 1, 8, 8) and cs.labels.tolist() == [0, 0, 1, 1]
+    assert [c[0] for c in calls] == ["a photo of a cat.", "a photo of a dog."]
+    assert calls[0][2] == "pt" and calls[0][3]["num_inference_steps"] == 3
+    again = CacheInitializer(gen, ["cat", "dog"], shots=2, seed=7).run()
+    assert torch.equal(again.images, cs.images)  # fixed seeds
+    with pytest.raises(FileNotFoundError, match="`pipeline` folder '/no/such/sd' does not exist"):
+        DiffusersPipelineGenerator("/no/such/sd")
+    with pytest.raises(ValueError, match="exactly one"):
+        DiffusersPipelineGenerator(fake_pipeline, prompt="no placeholder")
+
+
+def test_zero_shot_clip_can_judge_fidelity(real_cache_dm):
+    dm = SyntheticCacheDataModule(
+        datamodule=real_cache_dm.datamodule,
+        generator="real:public",
+        shots=2,
+        fidelity_judge="zero-shot",
+        fidelity_filter=True,
+    )
+    with pytest.raises(RuntimeError, match="needs the CLIP model"):
+        dm.cache_set()  # no adapter attached yet
+    module = CacheCLIPAdapter(augment_views=1)
+    _trainer().validate(module, dm, verbose=False)  # setup attaches the encoder and builds the cache
+    report = dm.fidelity_report
+    assert module.shots_per_class == [2] * 10
+    assert 0.5 < report["fidelity"] <= 1.0  # the tiny CLIP agrees with most real public digits
+    x, y = dm.cache_set()
+    assert torch.equal(module._zero_shot_predict(x), y)  # the filter kept only agreeing images
+
+
+def test_local_dir_folder_and_local_checkpoint_load_through_open_clip(tiny_world, tmp_path):
+    """The real path's local loaders (open_clip's own): a `local-dir:` folder and a checkpoint file path."""
+    import json
+
+    from lightning_addons.zoo import tiny_clip
+    from lightning_addons.zoo.tinyclip import CONFIG_PATH
+
+    model, _ = tiny_clip()
+    (tmp_path / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": json.loads(CONFIG_PATH.read_text())})
+    )
+    torch.save(model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    reference = CacheCLIPAdapter(class_names=DIGITS[:3])
+    x = torch.rand(4, 1, 8, 8)
+    for kwargs in (
+        {"clip_model": f"local-dir:{tmp_path}"},
+        {"clip_model": "tiny-digits-clip", "pretrained": str(tmp_path / "open_clip_pytorch_model.bin")},
+    ):
+        module = CacheCLIPAdapter(class_names=DIGITS[:3], **kwargs)
+        torch.testing.assert_close(module.encode_images(x), reference.encode_images(x))
+        torch.testing.assert_close(module.text_weights, reference.text_weights)

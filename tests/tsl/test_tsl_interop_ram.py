@@ -104,3 +104,16 @@ def test_our_datamodule_as_tsl_dataset(shared_data):
     sample = ds[0]
     assert tuple(sample.input.x.shape) == (8, 20, 1) and tuple(sample.target.y.shape) == (4, 20, 1)
     assert sample.input.edge_index.shape[0] == 2
+
+
+def test_tsl_helpers_bad_arguments(gpvar):
+    from lightning_addons.modules.tsl_interop import fit_and_test
+
+    _, dm = gpvar
+    model = STAEformer(num_nodes=30, window=WINDOW, horizon=1, tod_embedding_dim=0, dow_embedding_dim=0)
+    with pytest.raises(ValueError, match=r"`loss` must be one of \['mae', 'mse'\], got 'l2'"):
+        tsl_predictor(model, loss="l2")
+    with pytest.raises(ValueError, match="`epochs` must be a positive integer, got 0"):
+        fit_and_test(tsl_predictor(model), dm, epochs=0)
+    with pytest.raises(ValueError, match="`window` must be a positive integer, got 0"):
+        gpvar_datamodule(window=0)

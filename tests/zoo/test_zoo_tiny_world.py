@@ -160,3 +160,16 @@ def test_build_script_writes_both_files(monkeypatch, tmp_path, capsys):
     build.main(["--out", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == [zoo.TINY_CLIP_FILE, zoo.TINY_UNET_FILE]
     assert "wrote" in capsys.readouterr().out
+
+
+def test_tiny_world_training_is_deterministic():
+    """The build script reproduces its weights: same seeds, same single-threaded CPU run, same tensors."""
+    a, init_a, _ = tc.pretrain_tiny_clip(epochs=1, verbose=False)
+    b, init_b, _ = tc.pretrain_tiny_clip(epochs=1, verbose=False)
+    assert torch.equal(init_a, init_b)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    u1, _ = tu.train_tiny_unet(steps=3, batch_size=8, verbose=False)
+    u2, _ = tu.train_tiny_unet(steps=3, batch_size=8, verbose=False)
+    for (name, x), (_, y) in zip(u1.state_dict().items(), u2.state_dict().items()):
+        assert torch.equal(x, y), name
