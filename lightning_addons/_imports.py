@@ -23,7 +23,6 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "torch_sparse": ("tsl", "torch-sparse"),
     "pytorch_lightning": ("tsl", "pytorch-lightning"),
     "torch_pruning": ("prune", "torch-pruning"),
-    "scipy": ("ts", "scipy"),
 }
 
 

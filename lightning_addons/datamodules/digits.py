@@ -184,9 +184,8 @@ class DigitsDataModule(pl.LightningDataModule):
         idx = np.arange(len(y))
         out: dict[str, np.ndarray] = {}
         if self.public_fraction > 0:
-            idx, out["public"] = train_test_split(
-                idx, test_size=self.public_fraction, stratify=y[idx], random_state=self.seed
-            )
+            n_public = int(round(self.public_fraction * len(idx)))
+            idx, out["public"] = train_test_split(idx, test_size=n_public, stratify=y[idx], random_state=self.seed)
         n_private = len(idx)
         n_test = int(round(self.test_fraction * n_private))
         n_val = int(round(self.val_fraction * n_private))

@@ -1,0 +1,292 @@
+"""ADUMBO vs its ablations and peers on BoTorch's multi-objective test problems.
+
+Equal budget for every method and seed: the same 10 scrambled-Sobol points first (enqueued into the
+Optuna studies too), then 30 suggestions. Hypervolume uses BoTorch's reference point and max HV only.
+Prints median HV / max HV per problem and method, the ratio to the best peer (best non-ADUMBO method)
+and the median seconds per model-based suggestion. Results are appended to a JSONL file, so an
+interrupted run resumes (``--resume``) and partial results can be summarised (``--summary-only``).
+
+Reproduce (1 thread per job; ``--workers`` parallel jobs)::
+
+    OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --seeds 5 --workers 2 --out runs/bench_hypertuner.jsonl
+    OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --methods qnehvi --seeds 5   # opt-in, slow
+    OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --energy    # EnergyMeter vs CodeCarbon on one digits run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+PROBLEMS = ("BraninCurrin", "ZDT1", "ZDT2", "DTLZ2")
+OURS = ("adumbo", "adumbo_w1", "adumbo_w0")
+# "adumbo_ref": ADUMBO told BoTorch's reference point (as qLogNEHVI always is); the default ADUMBO and
+# Optuna's GPSampler infer one from the data.
+PEERS = ("optuna_gp", "tpe", "nsga2", "random")
+DEFAULT_METHODS = OURS + PEERS
+
+
+def make_problem(name: str):
+    from botorch.test_functions import multi_objective as mo
+
+    if name == "BraninCurrin":
+        return mo.BraninCurrin()
+    if name in ("ZDT1", "ZDT2", "ZDT3"):
+        return getattr(mo, name)(dim=6)
+    if name == "DTLZ2":
+        return mo.DTLZ2(dim=6, num_objectives=2)
+    raise ValueError(f"unknown problem {name!r}; choose from {PROBLEMS}")
+
+
+def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps: int = 30) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from lightning_addons.tuner._pareto import hypervolume
+    from lightning_addons.tuner.optimizers import _sobol, make_optimizer
+
+    prob = make_problem(problem_name)
+    d, m = prob.dim, prob.num_objectives
+    lo, hi = prob.bounds[0].numpy(), prob.bounds[1].numpy()
+    ref_min = prob.ref_point.numpy()  # minimisation convention (negate=False)
+    max_hv = float(prob.max_hv)
+
+    def f(u: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(lo + u * (hi - lo), dtype=torch.float64)
+        with torch.no_grad():
+            return prob(x.reshape(-1, d)).numpy()
+
+    init = _sobol(n_init, d, seed)
+    X, Y, ask_times = [], [], []
+    if method.startswith("adumbo") or method in ("random", "qnehvi"):
+        kw = {"n_init": n_init, "initial_points": init} if method.startswith("adumbo") else {}
+        if method == "adumbo_ref":
+            kw["ref_point"] = ref_min.tolist()
+        if method == "qnehvi":
+            kw = {"n_init": n_init, "ref_point": ref_min.tolist()}
+        opt = make_optimizer(method.replace("_ref", ""), d, ["minimize"] * m, seed=seed, **kw)
+        if method in ("random", "qnehvi"):
+            opt.tell(init, f(init))
+            X += list(init)
+            Y += list(f(init))
+        while len(X) < n_init + n_steps:
+            t0 = time.perf_counter()
+            x = opt.ask(1)
+            dt = time.perf_counter() - t0
+            y = f(x)
+            opt.tell(x, y)
+            if len(X) >= n_init:
+                ask_times.append(dt)
+            X += list(x)
+            Y += list(y)
+    else:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if method == "optuna_gp":
+            sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_init)
+        elif method == "tpe":
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_init)
+        elif method == "nsga2":
+            sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=n_init)
+        else:
+            raise ValueError(f"unknown method {method!r}")
+        study = optuna.create_study(directions=["minimize"] * m, sampler=sampler)
+        for u in init:
+            study.enqueue_trial({f"x{i}": float(u[i]) for i in range(d)})
+        for k in range(n_init + n_steps):
+            t0 = time.perf_counter()
+            trial = study.ask()
+            u = np.array([trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(d)])
+            dt = time.perf_counter() - t0
+            y = f(u[None])[0]
+            study.tell(trial, y.tolist())
+            if k >= n_init:
+                ask_times.append(dt)
+            X.append(u)
+            Y.append(y)
+    Y = np.asarray(Y)
+    hv_curve = [hypervolume(-Y[: k + 1], -ref_min) / max_hv for k in range(len(Y))]
+    return {
+        "problem": problem_name,
+        "method": method,
+        "seed": seed,
+        "hv_ratio": hv_curve[-1],
+        "hv_curve": hv_curve,
+        "sec_per_suggestion": float(np.median(ask_times)) if ask_times else float("nan"),
+        "n_evals": len(Y),
+    }
+
+
+def _job(args):
+    p, mth, s, n_init, n_steps = args
+    try:
+        return run_one(p, mth, s, n_init, n_steps)
+    except Exception as err:  # noqa: BLE001 - record and go on
+        return {"problem": p, "method": mth, "seed": s, "error": repr(err)}
+
+
+def summarise(rows: list[dict], methods: list[str]) -> str:
+    rows = [r for r in rows if "hv_ratio" in r]
+    lines = []
+    header = (
+        "| problem | method | seeds | median HV/max | ratio to best peer (GPSampler/TPE/NSGA-II/random) "
+        "| ratio to GPSampler | s/suggestion (median) |"
+    )
+    lines += [header, "|---|---|---|---|---|---|---|"]
+    for p in PROBLEMS:
+        med = {}
+        for mth in methods:
+            v = [r["hv_ratio"] for r in rows if r["problem"] == p and r["method"] == mth]
+            if v:
+                med[mth] = (
+                    float(np.median(v)),
+                    len(v),
+                    float(
+                        np.median(
+                            [
+                                r["sec_per_suggestion"]
+                                for r in rows
+                                if r["problem"] == p and r["method"] == mth
+                            ]
+                        )
+                    ),
+                )
+        peers = [med[m][0] for m in med if not m.startswith("adumbo") and m != "qnehvi"]
+        best_peer = max(peers) if peers else float("nan")
+        gp = med.get("optuna_gp", (float("nan"),))[0]
+        for mth, (v, n, sec) in med.items():
+            r_peer = v / best_peer if best_peer > 0 else float("nan")
+            r_gp = v / gp if gp > 0 else float("nan")
+            lines.append(f"| {p} | {mth} | {n} | {v:.3f} | {r_peer:.3f} | {r_gp:.3f} | {sec:.3f} |")
+    return "\n".join(lines)
+
+
+def energy_comparison() -> None:
+    """Train the digits LeNet once with EnergyMeter and CodeCarbon's offline tracker side by side."""
+    import lightning.pytorch as pl
+
+    from lightning_addons.callbacks import EnergyMeter
+    from lightning_addons.datamodules import DigitsDataModule
+    from lightning_addons.modules import ImageClassifier
+    from lightning_addons.modules.nn import LeNet5
+
+    try:
+        from codecarbon import OfflineEmissionsTracker
+    except ImportError:
+        print("codecarbon not installed: pip install 'lightning-addons[tune]'")
+        return
+    pl.seed_everything(0)
+    meter = EnergyMeter()
+    tracker = OfflineEmissionsTracker(
+        country_iso_code="DEU", log_level="error", save_to_file=False, measure_power_secs=1
+    )
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[meter],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    tracker.start()
+    t0 = time.perf_counter()
+    trainer.fit(ImageClassifier(LeNet5(), lr=3e-3), DigitsDataModule(resize=32))
+    wall = time.perf_counter() - t0
+    tracker.stop()
+    cc = tracker.final_emissions_data
+    cc_cpu_j = float(cc.cpu_energy) * 3.6e6
+    cc_total_j = float(cc.energy_consumed) * 3.6e6
+    print(f"wall {wall:.1f} s")
+    print(f"EnergyMeter: {meter.energy_joules:.1f} J (source={meter.source})")
+    print(
+        f"CodeCarbon : cpu {cc_cpu_j:.1f} J, total (cpu+ram+gpu) {cc_total_j:.1f} J, cpu model {cc.cpu_model!r}"
+    )
+    print(f"ratio EnergyMeter / CodeCarbon cpu: {meter.energy_joules / max(cc_cpu_j, 1e-9):.2f}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", nargs="+", default=list(PROBLEMS))
+    ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--n-init", type=int, default=10)
+    ap.add_argument("--n-steps", type=int, default=30)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--out", default="runs/bench_hypertuner.jsonl")
+    ap.add_argument(
+        "--extra", nargs="*", default=[], help="further JSONL result files to include in the summary"
+    )
+    ap.add_argument("--resume", action="store_true", help="skip (problem, method, seed) already in --out")
+    ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--energy", action="store_true", help="EnergyMeter vs CodeCarbon on one digits run")
+    args = ap.parse_args(argv)
+    if args.energy:
+        energy_comparison()
+        return
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    extra = [
+        json.loads(line) for f in args.extra if Path(f).exists() for line in Path(f).read_text().splitlines()
+    ]
+    if not args.summary_only:
+        done = (
+            {(r["problem"], r["method"], r["seed"]) for r in rows if "hv_ratio" in r}
+            if args.resume
+            else set()
+        )
+        # seeds outermost so that an interrupted run still covers every (problem, method)
+        jobs = [
+            (p, m, s, args.n_init, args.n_steps)
+            for s in range(args.seeds)
+            for p in args.problems
+            for m in args.methods
+            if (p, m, s) not in done
+        ]
+        t0 = time.time()
+        if args.workers > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(args.workers) as pool:
+                for r in pool.imap_unordered(_job, jobs):
+                    rows.append(r)
+                    with out.open("a") as fh:
+                        fh.write(json.dumps(r) + "\n")
+                    print(
+                        f"[{time.time() - t0:7.0f}s] {r['problem']} {r['method']} seed={r['seed']} "
+                        f"HV/max={r.get('hv_ratio', r.get('error'))}",
+                        flush=True,
+                    )
+        else:
+            for j in jobs:
+                r = _job(j)
+                rows.append(r)
+                with out.open("a") as fh:
+                    fh.write(json.dumps(r) + "\n")
+                print(
+                    f"[{time.time() - t0:7.0f}s] {r['problem']} {r['method']} seed={r['seed']} "
+                    f"HV/max={r.get('hv_ratio', r.get('error'))}",
+                    flush=True,
+                )
+    methods = list(dict.fromkeys([*args.methods, *[r["method"] for r in rows + extra]]))
+    print(summarise(rows + extra, methods))
+    print(
+        f"\nreproduce: OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --seeds {args.seeds} "
+        f"--workers {args.workers} --out {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,467 @@
+"""RAM benchmark: attention vs MLP-replaced attention (RAM), FLOPs, params, CPU time and test accuracy.
+
+Parts (``--parts``):
+
+* ``flops``: forward FLOPs/sample (FlopCounterMode, attention counted), params and CPU forward+backward
+  time per batch for the acceptance configurations: STAEformer-style (T=12, H=12, N=207, d=152,
+  d_ff=256, 3+3 layers), iTransformer-style (L=96, H=96, 7 variates, d=128, d_ff=128, 2 layers) and
+  PatchTST-style (L=96, H=96, patch 16, stride 8, d=128, d_ff=256, 3 layers); attention vs RAM, ratio.
+* ``etth1``: ETTh1, lookback 96, horizon 96 (``--horizons`` for more), normalised MSE/MAE on the test
+  split: iTransformer-style and PatchTST-style, attention vs ``mlp`` (RAM), same hyper-parameters and
+  epochs, ``--seeds`` seeds; baselines: seasonal naive (24 h) and a linear model (NLinear-style)
+  trained with the same budget.
+* ``gpvar`` (needs the ``tsl`` extra; not in the default parts): tsl's GPVARDataset through tsl's
+  ``Predictor`` and ``pytorch_lightning.Trainer``: STAEformer temporal-RAM vs attention, MAE / optimal MAE.
+* ``chickenpox_baseline``: the last-value baseline alone (also run by ``chickenpox``).
+* ``chickenpox``: Chickenpox-Hungary (20 counties, weekly), lookback 8, horizon 4, STAEformer-style
+  with attention vs RAM on both axes vs RAM on time only, MAE/RMSE in original units of the file.
+
+All runs: CPU, one thread, fixed epochs, no early stopping, last weights tested.
+
+Reproduce (from the repository root; ``../shared/data`` holds ETTh1.csv and chickenpox.json)::
+
+    OMP_NUM_THREADS=1 python benchmarks/ram.py --json runs/ram_benchmark.json
+    OMP_NUM_THREADS=1 python benchmarks/ram.py --parts flops            # 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lightning.pytorch as pl  # noqa: E402
+import torch  # noqa: E402
+
+from lightning_addons.data import shared_data_path  # noqa: E402
+from lightning_addons.datamodules import ChickenpoxDataModule, ETTh1DataModule  # noqa: E402
+from lightning_addons.modules import Forecaster  # noqa: E402
+from lightning_addons.modules.nn import (  # noqa: E402
+    ITransformer,
+    LinearForecaster,
+    PatchTST,
+    SeasonalNaive,
+    STAEformer,
+    count_flops,
+    replace_attention_with_mlp,
+)
+
+warnings.filterwarnings("ignore")
+
+
+def _trainer(epochs: int) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+
+
+def fwd_bwd_seconds(model: torch.nn.Module, x: torch.Tensor, u=None, repeats: int = 5) -> float:
+    model.train()
+    kwargs = {} if u is None else {"u": u}
+    model(x, **kwargs).square().mean().backward()  # warm-up
+    times = []
+    for _ in range(repeats):
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        model(x, **kwargs).square().mean().backward()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def part_flops() -> list[dict]:
+    configs = {
+        "STAEformer (METR-LA size, B=8)": (
+            lambda mixer: STAEformer(
+                num_nodes=207, window=12, horizon=12, d_ff=256, num_layers_t=3, num_layers_s=3, mixer=mixer
+            ),
+            torch.randn(8, 12, 207, 1),
+            torch.stack([torch.rand(8, 12), torch.randint(0, 7, (8, 12)).float()], -1),
+        ),
+        "iTransformer (ETTh1, B=32)": (
+            lambda mixer: ITransformer(
+                window=96, horizon=96, d_model=128, d_ff=128, num_layers=2, mixer=mixer
+            ),
+            torch.randn(32, 96, 7, 1),
+            None,
+        ),
+        "PatchTST (ETTh1, B=32)": (
+            lambda mixer: PatchTST(
+                window=96, horizon=96, d_model=128, d_ff=256, n_heads=16, num_layers=3, mixer=mixer
+            ),
+            torch.randn(32, 96, 7, 1),
+            None,
+        ),
+    }
+    rows = []
+    print("\n== FLOPs / params / CPU forward+backward per batch (1 thread) ==")
+    print(
+        f"{'model':<32} {'mixer':<10} {'GFLOPs/sample':>14} {'params':>10} {'fwd+bwd s':>10} {'FLOPs -%':>9} {'time x':>7}"
+    )
+    for name, (build, x, u) in configs.items():
+        base = None
+        for mixer in ("attention", "mlp", "ffn"):
+            torch.manual_seed(0)
+            model = build(mixer)
+            kwargs = {} if u is None else {"u": u}
+            rep = count_flops(model, x, **kwargs)
+            sec = fwd_bwd_seconds(model, x, u)
+            row = {
+                "model": name,
+                "mixer": mixer,
+                "flops_per_sample": rep.per_sample,
+                "params": rep.params,
+                "fwd_bwd_s": sec,
+            }
+            if base is None:
+                base = row
+            row["flops_reduction_pct"] = 100 * (1 - row["flops_per_sample"] / base["flops_per_sample"])
+            row["time_ratio"] = sec / base["fwd_bwd_s"]
+            rows.append(row)
+            print(
+                f"{name:<32} {mixer:<10} {rep.per_sample / 1e9:>14.4f} {rep.params:>10,} {sec:>10.4f} "
+                f"{row['flops_reduction_pct']:>8.2f}% {row['time_ratio']:>6.2f}x"
+            )
+    return rows
+
+
+def _fit_test(module: Forecaster, dm, epochs: int) -> tuple[dict, list[float], list[float], float]:
+    t0 = time.perf_counter()
+    if epochs > 0 and any(p.requires_grad for p in module.parameters()):
+        _trainer(epochs).fit(module, datamodule=dm)
+    res = _trainer(1).test(module, datamodule=dm, verbose=False)[0]
+    return (
+        res,
+        module.test_horizon_metrics["mse"],
+        module.test_horizon_metrics["mae"],
+        time.perf_counter() - t0,
+    )
+
+
+def _summary(name: str, values: list[float]) -> str:
+    mean = statistics.mean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.4f} +- {sd:.4f}"
+
+
+def _etth1_models(horizon: int) -> dict:
+    """Builders of the ETTh1 models for one horizon (same hyper-parameters for attention and RAM)."""
+    return {
+        "iTransformer/attention": lambda: ITransformer(
+            window=96, horizon=horizon, d_model=64, d_ff=64, n_heads=4, num_layers=2, mixer="attention"
+        ),
+        "iTransformer/mlp": lambda: ITransformer(
+            window=96, horizon=horizon, d_model=64, d_ff=64, n_heads=4, num_layers=2, mixer="mlp"
+        ),
+        "iTransformer/attention->mlp (converted, +1 epoch)": lambda: ITransformer(
+            window=96, horizon=horizon, d_model=64, d_ff=64, n_heads=4, num_layers=2, mixer="attention"
+        ),
+        "PatchTST/attention": lambda: PatchTST(
+            window=96, horizon=horizon, d_model=32, d_ff=64, n_heads=4, num_layers=2, mixer="attention"
+        ),
+        "PatchTST/mlp": lambda: PatchTST(
+            window=96, horizon=horizon, d_model=32, d_ff=64, n_heads=4, num_layers=2, mixer="mlp"
+        ),
+        "Linear (NLinear)": lambda: LinearForecaster(96, horizon),
+        "Linear (least squares)": lambda: LinearForecaster(96, horizon),
+        "SeasonalNaive (24h)": lambda: SeasonalNaive(96, horizon, 24),
+    }
+
+
+def fit_least_squares(model: LinearForecaster, dm, ridge: float = 1e-3) -> LinearForecaster:
+    """Closed-form (ridge) fit of the shared NLinear layer on every training window and channel."""
+    ds = dm.dataset("train")
+    x = torch.stack([ds[i]["x"] for i in range(len(ds))])  # [n, T, N, F]
+    y = torch.stack([ds[i]["y"] for i in range(len(ds))])
+    xs = x.flatten(2).transpose(1, 2).reshape(-1, x.shape[1]).double()
+    ys = y.flatten(2).transpose(1, 2).reshape(-1, y.shape[1]).double()
+    last = xs[:, -1:]
+    a = torch.cat([xs - last, torch.ones_like(last)], dim=1)
+    w = torch.linalg.solve(a.T @ a + ridge * torch.eye(a.shape[1], dtype=a.dtype), a.T @ (ys - last))
+    with torch.no_grad():
+        model.linear.weight.copy_(w[:-1].T.float())
+        model.linear.bias.copy_(w[-1].float())
+    return model
+
+
+def part_etth1(
+    seeds: list[int], epochs: int, horizons: list[int], path: str | None, only: list[str] | None = None
+) -> list[dict]:
+    rows = []
+    for horizon in horizons:
+        dm = ETTh1DataModule(path=path, lookback=96, horizon=horizon, batch_size=32)
+        dm.setup()
+        models = _etth1_models(horizon)
+        print(
+            f"\n== ETTh1, lookback 96, horizon {horizon}: {epochs} epochs, lr 1e-3 (linear 5e-3), MSE loss =="
+        )
+        for name, build in models.items():
+            if only and not any(name.startswith(o) for o in only):
+                continue
+            deterministic = name.startswith("Seasonal") or "least squares" in name
+            run_seeds = seeds if not deterministic else seeds[:1]
+            mses, maes = [], []
+            for seed in run_seeds:
+                pl.seed_everything(seed, verbose=False)
+                lr = 5e-3 if name.startswith("Linear") else 1e-3
+                model = build()
+                if "least squares" in name:
+                    model = fit_least_squares(model, dm)
+                module = Forecaster(model, loss="mse", lr=lr)
+                if (
+                    "converted" in name
+                ):  # the paper's pruning view: train with attention, remove it, fine-tune
+                    t_conv = time.perf_counter()
+                    _trainer(epochs).fit(module, datamodule=dm)
+                    replace_attention_with_mlp(module.model, axis="both", mode="mlp")
+                    module = Forecaster(module.model, loss="mse", lr=lr)
+                    res, mse_h, mae_h, sec = _fit_test(module, dm, 1)
+                    sec = time.perf_counter() - t_conv
+                else:
+                    res, mse_h, mae_h, sec = _fit_test(module, dm, 0 if deterministic else epochs)
+                mses.append(res["test_mse"])
+                maes.append(res["test_mae"])
+                rows.append(
+                    {
+                        "dataset": "ETTh1",
+                        "horizon": horizon,
+                        "model": name,
+                        "seed": seed,
+                        "test_mse": res["test_mse"],
+                        "test_mae": res["test_mae"],
+                        "mse_per_step": mse_h,
+                        "mae_per_step": mae_h,
+                        "seconds": sec,
+                    }
+                )
+                print(
+                    f"  {name:<22} seed {seed}: MSE {res['test_mse']:.4f} MAE {res['test_mae']:.4f} ({sec:.0f} s)"
+                )
+            print(f"  {name:<22} MSE {_summary(name, mses)}  MAE {_summary(name, maes)}")
+    return rows
+
+
+def part_chickenpox(seeds: list[int], epochs: int, path: str | None) -> list[dict]:
+    dm = ChickenpoxDataModule(path=path, lookback=8, horizon=4, batch_size=16)
+    dm.setup()
+    rows = []
+    variants = {
+        "STAEformer/attention": dict(mixer="attention"),
+        "STAEformer/mlp (both axes)": dict(mixer="mlp"),
+        "STAEformer/mlp (time only)": dict(temporal_mixer="mlp", spatial_mixer="attention"),
+    }
+    print(f"\n== Chickenpox-Hungary, lookback 8, horizon 4: {epochs} epochs, lr 2e-3, MAE loss ==")
+    for name, kw in variants.items():
+        maes, rmses = [], []
+        for seed in seeds:
+            pl.seed_everything(seed, verbose=False)
+            model = STAEformer(
+                num_nodes=20,
+                window=8,
+                horizon=4,
+                input_embedding_dim=16,
+                tod_embedding_dim=0,
+                dow_embedding_dim=0,
+                adaptive_embedding_dim=16,
+                d_ff=64,
+                n_heads=4,
+                num_layers_t=2,
+                num_layers_s=2,
+                dropout=0.1,
+                **kw,
+            )
+            module = Forecaster(model, loss="mae", lr=2e-3, metrics_space="original")
+            res, mse_h, mae_h, sec = _fit_test(module, dm, epochs)
+            maes.append(res["test_mae"])
+            rmses.append(res["test_rmse"])
+            rows.append(
+                {
+                    "dataset": "Chickenpox",
+                    "horizon": 4,
+                    "model": name,
+                    "seed": seed,
+                    "test_mae": res["test_mae"],
+                    "test_rmse": res["test_rmse"],
+                    "mae_per_step": mae_h,
+                    "seconds": sec,
+                }
+            )
+            print(
+                f"  {name:<28} seed {seed}: MAE {res['test_mae']:.4f} RMSE {res['test_rmse']:.4f} ({sec:.0f} s)"
+            )
+        print(f"  {name:<28} MAE {_summary(name, maes)}  RMSE {_summary(name, rmses)}")
+    return rows
+
+
+def part_chickenpox_baseline(path: str | None) -> list[dict]:
+    """Last-value baseline (no parameters) on the Chickenpox test windows, original units."""
+    dm = ChickenpoxDataModule(path=path, lookback=8, horizon=4, batch_size=16)
+    dm.setup()
+    module = Forecaster(SeasonalNaive(8, 4, season=1), metrics_space="original")
+    res, _, mae_h, sec = _fit_test(module, dm, 0)
+    print(f"  {'Last value (baseline)':<28} MAE {res['test_mae']:.4f} RMSE {res['test_rmse']:.4f}")
+    return [
+        {
+            "dataset": "Chickenpox",
+            "horizon": 4,
+            "model": "Last value (baseline)",
+            "seed": 0,
+            "test_mae": res["test_mae"],
+            "test_rmse": res["test_rmse"],
+            "mae_per_step": mae_h,
+            "seconds": sec,
+        }
+    ]
+
+
+def part_gpvar() -> list[dict]:
+    """tsl GPVAR (offline synthetic) through tsl's Predictor: MAE relative to the optimal model's."""
+    from lightning_addons.modules.tsl_interop import (
+        fit_and_test,
+        gpvar_datamodule,
+        optimal_test_mae,
+        tsl_predictor,
+    )
+
+    dataset, dm = gpvar_datamodule(num_steps=3000, window=2, horizon=1, batch_size=64, seed=1234)
+    optimal = optimal_test_mae(dataset, dm)
+    common = dict(
+        num_nodes=dataset.n_nodes,
+        window=2,
+        horizon=1,
+        input_embedding_dim=16,
+        tod_embedding_dim=0,
+        dow_embedding_dim=0,
+        adaptive_embedding_dim=16,
+        d_ff=64,
+        n_heads=4,
+        num_layers_t=1,
+        dropout=0.0,
+        readout_hidden=64,
+    )
+    variants = {
+        "temporal-RAM, graph_hops=2, 1 spatial layer, 6 epochs (the CI test)": (
+            dict(temporal_mixer="mlp", graph_hops=2, num_layers_s=1),
+            6,
+        ),
+        "attention, graph_hops=2, 1 spatial layer, 6 epochs": (
+            dict(mixer="attention", graph_hops=2, num_layers_s=1),
+            6,
+        ),
+        "temporal-RAM, no graph input, 2 spatial layers, 35 epochs": (
+            dict(temporal_mixer="mlp", graph_hops=0, num_layers_s=2),
+            35,
+        ),
+    }
+    print(f"\n== tsl GPVAR (30 nodes, 3000 steps), window 2, horizon 1: optimal test MAE {optimal:.4f} ==")
+    rows = []
+    for name, (kw, epochs) in variants.items():
+        pl.seed_everything(0, verbose=False)
+        t0 = time.perf_counter()
+        model = STAEformer(**common, **kw)
+        res = fit_and_test(tsl_predictor(model, loss="mae", lr=3e-3), dm, epochs, seed=0)
+        sec = time.perf_counter() - t0
+        ratio = res["test_mae"] / optimal
+        print(f"  {name:<64} MAE {res['test_mae']:.4f} = {ratio:.3f}x optimal ({sec:.0f} s)")
+        rows.append(
+            {
+                "dataset": "GPVAR",
+                "horizon": 1,
+                "model": name,
+                "seed": 0,
+                "test_mae": res["test_mae"],
+                "optimal_mae": optimal,
+                "ratio": ratio,
+                "seconds": sec,
+            }
+        )
+    return rows
+
+
+def _relative(rows: list[dict], dataset: str, metric: str, a: str, b: str, horizon: int) -> float | None:
+    va = [r[metric] for r in rows if r["dataset"] == dataset and r["model"] == a and r["horizon"] == horizon]
+    vb = [r[metric] for r in rows if r["dataset"] == dataset and r["model"] == b and r["horizon"] == horizon]
+    if not va or not vb:
+        return None
+    return 100 * (statistics.mean(vb) / statistics.mean(va) - 1)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--parts", default="flops,etth1,chickenpox")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs-etth1", type=int, default=3)
+    parser.add_argument("--epochs-chickenpox", type=int, default=30)
+    parser.add_argument("--horizons", default="96")
+    parser.add_argument("--models", default=None, help="comma-separated name prefixes of ETTh1 models to run")
+    parser.add_argument(
+        "--data", default=None, help="folder with ETTh1.csv and chickenpox.json (default ../shared/data)"
+    )
+    parser.add_argument("--json", default=None, help="write all rows to this JSON file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    parts = args.parts.split(",")
+    data = Path(args.data) if args.data else None
+    etth1 = str(data / "ETTh1.csv") if data else str(shared_data_path("ETTh1.csv"))
+    pox = str(data / "chickenpox.json") if data else str(shared_data_path("chickenpox.json"))
+    out: dict = {
+        "argv": sys.argv[1:],
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    t0 = time.perf_counter()
+    if "flops" in parts:
+        out["flops"] = part_flops()
+    rows: list[dict] = []
+    if "etth1" in parts:
+        only = args.models.split(",") if args.models else None
+        rows += part_etth1(seeds, args.epochs_etth1, [int(h) for h in args.horizons.split(",")], etth1, only)
+    if "chickenpox" in parts:
+        rows += part_chickenpox(seeds, args.epochs_chickenpox, pox)
+    if "gpvar" in parts:
+        rows += part_gpvar()
+    if "chickenpox" in parts or "chickenpox_baseline" in parts:
+        rows += part_chickenpox_baseline(pox)
+    out["runs"] = rows
+    print("\n== RAM vs attention (mean over seeds; + = RAM worse) ==")
+    for h in sorted({r["horizon"] for r in rows if r["dataset"] == "ETTh1"}):
+        for fam in ("iTransformer", "PatchTST"):
+            d = _relative(rows, "ETTh1", "test_mse", f"{fam}/attention", f"{fam}/mlp", h)
+            if d is not None:
+                print(f"  ETTh1 H={h} {fam}: MSE {d:+.2f}%")
+    if any(r["dataset"] == "Chickenpox" for r in rows):
+        for v in ("STAEformer/mlp (both axes)", "STAEformer/mlp (time only)"):
+            d = _relative(rows, "Chickenpox", "test_mae", "STAEformer/attention", v, 4)
+            if d is not None:
+                print(f"  Chickenpox {v}: MAE {d:+.2f}%")
+    print(
+        f"\ntotal {time.perf_counter() - t0:.0f} s; reproduce: OMP_NUM_THREADS=1 python benchmarks/ram.py {' '.join(sys.argv[1:])}"
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(out, fh, indent=1)
+        os.replace(tmp, args.json)
+    return out
+
+
+if __name__ == "__main__":
+    main()

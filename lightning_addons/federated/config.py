@@ -1,0 +1,177 @@
+"""YAML configs of federated runs, shared by ``lightning-addons federate`` and the Flower apps.
+
+A config names the model and data the LightningCLI way (``class_path`` + ``init_args``; short names
+resolve for every class exported by our subpackages) and adds a ``federation`` section::
+
+    seed: 0
+    model: {class_path: ImageClassifier, init_args: {model: {class_path: LeNet5}, lr: 0.003}}
+    data: {class_path: DigitsDataModule, init_args: {resize: 32}}
+    federation: {num_clients: 4, partition: dirichlet, alpha: 0.5, rounds: 5, local_epochs: 1}
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import yaml
+
+#: Packages searched for short ``class_path`` names, in order.
+SHORT_NAME_MODULES = (
+    "lightning_addons.modules",
+    "lightning_addons.modules.nn",
+    "lightning_addons.datamodules",
+    "lightning_addons.strategies",
+    "lightning_addons.callbacks",
+    "lightning_addons.federated",
+)
+
+FEDERATION_KEYS = {
+    "num_clients": 10,
+    "partition": "iid",
+    "alpha": 0.5,
+    "min_size": 10,
+    "classes_per_client": 2,
+    "shards_per_client": 2,
+    "partition_seed": 0,
+    "local_val_fraction": 0.0,
+    "batch_size": None,
+    "rounds": 10,
+    "local_epochs": 1,
+    "local_steps": None,
+    "fraction_fit": 1.0,
+    "min_fit_clients": 1,
+    "aggregator": {},
+    "evaluate_every": 1,
+    "federated_evaluation": False,
+    "monitor": "val_acc",
+    "mode": "max",
+    "client_timeout": None,
+    "on_invalid_update": "drop",
+    "checkpoint_dir": None,
+    "trainer": {},
+    "fedprox_mu": 0.0,
+}
+
+
+def resolve_class(path: str) -> type:
+    """A class from a dotted path or a short name exported by one of :data:`SHORT_NAME_MODULES`.
+
+    Raises:
+        ValueError: the name resolves to nothing.
+    """
+    if "." in path:
+        module, _, name = path.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"Cannot import `class_path` {path!r}: {err}") from None
+    for module in SHORT_NAME_MODULES:
+        mod = importlib.import_module(module)
+        if hasattr(mod, path):
+            return getattr(mod, path)
+    raise ValueError(
+        f"Unknown `class_path` {path!r}: give a dotted path or a class exported by one of {list(SHORT_NAME_MODULES)}."
+    )
+
+
+def instantiate(spec: Any) -> Any:
+    """Build ``{"class_path": ..., "init_args": {...}}`` recursively; other values are returned as they are."""
+    if isinstance(spec, Mapping) and "class_path" in spec:
+        extra = sorted(set(spec) - {"class_path", "init_args"})
+        if extra:
+            raise ValueError(f"Unexpected keys {extra} beside `class_path`/`init_args` in {dict(spec)!r}.")
+        cls = resolve_class(str(spec["class_path"]))
+        kwargs = {k: instantiate(v) for k, v in dict(spec.get("init_args") or {}).items()}
+        return cls(**kwargs)
+    if isinstance(spec, list):
+        return [instantiate(v) for v in spec]
+    return spec
+
+
+def load_config(path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """Read and check a federated config (a YAML path or a dict); fills the ``federation`` defaults.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: missing ``model``/``data``, unknown ``federation`` keys.
+    """
+    if isinstance(path, Mapping):
+        cfg = dict(path)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"Config file {str(p)!r} does not exist.")
+        cfg = yaml.safe_load(p.read_text()) or {}
+    for key in ("model", "data"):
+        if key not in cfg:
+            raise ValueError(f"The config needs a `{key}` section (class_path + init_args).")
+    fed = dict(cfg.get("federation") or {})
+    unknown = sorted(set(fed) - set(FEDERATION_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown `federation` keys {unknown}; allowed: {sorted(FEDERATION_KEYS)}.")
+    cfg["federation"] = {**FEDERATION_KEYS, **fed}
+    cfg.setdefault("seed", 0)
+    return cfg
+
+
+def build(cfg: Mapping[str, Any]) -> tuple[pl.LightningModule, Any]:
+    """The module (seeded with ``cfg["seed"]``, so every process builds the same initial state) and a
+    :class:`~lightning_addons.federated.FederatedDataModule` over the configured data."""
+    from lightning_addons.federated.data import FederatedDataModule
+
+    fed = cfg["federation"]
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    module = instantiate(cfg["model"])
+    if not isinstance(module, pl.LightningModule):
+        raise ValueError(f"`model` must build a LightningModule, got {type(module).__name__}.")
+    data = instantiate(cfg["data"])
+    fdm = FederatedDataModule(
+        data,
+        num_clients=fed["num_clients"],
+        partition=fed["partition"],
+        alpha=fed["alpha"],
+        min_size=fed["min_size"],
+        classes_per_client=fed["classes_per_client"],
+        shards_per_client=fed["shards_per_client"],
+        partition_seed=fed["partition_seed"],
+        batch_size=fed["batch_size"],
+        local_val_fraction=fed["local_val_fraction"],
+        seed=int(cfg.get("seed", 0)),
+    )
+    return module, fdm
+
+
+def build_simulation(cfg: Mapping[str, Any], **overrides: Any):
+    """A ready :class:`~lightning_addons.federated.FederatedSimulation` from a loaded config."""
+    from lightning_addons.federated.simulation import FederatedSimulation
+    from lightning_addons.strategies.aggregation import Aggregator
+    from lightning_addons.strategies.fedprox import FedProx
+
+    module, fdm = build(cfg)
+    fed = cfg["federation"]
+    callbacks = [FedProx(fed["fedprox_mu"])] if fed["fedprox_mu"] else []
+    kwargs = dict(
+        rounds=fed["rounds"],
+        local_epochs=fed["local_epochs"],
+        local_steps=fed["local_steps"],
+        fraction_fit=fed["fraction_fit"],
+        min_fit_clients=fed["min_fit_clients"],
+        aggregator=Aggregator(**dict(fed["aggregator"] or {}), seed=int(cfg.get("seed", 0))),
+        evaluate_every=fed["evaluate_every"],
+        federated_evaluation=fed["federated_evaluation"],
+        monitor=fed["monitor"],
+        mode=fed["mode"],
+        client_timeout=fed["client_timeout"],
+        on_invalid_update=fed["on_invalid_update"],
+        checkpoint_dir=fed["checkpoint_dir"],
+        trainer_kwargs=fed["trainer"],
+        client_callbacks=callbacks,
+        seed=int(cfg.get("seed", 0)),
+    )
+    kwargs.update(overrides)
+    return FederatedSimulation(module, fdm, **kwargs)

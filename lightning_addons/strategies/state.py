@@ -1,0 +1,117 @@
+"""The federated-state contract: which tensors of a module move between clients and server (pure torch).
+
+A module takes part in federated training through two methods:
+
+* ``federated_state_dict() -> dict[str, Tensor]``: exactly the tensors clients train and exchange
+  (for the CacheCLIPAdapter: the cache keys, ``N*K*C`` floats);
+* ``load_federated_state_dict(state)``: loads such a dict back.
+
+Modules without them fall back to their trainable parameters (``requires_grad=True``), so any
+LightningModule works; frozen parameters and buffers never move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+StateDict = dict[str, torch.Tensor]
+
+
+def uses_federated_contract(module: nn.Module) -> bool:
+    """Whether ``module`` implements ``federated_state_dict``/``load_federated_state_dict`` itself."""
+    return callable(getattr(module, "federated_state_dict", None)) and callable(
+        getattr(module, "load_federated_state_dict", None)
+    )
+
+
+def get_federated_state(module: nn.Module) -> StateDict:
+    """A detached copy of the tensors ``module`` exchanges in federated training.
+
+    Args:
+        module: any ``nn.Module``; ``federated_state_dict()`` is used when it exists, otherwise every
+            parameter with ``requires_grad=True``.
+
+    Raises:
+        ValueError: the module has nothing to federate (no trainable parameters) or its
+            ``federated_state_dict()`` returned something that is not a dict of tensors.
+
+    Example:
+        >>> net = nn.Linear(2, 1)
+        >>> net.bias.requires_grad_(False)
+        Parameter containing:
+        tensor([...])
+        >>> sorted(get_federated_state(net))
+        ['weight']
+    """
+    if uses_federated_contract(module):
+        state = module.federated_state_dict()
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(
+                f"{type(module).__name__}.federated_state_dict() must return a dict of tensors, got "
+                f"{type(state).__name__}."
+            )
+        out = {k: v.detach().clone() for k, v in state.items()}
+    else:
+        out = {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
+    if not out:
+        raise ValueError(
+            f"{type(module).__name__} has no federated state: implement `federated_state_dict()` or leave at "
+            "least one parameter with requires_grad=True."
+        )
+    return out
+
+
+def check_compatible(
+    reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], who: str = "state"
+) -> None:
+    """Raise ``ValueError`` unless ``state`` has the keys, shapes and dtypes of ``reference``, all finite."""
+    missing = sorted(set(reference) - set(state))
+    extra = sorted(set(state) - set(reference))
+    if missing or extra:
+        raise ValueError(f"{who} has the wrong keys: missing {missing}, unexpected {extra}.")
+    for key, ref in reference.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{who}[{key!r}] must be a tensor, got {type(value).__name__}.")
+        if tuple(value.shape) != tuple(ref.shape):
+            raise ValueError(
+                f"{who}[{key!r}] has shape {tuple(value.shape)}, expected {tuple(ref.shape)} (the global state's)."
+            )
+        if value.is_floating_point() != ref.is_floating_point():
+            raise ValueError(f"{who}[{key!r}] has dtype {value.dtype}, expected {ref.dtype}.")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{who}[{key!r}] holds {bad} non-finite values (NaN or inf).")
+
+
+@torch.no_grad()
+def load_federated_state(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``state`` into ``module`` in place (the inverse of :func:`get_federated_state`).
+
+    Raises:
+        ValueError: keys, shapes or dtypes differ from the module's federated state, or NaN/inf values.
+
+    Example:
+        >>> a, b = nn.Linear(2, 1), nn.Linear(2, 1)
+        >>> load_federated_state(b, get_federated_state(a))
+        >>> bool(torch.equal(a.weight, b.weight))
+        True
+    """
+    reference = get_federated_state(module)
+    check_compatible(reference, state, who="federated state")
+    if uses_federated_contract(module):
+        module.load_federated_state_dict({k: v.detach().clone() for k, v in state.items()})
+        return
+    params = dict(module.named_parameters())
+    for key, value in state.items():
+        params[key].copy_(value.to(device=params[key].device, dtype=params[key].dtype))
+
+
+def state_nbytes(state: Mapping[str, torch.Tensor]) -> int:
+    """Exact payload bytes of a state dict: ``sum(numel * element_size)`` (dtype-aware)."""
+    from lightning_addons.federated.meter import state_nbytes as _nbytes
+
+    return _nbytes(state)

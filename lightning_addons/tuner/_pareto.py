@@ -1,0 +1,112 @@
+"""Pareto utilities in NumPy (no optional dependency): non-dominated masks, exact 2-D/3-D hypervolume.
+
+All functions use the *maximisation* convention unless told otherwise; :func:`to_max` converts
+objective values with their directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+DIRECTIONS = ("minimize", "maximize")
+
+
+def check_directions(directions: Sequence[str]) -> list[str]:
+    out = []
+    for d in directions:
+        d2 = {"min": "minimize", "max": "maximize"}.get(str(d).lower(), str(d).lower())
+        if d2 not in DIRECTIONS:
+            raise ValueError(
+                f"`direction` must be one of ['minimize', 'maximize'] (or 'min'/'max'), got {d!r}."
+            )
+        out.append(d2)
+    if not out:
+        raise ValueError("`directions` must name at least one objective, got an empty list.")
+    return out
+
+
+def to_max(Y: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Objective values with every objective turned into one to maximise."""
+    Y = np.asarray(Y, dtype=float)
+    sign = np.array([1.0 if d == "maximize" else -1.0 for d in check_directions(directions)])
+    return Y * sign
+
+
+def pareto_mask(Y: np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``Y`` (maximisation; rows with NaN are dominated).
+
+    Example:
+        >>> pareto_mask(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])).tolist()
+        [True, True, False]
+    """
+    Y = np.asarray(Y, dtype=float)
+    n = len(Y)
+    finite = np.all(np.isfinite(Y), axis=1)
+    mask = finite.copy()
+    for i in range(n):
+        if not mask[i]:
+            continue
+        others = Y[finite]
+        dominated = np.any(np.all(others >= Y[i], axis=1) & np.any(others > Y[i], axis=1))
+        if dominated:
+            mask[i] = False
+    # keep one copy of exact duplicates
+    idx = np.flatnonzero(mask)
+    seen: set[tuple] = set()
+    for i in idx:
+        key = tuple(Y[i].tolist())
+        if key in seen:
+            mask[i] = False
+        seen.add(key)
+    return mask
+
+
+def hypervolume(Y: np.ndarray, ref_point: Sequence[float]) -> float:
+    """Exact hypervolume dominated by ``Y`` above ``ref_point`` (maximisation), any number of objectives.
+
+    Uses the simple inclusion of slices (HSO) recursion, fine for the fronts of a tuning run (< a few
+    hundred points, <= 4 objectives). Tested against BoTorch's ``Hypervolume``.
+
+    Example:
+        >>> hypervolume(np.array([[1.0, 2.0], [2.0, 1.0]]), [0.0, 0.0])
+        3.0
+    """
+    Y = np.asarray(Y, dtype=float)
+    ref = np.asarray(ref_point, dtype=float)
+    if Y.size == 0:
+        return 0.0
+    Y = Y[np.all(np.isfinite(Y), axis=1)]
+    Y = Y[np.all(Y > ref, axis=1)]
+    if len(Y) == 0:
+        return 0.0
+    Y = Y[pareto_mask(Y)]
+    return float(_hso(Y - ref))
+
+
+def _hso(P: np.ndarray) -> float:
+    m = P.shape[1]
+    if m == 1:
+        return float(P[:, 0].max())
+    if m == 2:
+        order = np.argsort(-P[:, 0])
+        P = P[order]
+        vol, best_y = 0.0, 0.0
+        for x, y in P:
+            if y > best_y:
+                vol += x * (y - best_y)
+                best_y = y
+        return vol
+    # slice along the last objective
+    order = np.argsort(P[:, -1])
+    P = P[order]
+    vol, prev = 0.0, 0.0
+    for k in range(len(P)):
+        h = P[k, -1] - prev
+        if h > 0:
+            rest = P[k:, :-1]
+            rest = rest[pareto_mask(rest)]
+            vol += h * _hso(rest)
+        prev = P[k, -1]
+    return vol

@@ -1,0 +1,209 @@
+"""HyperTuner's suggestions as an Optuna sampler, so any number of workers share one Optuna study.
+
+The study (SQLite, PostgreSQL, MySQL, ...) is the single source of truth: at each new trial the sampler
+rebuilds its ask/tell optimiser from the study's finished trials, treats other workers' running trials
+as pending points, indexes the initial design by the trial number (unique in the storage), and seeds the
+model-based step with ``(seed, trial number)``. Two workers therefore never get the same suggestion, and a
+resumed study continues exactly where it stopped. This module imports Optuna: use it through
+:class:`~lightning_addons.tuner.HyperTuner` or ``lightning_addons.tuner.HyperTunerSampler`` (lazy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from lightning_addons.tuner.mopir import MOPIRResult, mopir
+from lightning_addons.tuner.optimizers import make_optimizer
+from lightning_addons.tuner.space import SearchSpace
+
+MOPIR_ATTR = "hypertuner_mopir"
+
+
+class HyperTunerSampler(BaseSampler):
+    """An Optuna sampler driven by a lightning-addons ask/tell optimiser (ADUMBO by default) with MOPIR.
+
+    Args:
+        space: the search space (its parameters are the study's parameters).
+        directions: one direction per objective, as the study's.
+        algorithm: ``adumbo``, ``adumbo_w1``, ``adumbo_w0``, ``random``, ``sobol`` or ``qnehvi``.
+        seed: random seed.
+        n_init: size of the initial design (trial 0 is the space defaults when ``include_defaults``).
+        log_objectives: indices of objectives modelled on a log scale.
+        mopir: ``None`` to disable, else a dict of :func:`~lightning_addons.tuner.mopir.mopir` options
+            (``share``, ``k_min``, ``top_k``, ``method``, ``weights``) plus ``freeze``: ``"default"`` or
+            ``"best"``. MOPIR runs once when ``n_init`` trials are complete; its result is stored in the
+            study's user attributes (``hypertuner_mopir``) and shared by all workers.
+        include_defaults: start the design with the defaults (Lightning's defaults for system knobs).
+        optimizer_kwargs: further keyword arguments of the optimiser.
+        objective_names: names used in the stored MOPIR ranking.
+
+    Example:
+        >>> import optuna
+        >>> space = SearchSpace({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+        >>> study = optuna.create_study(directions=["minimize"], sampler=HyperTunerSampler(space, ["minimize"]))
+        >>> study.optimize(lambda t: (t.suggest_float("x", 0.0, 1.0) - 0.3) ** 2, n_trials=3)
+        >>> len(study.trials)
+        3
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        directions: Sequence[str],
+        algorithm: str = "adumbo",
+        seed: int = 0,
+        n_init: int = 10,
+        log_objectives: Sequence[int] = (),
+        mopir: Mapping[str, Any] | None = None,
+        include_defaults: bool = True,
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        objective_names: Sequence[str] | None = None,
+    ) -> None:
+        self.space = space
+        self.objective_names = list(objective_names) if objective_names else None
+        self.directions = list(directions)
+        self.algorithm = algorithm
+        self.seed = int(seed)
+        self.n_init = int(n_init)
+        self.log_objectives = list(log_objectives)
+        self.mopir_options = None if mopir is None else dict(mopir)
+        self.include_defaults = include_defaults
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self._fallback = RandomSampler(seed=seed)
+        make_optimizer(algorithm, space.dim, self.directions)  # validate the name early
+        self.last_weight: float | None = None
+
+    # -- Optuna sampler API --------------------------------------------------------------
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        return self.space.optuna_distributions()
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        # a parameter outside the space (suggested by user code): random
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def sample_relative(self, study, trial: FrozenTrial, search_space) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        trials = study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
+        )
+        names = self.space.names
+        done, failed, running = [], [], []
+        for t in trials:
+            if t.number == trial.number or not all(n in t.params for n in names):
+                continue
+            if t.state == TrialState.COMPLETE and t.values is not None:
+                done.append(t)
+            elif t.state == TrialState.FAIL:
+                failed.append(t)
+            elif t.state == TrialState.RUNNING:
+                running.append(t)
+        X_done = np.array([self.space.to_unit(t.params) for t in done]).reshape(-1, self.space.dim)
+        Y_done = np.array([t.values for t in done], dtype=float).reshape(-1, len(self.directions))
+        X_fail = np.array([self.space.to_unit(t.params) for t in failed]).reshape(-1, self.space.dim)
+        X_run = np.array([self.space.to_unit(t.params) for t in running]).reshape(-1, self.space.dim)
+
+        ranking = self._mopir(study, X_done, Y_done, done)
+        active = list(range(self.space.dim))
+        fixed: dict[int, float] = {}
+        if ranking is not None:
+            active = [names.index(n) for n in ranking.selected]
+            fixed = self._frozen_values(ranking, done)
+        existing = {self._key(t.params) for t in trials if t.number != trial.number and t.params}
+        for attempt in range(8):
+            u = self._ask(trial.number, attempt, active, fixed, X_done, Y_done, X_fail, X_run)
+            params = self.space.from_unit(u)
+            if self._key(params) not in existing:
+                break
+        return params
+
+    # -- internals ------------------------------------------------------------------------
+    @staticmethod
+    def _key(params: Mapping[str, Any]) -> tuple:
+        return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+    def _ask(self, number, attempt, active, fixed, X_done, Y_done, X_fail, X_run) -> np.ndarray:
+        kw = dict(self.optimizer_kwargs)
+        if self.algorithm.startswith("adumbo") or self.algorithm == "qnehvi":
+            kw.setdefault("n_init", self.n_init)
+        if self.algorithm.startswith("adumbo") and self.include_defaults:
+            kw.setdefault("initial_points", self.space.to_unit(self.space.defaults())[None, active])
+        opt = make_optimizer(
+            self.algorithm,
+            len(active),
+            self.directions,
+            seed=self.seed + 7919 * attempt,
+            log_objectives=self.log_objectives,
+            **kw,
+        )
+        if len(X_done):
+            opt.tell(X_done[:, active], Y_done)
+        if len(X_fail):
+            opt.tell(X_fail[:, active], np.full((len(X_fail), len(self.directions)), np.nan))
+        # the design is indexed by the trial number: distinct across workers sharing the storage
+        opt.n_asked = int(number)
+        x = opt.ask(1, pending=X_run[:, active] if len(X_run) else None)[0]
+        self.last_weight = getattr(opt, "last_weight", None)
+        u = np.empty(self.space.dim)
+        u[active] = x
+        for i, v in fixed.items():
+            u[i] = v
+        return u
+
+    def _mopir(self, study, X, Y, done) -> MOPIRResult | None:
+        if self.mopir_options is None:
+            return None
+        stored = study.user_attrs.get(MOPIR_ATTR)
+        if stored:
+            return MOPIRResult.from_dict(stored)
+        if len(X) < max(self.n_init, 3):
+            return None
+        opts = {k: v for k, v in self.mopir_options.items() if k != "freeze"}
+        Yt = Y.copy()
+        for i in self.log_objectives:
+            Yt[:, i] = np.log(np.maximum(Yt[:, i], 1e-12))
+        try:
+            ranking = mopir(X, Yt, self.space.names, self.objective_names, seed=self.seed, **opts)
+        except ValueError:
+            return None
+        study.set_user_attr(MOPIR_ATTR, ranking.to_dict())
+        return ranking
+
+    def _frozen_values(self, ranking: MOPIRResult, done: list[FrozenTrial]) -> dict[int, float]:
+        names = self.space.names
+        freeze = (self.mopir_options or {}).get("freeze", "default")
+        source = self.space.defaults()
+        if freeze == "best" and done:
+            # the finished trial best on the first objective
+            sign = 1.0 if self.directions[0] == "maximize" else -1.0
+            best = max(done, key=lambda t: sign * t.values[0])
+            source = {n: best.params[n] for n in names}
+        return {
+            names.index(n): float(self.space[n].to_unit(source[n]))
+            for n in names
+            if n not in ranking.selected
+        }
+
+
+def optuna_sampler(name: str, seed: int = 0, n_init: int = 10, population_size: int | None = None):
+    """Optuna's own samplers by name: ``tpe``, ``nsga2``, ``gp`` (GPSampler), ``optuna_random``.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_init)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size or max(4, n_init))
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_init)
+    if name == "optuna_random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown Optuna sampler {name!r}; choose from ['tpe', 'nsga2', 'gp', 'optuna_random'].")

@@ -1,0 +1,397 @@
+"""Running one trial: objectives, config instantiation, system knobs, and the trial runners.
+
+A Lightning trial runs in a fresh Python subprocess (``python -m lightning_addons.tuner.trial SPEC OUT``)
+so that per-process knobs (torch threads, interop threads, ``OMP_NUM_THREADS``, matmul precision,
+``torch.compile``) are applied before any training starts and cannot leak into the next trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightning_addons.tuner._pareto import check_directions
+from lightning_addons.tuner.energy import DEFAULT_WATTS_PER_CORE, CPUTimeMeter
+
+#: Objective names measured by the tuner itself rather than logged by the module.
+BUILTIN_OBJECTIVES = {"time": "training wall time of `fit` in seconds", "energy": "energy of `fit` in joules"}
+
+
+@dataclass
+class Objective:
+    """One objective: a logged metric (``val_acc``), ``time`` (fit wall seconds) or ``energy`` (joules).
+
+    Args:
+        name: metric name as logged with ``self.log`` (read from ``trainer.callback_metrics`` after fit)
+            or ``"time"`` / ``"energy"``.
+        direction: ``"min"``/``"minimize"`` or ``"max"``/``"maximize"``.
+        log_scale: model it on a log scale (default: True for time and energy).
+
+    Raises:
+        ValueError: empty name or bad direction.
+
+    Example:
+        >>> Objective.parse("val_acc:max")
+        Objective(name='val_acc', direction='maximize', log_scale=False)
+    """
+
+    name: str
+    direction: str = "minimize"
+    log_scale: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"objective `name` must be a non-empty string, got {self.name!r}.")
+        self.direction = check_directions([self.direction])[0]
+        if self.log_scale is None:
+            self.log_scale = self.name in BUILTIN_OBJECTIVES
+
+    @classmethod
+    def parse(cls, spec: Objective | str | Mapping[str, Any]) -> Objective:
+        if isinstance(spec, Objective):
+            return spec
+        if isinstance(spec, str):
+            name, _, direction = spec.partition(":")
+            if not direction:
+                direction = "minimize" if name in BUILTIN_OBJECTIVES or "loss" in name else "maximize"
+            return cls(name, direction)
+        if isinstance(spec, Mapping):
+            unknown = set(spec) - {"name", "direction", "log_scale"}
+            if unknown:
+                raise ValueError(
+                    f"objective spec has unknown keys {sorted(unknown)}; allowed: name, direction, log_scale."
+                )
+            return cls(**dict(spec))
+        raise ValueError(f"an objective must be 'name:min|max', a mapping or an Objective, got {spec!r}.")
+
+
+def parse_objectives(specs: Sequence[Any]) -> list[Objective]:
+    if isinstance(specs, (str, Mapping, Objective)):
+        specs = [specs]
+    objs = [Objective.parse(s) for s in (specs or [])]
+    if not objs:
+        raise ValueError(
+            "`objectives` must name at least one objective (e.g. ['val_acc:max', 'time:min']), got none."
+        )
+    names = [o.name for o in objs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"objective names must be unique, got {names}.")
+    return objs
+
+
+# ----------------------------------------------------------------------------- config helpers
+def resolve_class(path: str) -> type:
+    """``"package.module.Class"`` or a short name exported by a lightning_addons public module."""
+    if "." in path:
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+    from lightning_addons.cli import PUBLIC_MODULES
+
+    for mod in (*PUBLIC_MODULES, "lightning.pytorch.callbacks", "torch.nn"):
+        m = importlib.import_module(mod)
+        if hasattr(m, path):
+            return getattr(m, path)
+    raise ValueError(
+        f"cannot resolve class_path {path!r}: give a dotted path or a class exported by {list(PUBLIC_MODULES)}."
+    )
+
+
+def instantiate(cfg: Any) -> Any:
+    """Build objects from LightningCLI-style ``{class_path, init_args}`` dicts, recursively."""
+    if isinstance(cfg, Mapping):
+        if "class_path" in cfg:
+            cls = resolve_class(cfg["class_path"])
+            args = {k: instantiate(v) for k, v in dict(cfg.get("init_args") or {}).items()}
+            return cls(**args)
+        return {k: instantiate(v) for k, v in cfg.items()}
+    if isinstance(cfg, list):
+        return [instantiate(v) for v in cfg]
+    return cfg
+
+
+def set_path(cfg: dict, path: str, value: Any) -> None:
+    """Set ``cfg["a"]["b"]["c"] = value`` for ``path="a.b.c"``, creating dicts on the way."""
+    keys = path.split(".")
+    node = cfg
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def class_config(obj: Any, args: Mapping[str, Any] | None = None) -> dict | None:
+    """A ``{class_path, init_args}`` dict from a class (plus args) or a dict (returned copied)."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return copy.deepcopy(dict(obj))
+    if isinstance(obj, type):
+        if obj.__module__ == "__main__":
+            raise ValueError(
+                f"{obj.__qualname__} is defined in __main__, which a trial subprocess cannot import: move it to a "
+                "module (or pass {class_path: 'package.module.Class', init_args: ...})."
+            )
+        return {"class_path": f"{obj.__module__}.{obj.__qualname__}", "init_args": dict(args or {})}
+    raise ValueError(f"expected a class or a {{class_path, init_args}} mapping, got {type(obj).__name__}.")
+
+
+# ----------------------------------------------------------------------------- the trial process
+def apply_process_knobs(system: Mapping[str, Any]) -> None:
+    """Knobs that must be set in the trial process before training (threads, matmul precision)."""
+    import torch
+
+    if "interop_threads" in system:
+        try:
+            torch.set_num_interop_threads(int(system["interop_threads"]))
+        except RuntimeError as err:  # already started parallel work
+            raise RuntimeError(
+                f"interop_threads={system['interop_threads']} could not be set: {err}"
+            ) from err
+    if "torch_threads" in system:
+        torch.set_num_threads(int(system["torch_threads"]))
+    if "matmul_precision" in system:
+        torch.set_float32_matmul_precision(str(system["matmul_precision"]))
+
+
+def build_trial_config(
+    base: Mapping[str, Any], params: Mapping[str, Any], targets: Mapping[str, str]
+) -> dict:
+    """Write model parameters to their targets and trainer/data system knobs to their places."""
+    cfg = copy.deepcopy(dict(base))
+    for name, value in params.items():
+        if name in targets:
+            set_path(cfg, targets[name], value)
+    return cfg
+
+
+def run_lightning_trial(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Build and fit one trial in this process; returns metrics, time, energy (with source)."""
+    system = dict(spec.get("system", {}))
+    apply_process_knobs(system)
+    import lightning.pytorch as pl
+    import torch
+
+    from lightning_addons.callbacks.energy import EnergyMeter
+
+    cfg = spec["config"]
+    if cfg.get("seed_everything") is not None:
+        pl.seed_everything(int(cfg["seed_everything"]), workers=True)
+    model = instantiate(cfg["model"])
+    data = instantiate(cfg["data"]) if cfg.get("data") else None
+    if system.get("compile"):
+        model = torch.compile(model)
+    tcfg = dict(cfg.get("trainer") or {})
+    callbacks = instantiate(tcfg.pop("callbacks", []) or [])
+    meter = EnergyMeter(watts_per_core=float(spec.get("watts_per_core", DEFAULT_WATTS_PER_CORE)))
+    for key, default in (
+        ("logger", False),
+        ("enable_checkpointing", False),
+        ("enable_progress_bar", False),
+        ("enable_model_summary", False),
+    ):
+        tcfg.setdefault(key, default)
+    if isinstance(tcfg.get("logger"), (dict, list)):
+        tcfg["logger"] = instantiate(tcfg["logger"])
+    trainer = pl.Trainer(callbacks=[*callbacks, meter], **tcfg)
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=data) if data is not None else trainer.fit(model)
+    wall = time.perf_counter() - t0
+    metrics = {}
+    for k, v in trainer.callback_metrics.items():
+        try:
+            metrics[k] = float(v)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+    applied = {
+        "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "precision": str(trainer.precision),
+        "accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "compile": not isinstance(model, pl.LightningModule),
+    }
+    for key in ("batch_size", "num_workers"):
+        if data is not None and hasattr(data, key):
+            applied[key] = getattr(data, key)
+    result = {
+        "status": "ok",
+        "metrics": metrics,
+        "time": wall,
+        "energy": meter.energy_joules,
+        "energy_source": meter.source,
+        "applied": applied,
+    }
+    bad = [k for k, v in metrics.items() if "loss" in k and not math.isfinite(v)]
+    if bad:
+        result.update(status="fail", error=f"non-finite loss: {', '.join(bad)}")
+    return result
+
+
+def _main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - runs in the trial subprocess
+    argv = list(sys.argv[1:] if argv is None else argv)
+    spec = json.loads(Path(argv[0]).read_text())
+    try:
+        result = run_lightning_trial(spec)
+    except BaseException as err:  # noqa: BLE001 - every failure is reported, not raised
+        oom = "out of memory" in str(err).lower()
+        result = {
+            "status": "fail",
+            "error": f"{'OOM: ' if oom else ''}{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(limit=20),
+        }
+    tmp = argv[1] + ".tmp"
+    Path(tmp).write_text(json.dumps(result, default=float))
+    os.replace(tmp, argv[1])
+
+
+# ----------------------------------------------------------------------------- runners
+class TrialRunner:
+    """Runs one configuration and returns ``{"status", "metrics", "time", "energy", "energy_source", "error"}``."""
+
+    def __call__(self, params: dict[str, Any], trial_number: int) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class FunctionTrialRunner(TrialRunner):
+    """In-process runner for a Python function ``fn(params) -> {metric: value}`` (cheap objectives, tests).
+
+    ``time`` is the function's wall time and ``energy`` the CPU-time estimate unless ``fn`` returns them.
+    Exceptions and non-finite values are reported as failed trials.
+
+    Example:
+        >>> r = FunctionTrialRunner(lambda p: {"loss": p["x"] ** 2})({"x": 3.0}, 0)
+        >>> r["status"], r["metrics"]["loss"]
+        ('ok', 9.0)
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[dict[str, Any]], Mapping[str, float]],
+        watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+    ):
+        self.fn = fn
+        self.watts_per_core = watts_per_core
+
+    def __call__(self, params, trial_number):
+        meter = CPUTimeMeter(self.watts_per_core)
+        meter.start()
+        t0 = time.perf_counter()
+        try:
+            metrics = {k: float(v) for k, v in dict(self.fn(dict(params))).items()}
+        except Exception as err:  # noqa: BLE001
+            return {
+                "status": "fail",
+                "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc(limit=20),
+            }
+        return {
+            "status": "ok",
+            "metrics": metrics,
+            "time": metrics.pop("time", time.perf_counter() - t0),
+            "energy": metrics.pop("energy", meter.read()),
+            "energy_source": meter.source,
+        }
+
+
+class LightningTrialRunner(TrialRunner):
+    """Run each trial in a fresh subprocess: build model/data/Trainer from a LightningCLI-style config with
+    the trial's parameters applied, fit, and read the logged metrics.
+
+    Args:
+        config: ``{"model": {class_path, init_args}, "data": {...}, "trainer": {...}, "seed_everything": int}``.
+        targets: parameter name -> dotted config path (model params, batch size, precision, ...).
+        system_names: parameters applied in the trial process (threads, compile, matmul precision, ...).
+        timeout: seconds per trial (killed and marked failed beyond), or None.
+        watts_per_core: for the CPU-time energy estimate.
+        workdir: folder for the trial spec/result files.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        targets: Mapping[str, str],
+        system_names: Sequence[str] = (),
+        timeout: float | None = None,
+        watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+        workdir: str | os.PathLike | None = None,
+        python: str | None = None,
+    ):
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"`timeout` must be > 0 seconds or None, got {timeout!r}.")
+        self.config = dict(config)
+        self.targets = dict(targets)
+        self.system_names = list(system_names)
+        self.timeout = timeout
+        self.watts_per_core = watts_per_core
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="hypertuner_"))
+        self.python = python or sys.executable
+
+    def __call__(self, params, trial_number):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        system = {k: v for k, v in params.items() if k in self.system_names}
+        cfg = build_trial_config(self.config, params, self.targets)
+        spec = {"config": cfg, "system": system, "watts_per_core": self.watts_per_core}
+        spec_path = self.workdir / f"trial_{trial_number}_spec.json"
+        out_path = self.workdir / f"trial_{trial_number}_result.json"
+        out_path.unlink(missing_ok=True)
+        spec_path.write_text(json.dumps(spec))
+        env = dict(os.environ)
+        if "torch_threads" in system:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(system["torch_threads"]))
+        # the trial must import the same lightning_addons as this process
+        pkg_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [pkg_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        )
+        log_path = self.workdir / f"trial_{trial_number}.log"
+        t0 = time.perf_counter()
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [self.python, "-m", "lightning_addons.tuner.trial", str(spec_path), str(out_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+            try:
+                rc = proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return {
+                    "status": "fail",
+                    "error": f"timeout after {self.timeout} s",
+                    "log": str(log_path),
+                    "wall": time.perf_counter() - t0,
+                }
+            except BaseException:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+        if not out_path.exists():
+            tail = log_path.read_text()[-2000:] if log_path.exists() else ""
+            return {
+                "status": "fail",
+                "error": f"trial process exited with code {rc} without a result",
+                "log": tail,
+            }
+        result = json.loads(out_path.read_text())
+        result["log"] = str(log_path)
+        return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
