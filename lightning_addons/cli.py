@@ -38,6 +38,8 @@ def register_command(name: str, target: str) -> None:
 
 
 def extra_commands() -> dict[str, str]:
+    """The registered extra subcommands (loading the feature packages that register them)."""
+    _load_extra_commands()
     return dict(_EXTRA_COMMANDS)
 
 
