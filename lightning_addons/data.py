@@ -11,8 +11,8 @@ Environment variables:
 
 Example:
     >>> from lightning_addons.data import cache_dir
-    >>> cache_dir().name
-    'lightning_addons'
+    >>> cache_dir("datasets").name
+    'datasets'
 """
 
 from __future__ import annotations

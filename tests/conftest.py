@@ -58,3 +58,20 @@ def _private_cache(tmp_path_factory):
     if "LIGHTNING_ADDONS_CACHE" not in os.environ:
         os.environ["LIGHTNING_ADDONS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield
+
+
+_UNEXPECTED_SKIPS: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    """Under CI every extra is installed: a skip other than 'needs a CUDA device' means a broken install."""
+    if report.skipped and os.environ.get("CI"):
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "needs a CUDA device" not in reason:
+            _UNEXPECTED_SKIPS.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _UNEXPECTED_SKIPS and exitstatus == 0:
+        print("\nCI: tests were skipped although every extra should be installed:\n  " + "\n  ".join(_UNEXPECTED_SKIPS))
+        session.exitstatus = 1

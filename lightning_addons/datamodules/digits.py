@@ -102,7 +102,7 @@ class DigitsDataModule(pl.LightningDataModule):
         >>> dm.setup("fit")
         >>> x, y, idx = next(iter(dm.train_dataloader()))
         >>> tuple(x.shape[1:]), int(dm.dataset("train").is_outlier.sum())
-        ((1, 32, 32), 48)
+        ((1, 32, 32), 63)
     """
 
     num_classes = 10
