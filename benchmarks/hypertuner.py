@@ -221,6 +221,9 @@ def main(argv=None) -> None:
     ap.add_argument("--problems", nargs="+", default=list(PROBLEMS))
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument(
+        "--seed-start", type=int, default=0, help="first seed (e.g. 100 for tuning seeds kept off the table)"
+    )
     ap.add_argument("--n-init", type=int, default=10)
     ap.add_argument("--n-steps", type=int, default=30)
     ap.add_argument("--workers", type=int, default=1)
@@ -250,7 +253,7 @@ def main(argv=None) -> None:
         # seeds outermost so that an interrupted run still covers every (problem, method)
         jobs = [
             (p, m, s, args.n_init, args.n_steps)
-            for s in range(args.seeds)
+            for s in range(args.seed_start, args.seed_start + args.seeds)
             for p in args.problems
             for m in args.methods
             if (p, m, s) not in done
@@ -284,6 +287,7 @@ def main(argv=None) -> None:
     print(summarise(rows + extra, methods))
     print(
         f"\nreproduce: OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --seeds {args.seeds} "
+        f"--seed-start {args.seed_start} "
         f"--workers {args.workers} --out {args.out}"
     )
 

@@ -10,10 +10,11 @@ them to configurations), takes objective values in their natural units with a di
 ADUMBO (reconstruction, see ``docs/hypertuner.md``): after a Sobol initial design it fits one
 independent GP per objective (inputs in [0, 1], outputs standardised, chosen objectives log-transformed),
 builds a candidate set from the non-dominated points of the optimistic acquisitions
-``mu_i + sqrt(beta) sigma_i`` over a Sobol pool plus perturbations of the current front, and picks the
-candidate maximising ``S_t = w_t U + (1 - w_t) G`` with ``U = sum_i log(2 sqrt(beta) sigma_i)`` (the
-uncertainty volume of USeMO) and ``G`` the hypervolume improvement of the mean vector over the observed
-front, both min-max normalised over the candidates; ``w_t = w0 exp(-t / tau)`` decays with the number of
+``mu_i + sqrt(beta) sigma_i`` and of the surrogate means ``mu_i`` over a Sobol pool plus perturbations
+of the current front, and picks the candidate maximising ``S_t = w_t U + (1 - w_t) G`` with
+``U = sum_i log(2 sqrt(beta) sigma_i)`` (the uncertainty volume of USeMO) and ``G`` the hypervolume
+improvement of the mean vector over the observed front (reference point inferred as BoTorch does: the
+front's nadir minus 10% of its range), both min-max normalised over the candidates; ``w_t = w0 exp(-t / tau)`` decays with the number of
 model-based steps ``t``. ``weight=1`` is USeMO, ``weight=0`` is mean-only.
 
 The BoTorch/GPyTorch imports happen inside the methods, so importing this module needs neither.
@@ -204,8 +205,9 @@ class ADUMBO(AskTellOptimizer):
         pool_size: Sobol pool size for the candidate set (plus ``perturbations`` per front point).
         perturbations: Gaussian perturbations of each current Pareto point added to the pool.
         log_objectives: indices of objectives (> 0) modelled on a log scale.
-        ref_point: optional reference point in the objectives' own units for ``G``; default: the worst
-            observed value of each objective minus 10% of its range.
+        ref_point: optional reference point in the objectives' own units for ``G``; default: inferred
+            each step as BoTorch's ``infer_reference_point`` does: the nadir of the observed Pareto
+            front minus 10% of the front's range per objective.
         initial_points: optional unit-cube points evaluated first (e.g. the defaults).
 
     Raises:
@@ -370,7 +372,7 @@ class ADUMBO(AskTellOptimizer):
                 ref[i] = math.log(max(ref[i], 1e-300))
             ref = (to_max(ref[None], self.directions)[0] - mean) / std
         else:
-            ref = Ys.min(0) - 0.1 * (Ys.max(0) - Ys.min(0) + 1e-9)
+            ref = _infer_ref_point(front)
         if len(pending):
             mu_p, _ = self._predict(models, pending)
             front = np.vstack([front, mu_p])
@@ -383,7 +385,8 @@ class ADUMBO(AskTellOptimizer):
         sqb = math.sqrt(self.beta)
         for _ in range(n):
             ucb = mu + sqb * sd
-            cand = np.flatnonzero(pareto_mask(ucb))
+            # Pareto candidates of the optimistic acquisitions (USeMO) and of the surrogate means
+            cand = np.flatnonzero(pareto_mask(ucb) | pareto_mask(mu))
             # drop candidates equal to observed / pending / chosen points
             taken = np.vstack([X, pending] + ([np.asarray(chosen)] if chosen else []))
             dist = np.min(np.abs(pool[cand][:, None, :] - taken[None]).max(-1), axis=1)
@@ -421,6 +424,18 @@ class ADUMBO(AskTellOptimizer):
         self.beta = float(state.get("beta", self.beta))
         if state.get("initial_points"):
             self.initial_points = np.asarray(state["initial_points"], dtype=float).reshape(-1, self.dim)
+
+
+def _infer_ref_point(front: np.ndarray, scale: float = 0.1) -> np.ndarray:
+    """BoTorch's rule (maximisation): nadir of the observed Pareto front minus ``scale`` times its range.
+
+    Anchoring the reference point at the front (not at the worst observed values) keeps the
+    hypervolume-improvement term from rewarding extreme trade-offs far outside the front's region.
+    """
+    import torch
+    from botorch.utils.multi_objective.hypervolume import infer_reference_point
+
+    return infer_reference_point(torch.as_tensor(front, dtype=torch.float64), scale=scale).numpy()
 
 
 def _minmax(v: np.ndarray) -> np.ndarray:

@@ -57,6 +57,18 @@ def test_adumbo_batch_and_pending_points_are_distinct_and_failures_are_imputed()
     assert np.all((0 <= X) & (X <= 1))
 
 
+def test_adumbo_default_reference_point_is_the_front_nadir_minus_a_margin_and_ignores_dominated_points():
+    from lightning_addons.tuner.optimizers import _hv_improvement, _infer_ref_point
+
+    front = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])  # maximisation convention
+    np.testing.assert_allclose(_infer_ref_point(front), [-0.1, -0.1])
+    # a far-off dominated observation (e.g. a diverged run) used to drag the old "worst observed" point
+    # away; the front-anchored point does not move, so G keeps valuing the front's own region
+    ref = _infer_ref_point(front)
+    extreme, inner = np.array([[3.0, -0.05]]), np.array([[0.8, 0.8]])
+    assert _hv_improvement(inner, front, ref)[0] > _hv_improvement(extreme, front, ref)[0]
+
+
 def test_adumbo_beats_random_search_on_branin_currin_with_the_same_budget():
     ref, max_hv = np.array([18.0, 6.0]), 59.36011874867746
     ad = _run(ADUMBO(2, ["minimize", "minimize"], n_init=6, seed=0), 16)
