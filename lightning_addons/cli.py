@@ -71,11 +71,10 @@ class LightningAddonsCLI(LightningCLI):
 
 def _load_extra_commands() -> None:
     # Feature packages register their subcommands on import; importing them needs no optional extra.
+    # A failure here is a real bug (these packages import no optional dependency): let it surface
+    # rather than silently dropping the subcommand.
     for name in ("lightning_addons.tuner", "lightning_addons.strategies"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError:  # pragma: no cover - a broken install
-            pass
+        importlib.import_module(name)
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> LightningAddonsCLI:
