@@ -102,9 +102,9 @@ def run_seed(seed: int, args, out: Path) -> dict:
     for cond, corr in CONDITIONS.items():
         pl.seed_everything(seed, verbose=False)
         dm = DigitsDataModule(resize=32, corruptions=corr, return_indices=True, seed=seed)
-        auditor = GMMFilterAuditor(max_samples=512, warmup_epochs=1, seed=seed, figures="none", save_tables=False)
+        auditor = GMMFilterAuditor(max_overhead=None, max_samples=512, warmup_epochs=1, seed=seed, figures="none", save_tables=False)
         # a more sensitive variant of the default rule (z > 4 instead of 8), audited on the same model
-        sensitive = GMMFilterAuditor(max_samples=512, warmup_epochs=1, seed=seed, figures="none", save_tables=False,
+        sensitive = GMMFilterAuditor(max_overhead=None, max_samples=512, warmup_epochs=1, seed=seed, figures="none", save_tables=False,
                                      rule_kwargs={"z_threshold": 4.0})
         rec = Recorder()
         module = ImageClassifier(LeNet5(), lr=3e-3)
@@ -140,7 +140,7 @@ def run_seed(seed: int, args, out: Path) -> dict:
         # H3: from the same epoch-P model, equal-count pruning by each criterion, then F epochs of fine-tuning
         pl.seed_everything(seed, verbose=False)
         base = ImageClassifier(LeNet5(), lr=3e-3)
-        aud_p = GMMFilterAuditor(max_samples=512, warmup_epochs=args.prune_epoch - 1, seed=seed, figures="none",
+        aud_p = GMMFilterAuditor(max_overhead=None, max_samples=512, warmup_epochs=args.prune_epoch - 1, seed=seed, figures="none",
                                  save_tables=False)
         trainer(args.prune_epoch, [aud_p]).fit(base, dm)
         sets = aud_p.anomaly_sets()

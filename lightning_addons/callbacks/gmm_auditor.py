@@ -52,7 +52,8 @@ class GMMFilterAuditor(pl.Callback):
     training dataset).
 
     Logged: ``gmm/anomaly_filters``, ``gmm/anomaly_filters/<layer>``, ``gmm/mean_ch``,
-    ``gmm/mean_ch/<layer>``, ``gmm/outlier_samples``, ``gmm/dead_filters``, ``gmm/audit_seconds``.
+    ``gmm/mean_ch/<layer>``, ``gmm/outlier_samples``, ``gmm/dead_filters``, ``gmm/audit_seconds``,
+    ``gmm/overhead`` (audit seconds so far / training seconds so far; see ``max_overhead``).
     Written under ``save_dir`` (default ``<trainer.log_dir>/gmm_audit``): ``audit_epoch<E>.json`` and
     ``.csv`` per audit, and PNG figures per layer (PCA scatter with mixture ellipses of the most anomalous
     filter, CH heat map across audits). ``auditor.history`` (list of dicts), ``auditor.latest``,
@@ -64,6 +65,12 @@ class GMMFilterAuditor(pl.Callback):
         components: candidate numbers of mixture components (integers >= 2).
         every_n_epochs: audit cadence in epochs.
         warmup_epochs: first epoch (0-based) that is audited.
+        max_overhead: bound on the audits' share of training time: a due audit is skipped (and listed in
+            ``auditor.skipped_epochs``) when the audits so far plus the last audit's duration would exceed
+            ``max_overhead`` times the training time so far (the fit's wall time without the audits). The
+            first due audit always runs. Rank 0 decides and broadcasts. ``None`` audits at every due epoch
+            whatever it costs (e.g. to track anomaly filters every epoch on a small dataset, where one audit
+            of 512 samples can cost more than a training epoch).
         criterion: ``"ch"`` (largest CH index) or ``"bic"`` (smallest BIC) to choose ``K``.
         rule: anomaly rule: ``"likelihood"`` (default), ``"small_component"`` or ``"ch_outlier"``
             (see :mod:`lightning_addons.gmm.rules`).
@@ -103,6 +110,7 @@ class GMMFilterAuditor(pl.Callback):
         components: list[int] = [2, 3, 4],  # noqa: B006 - a YAML-friendly default, never mutated
         every_n_epochs: int = 1,
         warmup_epochs: int = 0,
+        max_overhead: float | None = 0.05,
         criterion: Literal["ch", "bic"] = "ch",
         rule: Literal["likelihood", "small_component", "ch_outlier"] | Callable = "likelihood",
         rule_kwargs: dict[str, float] | None = None,
@@ -125,6 +133,15 @@ class GMMFilterAuditor(pl.Callback):
         self.components = validate_components(components, max_samples)
         _positive_int("every_n_epochs", every_n_epochs)
         _positive_int("warmup_epochs", warmup_epochs, minimum=0)
+        if max_overhead is not None and (
+            isinstance(max_overhead, bool) or not isinstance(max_overhead, (int, float)) or not 0 < max_overhead
+            or not math.isfinite(max_overhead)
+        ):
+            raise ValueError(
+                f"`max_overhead` must be a positive fraction of training time (e.g. 0.05) or None (no bound), "
+                f"got {max_overhead!r}."
+            )
+        self.max_overhead = None if max_overhead is None else float(max_overhead)
         _positive_int("min_votes", min_votes)
         _positive_int("batch_size", batch_size)
         if criterion not in CRITERIA:
@@ -160,6 +177,11 @@ class GMMFilterAuditor(pl.Callback):
         self._sample_ids: torch.Tensor | None = None
         self._out_dir: Path | None = None
         self._last_epoch = -1
+        self._considered_epoch = -1
+        self.skipped_epochs: list[int] = []
+        self._audit_seconds = 0.0  # audits' wall time, this fit and resumed ones
+        self._fit_seconds_before = 0.0  # fit wall time of earlier (resumed-from) runs
+        self._fit_start: float | None = None
         self._plot_data: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
@@ -268,15 +290,58 @@ class GMMFilterAuditor(pl.Callback):
             and e >= self.warmup_epochs
             and (e - self.warmup_epochs) % self.every_n_epochs == 0
             and e != self._last_epoch
+            and e != self._considered_epoch
         )
+
+    def _fit_seconds(self) -> float:
+        now = time.perf_counter()
+        return self._fit_seconds_before + (now - self._fit_start if self._fit_start is not None else 0.0)
+
+    def overhead(self) -> float:
+        """Audits' share of training time so far (audit seconds / fit seconds without the audits)."""
+        train = self._fit_seconds() - self._audit_seconds
+        return self._audit_seconds / train if train > 0 else 0.0
+
+    def _within_budget(self, trainer: pl.Trainer) -> bool:
+        """Whether the due audit fits in ``max_overhead`` (decided on rank 0, broadcast to every rank)."""
+        if self.max_overhead is None:
+            return True
+        run = True
+        if trainer.global_rank == 0 and self.history:
+            next_cost = float(self.history[-1].get("seconds", 0.0))
+            train = self._fit_seconds() - self._audit_seconds
+            run = self._audit_seconds + next_cost <= self.max_overhead * train
+        if trainer.world_size > 1:
+            run = bool(trainer.strategy.broadcast(run, src=0))
+        return run
+
+    def _maybe_audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._considered_epoch = trainer.current_epoch
+        if self._within_budget(trainer):
+            self.run_audit(trainer, pl_module)
+            return
+        if not self.skipped_epochs:
+            rank_zero_info(
+                f"GMMFilterAuditor: skipping the audit of epoch {trainer.current_epoch} to keep audits under "
+                f"max_overhead={self.max_overhead:g} of training time (audits {self._audit_seconds:.2f}s so far, "
+                f"last {self.history[-1]['seconds']:.2f}s, training {self._fit_seconds() - self._audit_seconds:.2f}s); "
+                "set max_overhead=None to audit at every due epoch, or raise it."
+            )
+        self.skipped_epochs.append(trainer.current_epoch)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fit_seconds_before, self._fit_start = self._fit_seconds(), None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "fit" and self._due(trainer):
-            self.run_audit(trainer, pl_module)
+            self._maybe_audit(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._due(trainer):  # no validation ran this epoch
-            self.run_audit(trainer, pl_module)
+            self._maybe_audit(trainer, pl_module)
 
     # ------------------------------------------------------------------ audit
     @torch.no_grad()
@@ -296,7 +361,9 @@ class GMMFilterAuditor(pl.Callback):
                     )
                 out = out.detach()
                 if name not in store:
-                    store[name] = torch.empty(out.shape[1], len(x), *out.shape[2:], dtype=torch.float32)
+                    # on the model's device: the torch backend fits there (a GPU audits on the GPU)
+                    store[name] = torch.empty(out.shape[1], len(x), *out.shape[2:], dtype=torch.float32,
+                                              device=out.device)
                 start = offset["start"]
                 store[name][:, start : start + len(out)] = out.transpose(0, 1)
 
@@ -328,7 +395,7 @@ class GMMFilterAuditor(pl.Callback):
         for name, maps in mine.items():
             padded = maps.new_zeros(per, *maps.shape[1:])
             padded[: len(maps)] = maps
-            gathered = trainer.strategy.all_gather(padded.to(pl_module.device)).cpu()  # [world, per, ...]
+            gathered = trainer.strategy.all_gather(padded.to(pl_module.device))  # [world, per, ...]
             out[name] = torch.cat([gathered[r, : len(chunks[r])] for r in range(world)])
         return out
 
@@ -393,7 +460,13 @@ class GMMFilterAuditor(pl.Callback):
             result = self.audit_maps(maps, trainer.current_epoch, trainer.global_step)
         if trainer.world_size > 1:
             result = trainer.strategy.broadcast(result, src=0)
-        result["seconds"] = float(trainer.strategy.broadcast(time.perf_counter() - start, src=0))
+        seconds = time.perf_counter() - start
+        spent = self._audit_seconds + seconds
+        train = self._fit_seconds() - spent
+        # rank 0's clock for every rank, so that histories are identical
+        seconds, overhead = trainer.strategy.broadcast((seconds, spent / train if train > 0 else 0.0), src=0)
+        result["seconds"], result["overhead"] = float(seconds), float(overhead)
+        self._audit_seconds += result["seconds"]
         self.history.append(result)
         self._log(pl_module, result)
         if trainer.is_global_zero:
@@ -413,6 +486,7 @@ class GMMFilterAuditor(pl.Callback):
             "gmm/mean_ch": r["mean_ch"],
             "gmm/outlier_samples": r["outlier_samples"],
             "gmm/audit_seconds": r["seconds"],
+            "gmm/overhead": r.get("overhead", 0.0),
         }
         for name, v in r["layers"].items():
             values[f"gmm/anomaly_filters/{name}"] = v["anomaly_filters"]
@@ -501,12 +575,18 @@ class GMMFilterAuditor(pl.Callback):
             "version": 1,
             "history": self.history,
             "last_epoch": self._last_epoch,
+            "skipped_epochs": list(self.skipped_epochs),
+            "audit_seconds": float(self._audit_seconds),
+            "fit_seconds": float(self._fit_seconds()),
             "subset": self._subset.clone() if self._subset is not None else None,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         self._last_epoch = int(state_dict.get("last_epoch", -1))
+        self.skipped_epochs = [int(e) for e in state_dict.get("skipped_epochs", [])]
+        self._audit_seconds = float(state_dict.get("audit_seconds", 0.0))
+        self._fit_seconds_before, self._fit_start = float(state_dict.get("fit_seconds", 0.0)), None
         subset = state_dict.get("subset")
         self._subset = subset.clone() if torch.is_tensor(subset) else None
         self._x = None

@@ -191,10 +191,10 @@ def audit_layers(
         if len(live):
             if backend == "torch":
                 src = mats_c if len(live) == c else mats_c[live]
-                pts = normalise_scale(_project(src, backend, seed, centred=True).cpu())
+                pts = normalise_scale(_project(src, backend, seed, centred=True))  # fitted on the maps' device
             else:
                 pts = normalise_scale(_project(mats[live], backend, seed).cpu())
-        prepared[name] = (c, n, dead, live, pts)
+        prepared[name] = (c, n, dead.cpu(), live.cpu(), pts)
         del mats, mats_c
     ns = {v[1] for v in prepared.values()}
     if len(ns) > 1:
@@ -205,6 +205,9 @@ def audit_layers(
         if names:
             allp = torch.cat([prepared[k][4] for k in names])
             many = fit_gmm_torch_many(allp, comps, seed=seed, groups=[len(prepared[k][4]) for k in names])
+            many = [_to_cpu(f) for f in many]  # small from here on: verdicts are assembled on the CPU
+            for k in names:
+                prepared[k] = (*prepared[k][:4], prepared[k][4].cpu())
             start = 0
             for k in names:
                 b = len(prepared[k][4])
@@ -218,6 +221,10 @@ def audit_layers(
         name: _finish_layer(*prepared[name], fits.get(name), comps, criterion, rule_fn, rule_kwargs)
         for name in maps
     }
+
+
+def _to_cpu(f: MixtureFit) -> MixtureFit:
+    return MixtureFit(*(t.cpu() for t in (f.weights, f.means, f.covariances, f.labels, f.log_prob, f.converged)))
 
 
 def _slice_fit(f: MixtureFit, a: int, b: int) -> MixtureFit:

@@ -268,17 +268,18 @@ def fit_gmm_torch_many(
     if sum(groups) != b or any(gs < 0 for gs in groups):
         raise ValueError(f"`groups` must be non-negative sizes summing to B={b}, got {groups!r}.")
     kmax = max(ks)
-    xf = x.float().cpu()  # float32 suffices to rank distances
+    xf = x.float()  # float32 suffices to rank distances
+    xs = xf.cpu()  # k-means++ seeds are drawn on the CPU: the same seeds whatever the device
     seeds = []
     for k in ks:
         parts, start = [], 0
         for gs in groups:
             g = torch.Generator(device="cpu").manual_seed(seed)
-            c = _kmeanspp_seed(xf[start : start + gs], k, g)
+            c = _kmeanspp_seed(xs[start : start + gs], k, g)
             parts.append(torch.cat([c, c.new_full((gs, kmax - k, 2), torch.inf)], dim=1))
             start += gs
         seeds.append(torch.cat(parts))
-    labels = _lloyd(xf.repeat(len(ks), 1, 1), torch.cat(seeds)).to(x.device)
+    labels = _lloyd(xf.repeat(len(ks), 1, 1), torch.cat(seeds).to(x.device))
     kvec = torch.tensor(ks, device=x.device).repeat_interleave(b)
     weights, means, cov, wlp, conv = _em(x.repeat(len(ks), 1, 1), labels, kvec, reg_covar, tol, max_iter)
     fits = []

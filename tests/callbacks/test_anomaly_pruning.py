@@ -94,7 +94,7 @@ def test_checkpoint_loads_strictly_and_resume_reapplies_masks(make_trainer, tmp_
 
 def test_anomaly_criterion_prunes_the_audit_anomaly_sets(make_trainer):
     dm = DigitsDataModule(resize=32, corruptions={"outliers": 0.05})
-    auditor = GMMFilterAuditor(max_samples=256, rule="small_component", rule_kwargs={"tau": 0.2},
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=256, rule="small_component", rule_kwargs={"tau": 0.2},
                                figures="none", save_tables=False)
     pruning = AnomalyFilterPruning(auditor, criterion="anomaly", epochs=1, max_fraction=0.5)
     module = ImageClassifier(LeNet5(), lr=3e-3)
@@ -118,7 +118,7 @@ def test_anomaly_criterion_prunes_the_audit_anomaly_sets(make_trainer):
 
 @pytest.mark.parametrize("criterion", ["l1", "apoz", "random", "low_ch"])
 def test_baseline_criteria_prune_equal_counts_within_the_cap(make_trainer, criterion):
-    auditor = GMMFilterAuditor(max_samples=64, figures="none", save_tables=False)
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
     sets = {"model.features.0": [0, 1, 2, 3, 4, 5, 6, 7], "model.features.4": [1]}
     pruning = AnomalyFilterPruning(auditor, anomaly_sets=sets, criterion=criterion, epochs=1, max_fraction=0.5,
                                    ignored_layers=["model.features.8"])
@@ -186,7 +186,7 @@ def test_audit_based_pruning_without_an_auditor_is_rejected_at_setup(kwargs, mat
 
 
 def test_auditor_is_found_among_the_trainer_callbacks(make_trainer):
-    auditor = GMMFilterAuditor(max_samples=64)
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=64)
     pruning = AnomalyFilterPruning(criterion="anomaly")
     pruning.setup(make_trainer(callbacks=[auditor, pruning]), ImageClassifier(LeNet5()), "fit")
     assert pruning.auditor is auditor
@@ -205,13 +205,13 @@ def test_unknown_or_non_conv_layers_are_rejected_at_setup():
 
 def test_fit_checkpoint_resume_restores_auditor_history_and_masks(make_trainer, tmp_path):
     dm = DigitsDataModule(resize=32, return_indices=True)
-    auditor = GMMFilterAuditor(max_samples=64, figures="none", save_tables=False)
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
     pruning = AnomalyFilterPruning(auditor, criterion="low_ch", amount=1, epochs=1)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor, pruning, ckpt],
                  enable_checkpointing=True).fit(alexnet(), dm)
     assert len(auditor.history) == 2 and sum(len(v) for v in pruning.pruned_filters.values()) == 5
-    auditor2 = GMMFilterAuditor(max_samples=64, figures="none", save_tables=False)
+    auditor2 = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
     pruning2 = AnomalyFilterPruning(auditor2, criterion="low_ch", amount=1, epochs=1)
     module = alexnet(3)
     make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor2, pruning2]).fit(

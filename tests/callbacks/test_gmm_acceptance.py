@@ -23,7 +23,7 @@ def audit_run(seed: int, outliers: float, make_trainer):
     pl.seed_everything(seed, verbose=False)
     dm = DigitsDataModule(resize=32, corruptions={"outliers": outliers} if outliers else None,
                           return_indices=True, seed=seed)
-    auditor = GMMFilterAuditor(max_samples=512, warmup_epochs=AUDIT_EPOCH, seed=seed, figures="none",
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=512, warmup_epochs=AUDIT_EPOCH, seed=seed, figures="none",
                                save_tables=False)
     trainer = make_trainer(max_epochs=AUDIT_EPOCH + 1, limit_val_batches=1, callbacks=[auditor])
     trainer.fit(ImageClassifier(LeNet5(), lr=3e-3), dm)

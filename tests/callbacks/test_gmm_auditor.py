@@ -26,7 +26,7 @@ def lenet_module(seed: int = 0) -> ImageClassifier:
 
 def test_auditor_logs_scalars_writes_tables_and_maps_sample_ids(make_trainer, tmp_path):
     dm = DigitsDataModule(resize=32, corruptions={"outliers": 0.05}, return_indices=True)
-    auditor = GMMFilterAuditor(max_samples=200, rule="small_component", save_dir=str(tmp_path / "audit"))
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=200, rule="small_component", save_dir=str(tmp_path / "audit"))
     trainer = make_trainer(max_epochs=2, limit_train_batches=6, limit_val_batches=2, callbacks=[auditor],
                            logger=CSVLogger(str(tmp_path)))
     trainer.fit(lenet_module(), dm)
@@ -58,7 +58,7 @@ def test_auditor_ids_are_dataset_positions_for_plain_xy_datasets(make_trainer):
     y = torch.randint(0, 10, (120,), generator=g)
     loader = DataLoader(TensorDataset(x, y), batch_size=40, shuffle=True)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10 * 10, 10))
-    auditor = GMMFilterAuditor(max_samples=120, min_votes=2, figures="none", save_tables=False)
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=120, min_votes=2, figures="none", save_tables=False)
     trainer = make_trainer(max_epochs=1, limit_train_batches=1, callbacks=[auditor])
     trainer.fit(ImageClassifier(model), train_dataloaders=loader)
     assert auditor.latest is not None and auditor.latest["anomaly_filters"] >= 1
@@ -66,7 +66,7 @@ def test_auditor_ids_are_dataset_positions_for_plain_xy_datasets(make_trainer):
 
 
 def test_auditor_respects_warmup_and_cadence(make_trainer):
-    auditor = GMMFilterAuditor(max_samples=64, every_n_epochs=2, warmup_epochs=1, figures="none", save_tables=False)
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, every_n_epochs=2, warmup_epochs=1, figures="none", save_tables=False)
     trainer = make_trainer(max_epochs=5, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor])
     trainer.fit(lenet_module(), DigitsDataModule(resize=32))
     assert [a["epoch"] for a in auditor.history] == [1, 3]
@@ -75,7 +75,7 @@ def test_auditor_respects_warmup_and_cadence(make_trainer):
 def test_auditor_state_survives_resume_and_loads_weights_only(make_trainer, tmp_path):
     dm = DigitsDataModule(resize=32, return_indices=True)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
-    auditor = GMMFilterAuditor(max_samples=64, figures="none", save_tables=False)
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
     trainer = make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor, ckpt],
                            enable_checkpointing=True)
     trainer.fit(lenet_module(), dm)
@@ -83,7 +83,7 @@ def test_auditor_state_survives_resume_and_loads_weights_only(make_trainer, tmp_
     raw = torch.load(path, weights_only=True)
     state = next(v for k, v in raw["callbacks"].items() if "GMMFilterAuditor" in k)
     assert [a["epoch"] for a in state["history"]] == [0, 1]
-    resumed = GMMFilterAuditor(max_samples=64, figures="none", save_tables=False)
+    resumed = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
     trainer2 = make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, callbacks=[resumed])
     trainer2.fit(lenet_module(1), dm, ckpt_path=str(path))
     assert [a["epoch"] for a in resumed.history] == [0, 1, 2]
@@ -94,7 +94,7 @@ def test_auditor_state_survives_resume_and_loads_weights_only(make_trainer, tmp_
 def test_same_seed_gives_same_anomaly_sets(make_trainer):
     def run():
         dm = DigitsDataModule(resize=32, corruptions={"outliers": 0.05})
-        auditor = GMMFilterAuditor(max_samples=128, rule="small_component", figures="none", save_tables=False)
+        auditor = GMMFilterAuditor(max_overhead=None, max_samples=128, rule="small_component", figures="none", save_tables=False)
         make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, callbacks=[auditor]).fit(lenet_module(), dm)
         return auditor
 
@@ -106,20 +106,20 @@ def test_same_seed_gives_same_anomaly_sets(make_trainer):
 # ---------------------------------------------------------------------------------------------- bad input
 def test_no_conv_layer_is_a_clear_error(make_trainer):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_samples=64)])
+    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, max_samples=64)])
     with pytest.raises(ValueError, match=r"found no nn.Conv2d.*pass `layers=\[...\]`"):
         trainer.fit(ImageClassifier(model), DigitsDataModule())
 
 
 def test_unknown_layer_name_lists_the_conv_layers(make_trainer):
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(layers=["features.0"], max_samples=64)])
+    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, layers=["features.0"], max_samples=64)])
     with pytest.raises(ValueError, match=r"`layers` names unknown modules \['features.0'\].*model.features.0"):
         trainer.fit(lenet_module(), DigitsDataModule(resize=32))
 
 
 def test_max_samples_larger_than_the_dataset_is_rejected(make_trainer):
     loader = DataLoader(TensorDataset(torch.randn(50, 1, 32, 32), torch.zeros(50, dtype=torch.long)), batch_size=25)
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_samples=64)])
+    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, max_samples=64)])
     with pytest.raises(ValueError, match=r"`max_samples`=64 is larger than the training dataset \(50 samples\)"):
         trainer.fit(lenet_module(), train_dataloaders=loader)
 
@@ -132,13 +132,13 @@ def test_non_image_samples_are_rejected(make_trainer):
             return x.view(len(x), 1, 4, 8)
 
     model = nn.Sequential(Reshape(), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 2 * 6, 10))
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_samples=64)])
+    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, max_samples=64)])
     with pytest.raises(ValueError, match=r"needs image samples of shape \[C, H, W\].*\(32,\)"):
         trainer.fit(ImageClassifier(model), train_dataloaders=loader)
 
 
 def test_non_image_layer_output_is_rejected(make_trainer):
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(layers=["model.classifier.1"], max_samples=64)])
+    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, layers=["model.classifier.1"], max_samples=64)])
     with pytest.raises(ValueError, match=r"'model.classifier.1' outputs \(64, 120\), not \[N, C, H, W\]"):
         trainer.fit(lenet_module(), DigitsDataModule(resize=32))
 
@@ -159,6 +159,10 @@ def test_non_image_layer_output_is_rejected(make_trainer):
         ({"figures": "all"}, "`figures` must be one of"),
         ({"min_votes": 0}, "`min_votes` must be an integer >= 1"),
         ({"n_jobs": 0}, r"`n_jobs` must be a positive integer or -1 \(all cores\), got 0"),
+        ({"max_overhead": 0}, r"`max_overhead` must be a positive fraction of training time \(e.g. 0.05\) or None"),
+        ({"max_overhead": -0.1}, r"`max_overhead` must be a positive fraction .* got -0.1"),
+        ({"max_overhead": float("nan")}, r"`max_overhead` must be a positive fraction .* got nan"),
+        ({"max_overhead": "5%"}, r"`max_overhead` must be a positive fraction .* got '5%'"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, match):
@@ -170,8 +174,60 @@ def test_auditor_writes_a_tensorboard_table(make_trainer, tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     logger = TensorBoardLogger(str(tmp_path), name="tb")
-    auditor = GMMFilterAuditor(max_samples=64, figures="none")
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none")
     make_trainer(limit_train_batches=1, limit_val_batches=1, callbacks=[auditor], logger=logger).fit(
         lenet_module(), DigitsDataModule(resize=32))
     assert list(Path(logger.log_dir).glob("events.out.tfevents.*"))
     assert (Path(logger.log_dir) / "gmm_audit" / "audit_epoch000.json").is_file()  # tables under the log dir
+
+
+class _Rank0:
+    global_rank, world_size = 0, 1
+
+
+def test_budget_skips_an_audit_that_would_exceed_max_overhead(monkeypatch):
+    import lightning_addons.callbacks.gmm_auditor as mod
+
+    clock = {"t": 100.0}
+    monkeypatch.setattr(mod.time, "perf_counter", lambda: clock["t"])
+    auditor = GMMFilterAuditor(max_overhead=0.05)
+    auditor._fit_start = 100.0
+    assert auditor._within_budget(_Rank0())  # the first due audit always runs
+    auditor.history.append({"seconds": 1.0})
+    auditor._audit_seconds = 1.0
+    clock["t"] = 100.0 + 1.0 + 20.0  # 20 s of training: 1 + 1 > 0.05 * 20
+    assert not auditor._within_budget(_Rank0())
+    clock["t"] = 100.0 + 1.0 + 40.0  # 40 s of training: 1 + 1 <= 0.05 * 40
+    assert auditor._within_budget(_Rank0())
+    assert auditor.overhead() == pytest.approx(1.0 / 40.0)
+    assert GMMFilterAuditor(max_overhead=None)._within_budget(_Rank0())
+
+
+def test_tight_budget_audits_once_and_lists_the_skipped_epochs(make_trainer):
+    auditor = GMMFilterAuditor(max_overhead=1e-9, max_samples=64, figures="none", save_tables=False)
+    make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor]).fit(
+        lenet_module(), DigitsDataModule(resize=32))
+    assert [a["epoch"] for a in auditor.history] == [0]
+    assert auditor.skipped_epochs == [1, 2]
+    assert auditor.history[0]["overhead"] > 1e-9
+    unbounded = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
+    make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[unbounded]).fit(
+        lenet_module(), DigitsDataModule(resize=32))
+    assert [a["epoch"] for a in unbounded.history] == [0, 1, 2] and unbounded.skipped_epochs == []
+
+
+def test_budget_accounting_survives_resume(make_trainer, tmp_path):
+    dm = DigitsDataModule(resize=32)
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    auditor = GMMFilterAuditor(max_overhead=1e-9, max_samples=64, figures="none", save_tables=False)
+    make_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor, ckpt],
+                 enable_checkpointing=True).fit(lenet_module(), dm)
+    raw = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    state = next(v for k, v in raw["callbacks"].items() if "GMMFilterAuditor" in k)
+    assert state["skipped_epochs"] == [1] and state["audit_seconds"] > 0 and state["fit_seconds"] > state["audit_seconds"]
+    resumed = GMMFilterAuditor(max_overhead=1e-9, max_samples=64, figures="none", save_tables=False)
+    make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[resumed]).fit(
+        lenet_module(1), dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert [a["epoch"] for a in resumed.history] == [0]  # the restored budget still holds: epoch 2 skipped
+    assert resumed.skipped_epochs == [1, 2]
+    assert resumed._audit_seconds == pytest.approx(state["audit_seconds"])

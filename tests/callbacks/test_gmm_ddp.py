@@ -33,7 +33,7 @@ class DumpPerRank(pl.Callback):
 @pytest.mark.ddp
 def test_ddp_ranks_share_verdicts_and_masks(tmp_path):
     pl.seed_everything(0, verbose=False)
-    auditor = GMMFilterAuditor(max_samples=128, rule="small_component", figures="none", save_tables=False)
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=128, rule="small_component", figures="none", save_tables=False)
     pruning = AnomalyFilterPruning(auditor, criterion="low_ch", amount=2, epochs=1)
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, limit_train_batches=3,

@@ -51,16 +51,29 @@ def test_filter_matrix_shapes_and_rejects_non_image_maps():
         filter_matrix(torch.randn(10, 3, 4))
 
 
-def test_pca_scores_match_sklearn_up_to_sign():
+@pytest.mark.parametrize("method", ["qr", "gram"])
+def test_pca_scores_match_sklearn_up_to_sign(method):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 200, 3, generator=g, dtype=torch.float64) @ torch.randn(4, 3, 60, generator=g, dtype=torch.float64)
     x = x + 0.01 * torch.randn(4, 200, 60, generator=g, dtype=torch.float64)
-    ours = project_2d(x)
+    ours = project_2d(x, method=method)
     for b in range(4):
         ref = PCA(2).fit_transform(x[b].numpy())
         np.testing.assert_allclose(np.abs(ours[b].numpy()), np.abs(ref), rtol=1e-6, atol=1e-6)
     scaled = normalise_scale(ours)
     assert torch.allclose(scaled.pow(2).sum(-1).mean(-1), torch.ones(4, dtype=torch.float64))
+
+
+def test_gram_pca_handles_rank_deficient_maps_and_rejects_unknown_methods():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 100, 1, generator=g, dtype=torch.float64) @ torch.randn(3, 1, 40, generator=g, dtype=torch.float64)
+    ours = project_2d(x, method="gram")  # rank 1: the second component is zero, nothing is NaN
+    for b in range(3):
+        ref = PCA(1).fit_transform(x[b].numpy())
+        np.testing.assert_allclose(np.abs(ours[b, :, 0].numpy()), np.abs(ref[:, 0]), rtol=1e-6, atol=1e-6)
+    assert torch.isfinite(ours).all() and float(ours[..., 1].abs().max()) < 1e-6
+    with pytest.raises(ValueError, match=r"`method` must be one of \['auto', 'qr', 'gram'\], got 'svd'"):
+        project_2d(x, method="svd")
 
 
 def test_calinski_harabasz_matches_sklearn_and_guards_collapsed_fits():
