@@ -82,6 +82,28 @@ def _kmeanspp_seed(x: torch.Tensor, k: int, generator: torch.Generator) -> torch
     return centres
 
 
+def _sqdist_kn(x0: torch.Tensor, x1: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``[B, K, N]`` squared distances between points (coordinates ``x0``, ``x1``: ``[B, N]``) and centres
+    ``[B, K, 2]``, up to the per-point constant ``|x|^2`` (which leaves every arg-min unchanged):
+    ``|c|^2 - 2 x.c`` in three elementwise passes, as scikit-learn's k-means computes distances. The
+    ``K``-major layout makes the arg-min over ``K`` elementwise work across ``N``. Unused (+inf) centres
+    get ``+inf`` (never ``nan``)."""
+    used = torch.isfinite(c).all(-1)  # [B, K]
+    cz = torch.where(used[..., None], c, torch.zeros_like(c))
+    cc = torch.where(used, cz.pow(2).sum(-1), torch.full_like(used, torch.inf, dtype=c.dtype))
+    d = torch.addcmul(cc[..., None], cz[..., 0, None], x0[:, None, :], value=-2.0)
+    return d.addcmul_(cz[..., 1, None], x1[:, None, :], value=-2.0)
+
+
+def _argmin_dim1(t: torch.Tensor) -> torch.Tensor:
+    """``t.argmin(1)`` (first minimum) for ``[B, K, N]`` with small ``K``, as elementwise ops across ``N``."""
+    best, idx = t[:, 0], torch.zeros_like(t[:, 0], dtype=torch.long)
+    for j in range(1, t.shape[1]):
+        better = t[:, j] < best
+        best, idx = torch.where(better, t[:, j], best), idx.masked_fill(better, j)
+    return idx
+
+
 def _lloyd(x: torch.Tensor, centres: torch.Tensor, iters: int = 50, tol: float = 1e-4) -> torch.Tensor:
     """Lloyd iterations from ``centres`` ``[B, K, 2]`` (unused slots at +inf never win).
 
@@ -92,17 +114,19 @@ def _lloyd(x: torch.Tensor, centres: torch.Tensor, iters: int = 50, tol: float =
     k = centres.shape[1]
     centres = centres.clone()
     tol_abs = x.var(1, unbiased=False).mean(-1) * tol  # [B], sklearn's _tolerance
-    labels = _sqdist(x, centres).argmin(-1)
+    x0, x1 = x[..., 0].contiguous(), x[..., 1].contiguous()
+    labels = _argmin_dim1(_sqdist_kn(x0, x1, centres))
     act = torch.arange(b, device=x.device)  # problems whose labels still change
-    ones = torch.ones_like(x[..., :1])
+    feats_all = torch.cat([x, torch.ones_like(x[..., :1])], -1)  # [B, N, 3]: sums and counts in one scatter
     for _ in range(iters):
-        xa, la = x[act], labels[act]
-        feats = torch.cat([xa, ones[act]], -1)  # [A, N, 3]
+        la = labels[act]
+        feats = feats_all[act]
         sums_c = feats.new_zeros(len(act), k, 3).scatter_add_(1, la[..., None].expand(-1, -1, 3), feats)
         sums, counts = sums_c[..., :2], sums_c[..., 2]
-        new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres[act])
-        new_l = _sqdist(xa, new_c).argmin(-1)
-        shift = (new_c - centres[act]).nan_to_num(0.0, posinf=0.0, neginf=0.0).pow(2).sum((-1, -2))
+        old_c = centres[act]
+        new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], old_c)
+        new_l = _argmin_dim1(_sqdist_kn(x0[act], x1[act], new_c))
+        shift = (new_c - old_c).nan_to_num(0.0, posinf=0.0, neginf=0.0).pow(2).sum((-1, -2))
         centres[act] = new_c
         labels[act] = new_l
         moved = (new_l != la).any(-1) & (shift > tol_abs[act])
@@ -148,10 +172,10 @@ _MASKED = -1e30  # log-density of unused component slots (exp underflows to exac
 
 
 def _features(x: torch.Tensor) -> torch.Tensor:
-    """``[B, N, 6]`` = ``[x0, x1, x0^2, x0 x1, x1^2, 1]``: one matmul gives every component's log-density
-    (E step) and every responsibility-weighted moment (M step)."""
-    x0, x1 = x[..., 0:1], x[..., 1:2]
-    return torch.cat([x, x0 * x0, x0 * x1, x1 * x1, torch.ones_like(x0)], dim=-1)
+    """``[B, 6, N]`` = ``[x0, x1, x0^2, x0 x1, x1^2, 1]`` per point: one matmul gives every component's
+    log-density (E step) and every responsibility-weighted moment (M step)."""
+    x0, x1 = x[..., 0], x[..., 1]
+    return torch.stack([x0, x1, x0 * x0, x0 * x1, x1 * x1, torch.ones_like(x0)], dim=1)
 
 
 def _theta(weights, means, cov, valid) -> torch.Tensor:
@@ -182,7 +206,8 @@ def _m_step_phi(phi: torch.Tensor, resp: torch.Tensor, valid: torch.Tensor, reg:
     return weights, mom[..., :2], cov
 
 
-def _em(x: torch.Tensor, labels: torch.Tensor, ks: torch.Tensor, reg_covar: float, tol: float, max_iter: int):
+def _em(x: torch.Tensor, labels: torch.Tensor, ks: torch.Tensor, reg_covar: float, tol: float, max_iter: int,
+        phi: torch.Tensor | None = None):
     """EM for every problem of ``x`` ``[P, N, 2]`` from hard ``labels`` (returns log-densities ``[P, K, N]``); problem ``p`` uses ``ks[p]`` of the
     ``K = max(ks)`` component slots. Each problem stops at its own convergence (its parameters are frozen
     then); finished problems are dropped from the working batch once they are a fifth of it."""
@@ -191,7 +216,7 @@ def _em(x: torch.Tensor, labels: torch.Tensor, ks: torch.Tensor, reg_covar: floa
     valid = torch.arange(kmax, device=x.device)[None, :] < ks[:, None]  # [P, K]
     # [P, 6, N] / [P, K, N] layouts: wide matmuls and reductions over K as elementwise ops across N (faster
     # on CPU than reductions over a last dimension of 2-4)
-    phi = _features(x).transpose(1, 2).contiguous()
+    phi = _features(x) if phi is None else phi
     resp = torch.nn.functional.one_hot(labels, kmax).to(x.dtype).transpose(1, 2)
     weights, means, cov = _m_step_phi(phi, resp, valid, reg_covar)
     converged = torch.zeros(p_all, dtype=torch.bool, device=x.device)
@@ -247,8 +272,8 @@ def fit_gmm_torch_many(
 ) -> list[MixtureFit]:
     """Fit a mixture for every ``k`` in ``ks`` to every point cloud of ``points`` ``[B, N, 2]`` in ONE batch.
 
-    All ``len(ks) * B`` problems share one k-means and one EM loop (unused component slots of the smaller K
-    are masked), so the per-iteration cost is paid once, not once per K. ``groups`` (sizes summing to ``B``)
+    Every cloud of every group is fitted in one batch per ``k`` (one k-means, one EM loop; each problem stops
+    at its own convergence), so the per-iteration cost is paid once per ``k``, not once per cloud. ``groups`` (sizes summing to ``B``)
     splits the clouds into independently seeded groups (e.g. the layers of a model): group ``g`` and ``k``
     get exactly the k-means++ seeds that ``fit_gmm_torch(points_of_g, k, seed)`` draws.
 
@@ -267,27 +292,20 @@ def fit_gmm_torch_many(
     groups = [b] if groups is None else list(groups)
     if sum(groups) != b or any(gs < 0 for gs in groups):
         raise ValueError(f"`groups` must be non-negative sizes summing to B={b}, got {groups!r}.")
-    kmax = max(ks)
     xf = x.float()  # float32 suffices to rank distances
     xs = xf.cpu()  # k-means++ seeds are drawn on the CPU: the same seeds whatever the device
-    seeds = []
-    for k in ks:
+    phi = _features(x)
+    fits = []
+    for k in ks:  # one k-means and one EM loop per K over every cloud: no masked component slots
         parts, start = [], 0
         for gs in groups:
             g = torch.Generator(device="cpu").manual_seed(seed)
-            c = _kmeanspp_seed(xs[start : start + gs], k, g)
-            parts.append(torch.cat([c, c.new_full((gs, kmax - k, 2), torch.inf)], dim=1))
+            parts.append(_kmeanspp_seed(xs[start : start + gs], k, g))
             start += gs
-        seeds.append(torch.cat(parts))
-    labels = _lloyd(xf.repeat(len(ks), 1, 1), torch.cat(seeds).to(x.device))
-    kvec = torch.tensor(ks, device=x.device).repeat_interleave(b)
-    weights, means, cov, wlp, conv = _em(x.repeat(len(ks), 1, 1), labels, kvec, reg_covar, tol, max_iter)
-    fits = []
-    for j, k in enumerate(ks):
-        sl = slice(j * b, (j + 1) * b)
-        lp = wlp[sl, :k]  # [B, k, N]
-        fits.append(MixtureFit(weights[sl, :k], means[sl, :k], cov[sl, :k], _argmax_dim1(lp), torch.logsumexp(lp, 1),
-                               conv[sl]))
+        labels = _lloyd(xf, torch.cat(parts).to(x.device))
+        kvec = torch.full((b,), k, device=x.device)
+        weights, means, cov, lp, conv = _em(x, labels, kvec, reg_covar, tol, max_iter, phi)
+        fits.append(MixtureFit(weights, means, cov, _argmax_dim1(lp), torch.logsumexp(lp, 1), conv))
     return fits
 
 
