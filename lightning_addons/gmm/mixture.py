@@ -269,11 +269,14 @@ def fit_gmm_torch_many(
     reg_covar: float = REG_COVAR,
     tol: float = TOL,
     max_iter: int = MAX_ITER,
+    merge_k: bool | None = None,
 ) -> list[MixtureFit]:
     """Fit a mixture for every ``k`` in ``ks`` to every point cloud of ``points`` ``[B, N, 2]`` in ONE batch.
 
-    Every cloud of every group is fitted in one batch per ``k`` (one k-means, one EM loop; each problem stops
-    at its own convergence), so the per-iteration cost is paid once per ``k``, not once per cloud. ``groups`` (sizes summing to ``B``)
+    Every cloud of every group is fitted in one batch per ``k`` on the CPU (one k-means, one EM loop; each
+    problem stops at its own convergence), and in one batch for all ``k`` on a GPU (unused component slots of
+    the smaller ``k`` masked), so the per-iteration cost is paid once per ``k`` or once, not once per cloud
+    (``merge_k`` forces either layout; both give the same fits). ``groups`` (sizes summing to ``B``)
     splits the clouds into independently seeded groups (e.g. the layers of a model): group ``g`` and ``k``
     get exactly the k-means++ seeds that ``fit_gmm_torch(points_of_g, k, seed)`` draws.
 
@@ -294,18 +297,34 @@ def fit_gmm_torch_many(
         raise ValueError(f"`groups` must be non-negative sizes summing to B={b}, got {groups!r}.")
     xf = x.float()  # float32 suffices to rank distances
     xs = xf.cpu()  # k-means++ seeds are drawn on the CPU: the same seeds whatever the device
-    phi = _features(x)
-    fits = []
-    for k in ks:  # one k-means and one EM loop per K over every cloud: no masked component slots
+    seeds = []
+    for k in ks:
         parts, start = [], 0
         for gs in groups:
             g = torch.Generator(device="cpu").manual_seed(seed)
             parts.append(_kmeanspp_seed(xs[start : start + gs], k, g))
             start += gs
-        labels = _lloyd(xf, torch.cat(parts).to(x.device))
-        kvec = torch.full((b,), k, device=x.device)
-        weights, means, cov, lp, conv = _em(x, labels, kvec, reg_covar, tol, max_iter, phi)
-        fits.append(MixtureFit(weights, means, cov, _argmax_dim1(lp), torch.logsumexp(lp, 1), conv))
+        seeds.append(torch.cat(parts).to(x.device))
+    phi = _features(x)
+    fits = []
+    if not (x.is_cuda if merge_k is None else merge_k):  # one k-means and one EM loop per K: no masked component slots (the work dominates)
+        for k, c in zip(ks, seeds):
+            labels = _lloyd(xf, c)
+            kvec = torch.full((b,), k, device=x.device)
+            weights, means, cov, lp, conv = _em(x, labels, kvec, reg_covar, tol, max_iter, phi)
+            fits.append(MixtureFit(weights, means, cov, _argmax_dim1(lp), torch.logsumexp(lp, 1), conv))
+        return fits
+    # on a GPU kernel launches dominate: one merged batch over every K (unused component slots masked)
+    kmax, nk = max(ks), len(ks)
+    padded = [torch.cat([c, c.new_full((b, kmax - k, 2), torch.inf)], dim=1) for k, c in zip(ks, seeds)]
+    labels = _lloyd(xf.repeat(nk, 1, 1), torch.cat(padded))
+    kvec = torch.tensor(ks, device=x.device).repeat_interleave(b)
+    weights, means, cov, wlp, conv = _em(x.repeat(nk, 1, 1), labels, kvec, reg_covar, tol, max_iter, phi.repeat(nk, 1, 1))
+    for j, k in enumerate(ks):
+        sl = slice(j * b, (j + 1) * b)
+        lp = wlp[sl, :k]  # [B, k, N]
+        fits.append(MixtureFit(weights[sl, :k], means[sl, :k], cov[sl, :k], _argmax_dim1(lp), torch.logsumexp(lp, 1),
+                               conv[sl]))
     return fits
 
 

@@ -248,6 +248,18 @@ def test_one_batch_over_layers_and_k_gives_the_per_layer_per_k_fits():
         fit_gmm_torch_many(layer_a, [])
 
 
+def test_merged_k_batch_gives_the_per_k_fits():
+    # the GPU layout (every K in one batch, unused slots masked) against the CPU one (one batch per K)
+    g = torch.Generator().manual_seed(3)
+    pts = torch.cat([torch.randn(10, 150, 2, generator=g), torch.randn(10, 50, 2, generator=g) * 0.5 + 4], dim=1)
+    per_k = fit_gmm_torch_many(pts.double(), [2, 3, 4], seed=0, groups=[4, 6], merge_k=False)
+    merged = fit_gmm_torch_many(pts.double(), [2, 3, 4], seed=0, groups=[4, 6], merge_k=True)
+    for a, b in zip(per_k, merged):
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.converged, b.converged)
+        torch.testing.assert_close(a.means, b.means, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(a.log_prob, b.log_prob, rtol=1e-9, atol=1e-12)
+
+
 def test_audit_layers_equals_auditing_each_layer_alone():
     g = torch.Generator().manual_seed(5)
     maps = {"a": torch.randn(80, 6, 4, 4, generator=g), "b": torch.randn(80, 5, 3, 3, generator=g) ** 2}
