@@ -68,7 +68,7 @@ def project_2d(
             qm = orth((z.transpose(1, 2) @ xt).transpose(1, 2))  # orth(Xc Z)
         small = qm.transpose(1, 2) @ xc  # [B, q, D] = Ub S Vb^T
         if gram:  # small small^T = Ub S^2 Ub^T (eigenvalues ascending)
-            lam, ub = torch.linalg.eigh((small @ small.transpose(1, 2)).double())
+            lam, ub = _small_eigh((small @ small.transpose(1, 2)).double())
             s, ub = lam.flip(-1).clamp_min(0).sqrt().to(x.dtype), ub.flip(-1).to(x.dtype)
         else:
             ub, s, _ = torch.linalg.svd(small, full_matrices=False)
@@ -80,6 +80,13 @@ def project_2d(
     return scores[0] if squeeze else scores
 
 
+def _small_eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eigh`` of a batch of tiny ``q x q`` matrices, on the CPU: a copy of a few KB each way
+    instead of cuSOLVER (whose one-off initialisation alone costs more than a whole audit's eigenproblems)."""
+    lam, v = torch.linalg.eigh(m.cpu())
+    return lam.to(m.device), v.to(m.device)
+
+
 def _orthonormalise(y: torch.Tensor, rel_tol: float = 1e-10) -> torch.Tensor:
     """Orthonormal basis ``[B, N, q]`` of the columns of thin ``y`` by two passes of Gram-eigen
     orthonormalisation (``Q = Y V diag(lambda)^-1/2`` from ``Y^T Y = V diag(lambda) V^T``, in float64).
@@ -89,7 +96,7 @@ def _orthonormalise(y: torch.Tensor, rel_tol: float = 1e-10) -> torch.Tensor:
     Directions with ``lambda <= rel_tol * lambda_max`` (rank-deficient panels) become zero columns."""
     q = y.double()
     for _ in range(2):  # the second pass restores orthogonality to working precision
-        lam, v = torch.linalg.eigh(q.transpose(1, 2) @ q)
+        lam, v = _small_eigh(q.transpose(1, 2) @ q)
         keep = lam > rel_tol * lam[..., -1:].clamp_min(1e-300)
         scale = torch.where(keep, lam.clamp_min(1e-300).rsqrt(), torch.zeros_like(lam))
         q = q @ (v * scale[:, None, :])

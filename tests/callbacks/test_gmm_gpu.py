@@ -52,7 +52,7 @@ def test_audit_of_cuda_maps_matches_the_cpu_audit():
 def test_auditor_in_a_gpu_trainer_audits_on_the_gpu_with_the_cpu_verdicts(tmp_path):
     pl.seed_everything(0)
     dm = DigitsDataModule(resize=32, corruptions={"outliers": 0.05}, return_indices=True)
-    auditor = GMMFilterAuditor(max_samples=256, figures="none", save_tables=False)
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=256, figures="none", save_tables=False)
     trainer = pl.Trainer(accelerator="gpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
                          callbacks=[auditor])
