@@ -205,9 +205,6 @@ def audit_layers(
         if names:
             allp = torch.cat([prepared[k][4] for k in names])
             many = fit_gmm_torch_many(allp, comps, seed=seed, groups=[len(prepared[k][4]) for k in names])
-            many = [_to_cpu(f) for f in many]  # small from here on: verdicts are assembled on the CPU
-            for k in names:
-                prepared[k] = (*prepared[k][:4], prepared[k][4].cpu())
             start = 0
             for k in names:
                 b = len(prepared[k][4])
@@ -223,28 +220,28 @@ def audit_layers(
     }
 
 
-def _to_cpu(f: MixtureFit) -> MixtureFit:
-    return MixtureFit(*(t.cpu() for t in (f.weights, f.means, f.covariances, f.labels, f.log_prob, f.converged)))
-
-
 def _slice_fit(f: MixtureFit, a: int, b: int) -> MixtureFit:
     return MixtureFit(f.weights[a:b], f.means[a:b], f.covariances[a:b], f.labels[a:b], f.log_prob[a:b], f.converged[a:b])
 
 
 def _finish_layer(c, n, dead, live, pts, fits, comps, criterion, rule_fn, rule_kwargs) -> LayerAudit:
+    """Choose K, apply the rule and assemble the layer's verdicts on the fits' device (vectorised: no per-filter
+    transfer on a GPU); the result is moved to the CPU once."""
+    dev = pts.device if pts is not None else torch.device("cpu")
+    dead, live = dead.to(dev), live.to(dev)
+    f64 = dict(dtype=torch.float64, device=dev)
     nk = len(comps)
-    ch_all = torch.zeros(c, nk, dtype=torch.float64)
-    bic_all = torch.full((c, nk), torch.inf, dtype=torch.float64)
-    labels = torch.zeros(c, n, dtype=torch.long)
-    log_prob = torch.zeros(c, n, dtype=torch.float64)
+    ch_all = torch.zeros(c, nk, **f64)
+    bic_all = torch.full((c, nk), torch.inf, **f64)
+    labels = torch.zeros(c, n, dtype=torch.long, device=dev)
+    log_prob = torch.zeros(c, n, **f64)
     kmax = max(comps)
-    comp_lp = torch.full((c, n, kmax), -torch.inf, dtype=torch.float64)
-    w_pad = torch.zeros(c, kmax, dtype=torch.float64)
-    points = torch.zeros(c, n, 2, dtype=torch.float64)
-    k_chosen = torch.zeros(c, dtype=torch.long)
-    weights: list[torch.Tensor] = [torch.zeros(0)] * c
-    means: list[torch.Tensor] = [torch.zeros(0, 2)] * c
-    covs: list[torch.Tensor] = [torch.zeros(0, 2, 2)] * c
+    comp_lp = torch.full((c, n, kmax), -torch.inf, **f64)
+    w_pad = torch.zeros(c, kmax, **f64)
+    mu_pad = torch.zeros(c, kmax, 2, **f64)
+    cv_pad = torch.zeros(c, kmax, 2, 2, **f64)
+    points = torch.zeros(c, n, 2, **f64)
+    k_chosen = torch.zeros(c, dtype=torch.long, device=dev)
     if len(live):
         points[live] = pts
         for j, (k, fit) in enumerate(zip(comps, fits)):
@@ -265,21 +262,26 @@ def _finish_layer(c, n, dead, live, pts, fits, comps, criterion, rule_fn, rule_k
             k_chosen[fis] = kk
             w, mu, cv = fit.weights[rows].double(), fit.means[rows].double(), fit.covariances[rows].double()
             comp_lp[fis, :, :kk] = _weighted_log_prob(pts[rows], w, mu, cv)
-            w_pad[fis, :kk] = w
-            for r, fi in enumerate(fis.tolist()):
-                weights[fi], means[fi], covs[fi] = w[r], mu[r], cv[r]
-    ch = ch_all.gather(1, (torch.tensor([comps.index(int(k)) if k else 0 for k in k_chosen]))[:, None])[:, 0]
+            w_pad[fis, :kk], mu_pad[fis, :kk], cv_pad[fis, :kk] = w, mu, cv
+    slot = torch.zeros(kmax + 1, dtype=torch.long, device=dev)  # K -> its column in ch_all (dead: K=0 -> 0)
+    slot[torch.tensor(comps, device=dev)] = torch.arange(nk, device=dev)
+    ch = ch_all.gather(1, slot[k_chosen][:, None])[:, 0]
     ch = torch.where(dead, torch.zeros_like(ch), ch)
     counts = torch.nn.functional.one_hot(labels, max(comps)).sum(1)
     smallest = torch.where(counts > 0, counts, torch.full_like(counts, n)).min(-1).values
-    min_fraction = torch.where(dead, torch.ones(c, dtype=torch.float64), smallest.to(torch.float64) / n)
+    min_fraction = torch.where(dead, torch.ones_like(ch), smallest.to(torch.float64) / n)
     ri = RuleInput(labels=labels, log_prob=log_prob, ch=ch, k=k_chosen.clamp_min(1), dead=dead,
                    component_log_prob=comp_lp, weights=w_pad)
     anomaly, flagged, score = rule_fn(ri, **(rule_kwargs or {}))
+    out = [t.cpu() for t in (k_chosen, ch, ch_all, bic_all, min_fraction, dead, anomaly.bool() & ~dead,
+                             flagged.bool() & ~dead[:, None], score.to(torch.float64), points, w_pad, mu_pad, cv_pad)]
+    k_cpu, w_cpu, mu_cpu, cv_cpu = out[0], out[10], out[11], out[12]
+    ks = k_cpu.tolist()  # per-filter fits of the chosen K (for plots); dead filters get empty ones
     return LayerAudit(
-        k=k_chosen, ch=ch, ch_all=ch_all, bic_all=bic_all, min_fraction=min_fraction, dead=dead,
-        anomaly=anomaly.bool() & ~dead, flagged=flagged.bool() & ~dead[:, None], score=score.to(torch.float64),
-        points=points, weights=weights, means=means, covariances=covs,
+        k=out[0], ch=out[1], ch_all=out[2], bic_all=out[3], min_fraction=out[4], dead=out[5], anomaly=out[6],
+        flagged=out[7], score=out[8], points=out[9],
+        weights=[w_cpu[f, :k] for f, k in enumerate(ks)], means=[mu_cpu[f, :k] for f, k in enumerate(ks)],
+        covariances=[cv_cpu[f, :k] for f, k in enumerate(ks)],
     )
 
 
