@@ -22,6 +22,7 @@ from lightning_addons.gmm.audit import BACKENDS, CRITERIA, LayerAudit, audit_lay
 from lightning_addons.gmm.rules import RULE_PARAMS, RULES
 
 FIGURES = ("end", "every", "none")
+AUDIT_DEVICES = ("auto", "cpu")
 FILTER_FIELDS = ("epoch", "layer", "filter", "k", "ch", "min_fraction", "dead", "anomaly", "score", "n_flagged")
 
 
@@ -84,6 +85,10 @@ class GMMFilterAuditor(pl.Callback):
         save_tables: write JSON/CSV per audit.
         figures: ``"end"`` (after fit), ``"every"`` (after each audit) or ``"none"``.
         n_jobs: joblib worker processes for the scikit-learn backend's per-filter fits (``-1``: all cores).
+        audit_device: where the captured maps are kept and the torch backend fits: ``"auto"`` (the model's
+            device: a GPU model is audited on the GPU) or ``"cpu"`` (saves GPU memory: the maps of every
+            audited layer for ``max_samples`` samples are held at once, e.g. 512 x 64 x 112 x 112 floats =
+            1.6 GB for a ResNet stem at 224 px). The scikit-learn backend always fits on the CPU.
 
     Raises:
         ValueError: bad arguments (at construction); at setup: no ``nn.Conv2d`` in the model, unknown layer
@@ -122,6 +127,7 @@ class GMMFilterAuditor(pl.Callback):
         save_tables: bool = True,
         figures: Literal["end", "every", "none"] = "end",
         n_jobs: int = 1,
+        audit_device: Literal["auto", "cpu"] = "auto",
     ) -> None:
         super().__init__()
         if layers is not None and (
@@ -162,6 +168,9 @@ class GMMFilterAuditor(pl.Callback):
         if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0 or n_jobs < -1:
             raise ValueError(f"`n_jobs` must be a positive integer or -1 (all cores), got {n_jobs!r}.")
         self.n_jobs = n_jobs
+        if audit_device not in AUDIT_DEVICES:
+            raise ValueError(f"`audit_device` must be one of {list(AUDIT_DEVICES)}, got {audit_device!r}.")
+        self.audit_device = audit_device
         if figures not in FIGURES:
             raise ValueError(f"`figures` must be one of {list(FIGURES)}, got {figures!r}.")
         self.layers = list(layers) if layers is not None else None
@@ -363,7 +372,7 @@ class GMMFilterAuditor(pl.Callback):
                 if name not in store:
                     # on the model's device: the torch backend fits there (a GPU audits on the GPU)
                     store[name] = torch.empty(out.shape[1], len(x), *out.shape[2:], dtype=torch.float32,
-                                              device=out.device)
+                                              device=out.device if self.audit_device == "auto" else "cpu")
                 start = offset["start"]
                 store[name][:, start : start + len(out)] = out.transpose(0, 1)
 
@@ -396,6 +405,8 @@ class GMMFilterAuditor(pl.Callback):
             padded = maps.new_zeros(per, *maps.shape[1:])
             padded[: len(maps)] = maps
             gathered = trainer.strategy.all_gather(padded.to(pl_module.device))  # [world, per, ...]
+            if self.audit_device == "cpu":
+                gathered = gathered.cpu()
             out[name] = torch.cat([gathered[r, : len(chunks[r])] for r in range(world)])
         return out
 

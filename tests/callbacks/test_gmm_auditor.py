@@ -159,6 +159,7 @@ def test_non_image_layer_output_is_rejected(make_trainer):
         ({"figures": "all"}, "`figures` must be one of"),
         ({"min_votes": 0}, "`min_votes` must be an integer >= 1"),
         ({"n_jobs": 0}, r"`n_jobs` must be a positive integer or -1 \(all cores\), got 0"),
+        ({"audit_device": "cuda"}, r"`audit_device` must be one of \['auto', 'cpu'\], got 'cuda'"),
         ({"max_overhead": 0}, r"`max_overhead` must be a positive fraction of training time \(e.g. 0.05\) or None"),
         ({"max_overhead": -0.1}, r"`max_overhead` must be a positive fraction .* got -0.1"),
         ({"max_overhead": float("nan")}, r"`max_overhead` must be a positive fraction .* got nan"),

@@ -71,3 +71,19 @@ def test_auditor_in_a_gpu_trainer_audits_on_the_gpu_with_the_cpu_verdicts(tmp_pa
     assert agree >= 0.95, f"only {agree:.1%} of the filters got the same verdict on CPU and GPU"
     same_k = sum(a["k"] == b["k"] for a, b in zip(cpu["filters"], gpu["filters"]) if not a["dead"])
     assert same_k >= 0.8 * sum(not a["dead"] for a in cpu["filters"])
+
+
+def test_audit_device_cpu_keeps_the_maps_of_a_gpu_model_on_the_cpu():
+    pl.seed_everything(0)
+    module = ImageClassifier(LeNet5()).cuda()
+    x = torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    on_gpu = GMMFilterAuditor(max_samples=64, figures="none", save_tables=False)
+    on_cpu = GMMFilterAuditor(max_samples=64, figures="none", save_tables=False, audit_device="cpu")
+    for a in (on_gpu, on_cpu):
+        a._layer_names = a.resolve_layers(module)
+    maps_gpu, maps_cpu = on_gpu._capture(module, x), on_cpu._capture(module, x)
+    assert {m.device.type for m in maps_gpu.values()} == {"cuda"}
+    assert {m.device.type for m in maps_cpu.values()} == {"cpu"}
+    a, b = on_gpu.audit_maps(maps_gpu), on_cpu.audit_maps(maps_cpu)
+    agree = sum(f["anomaly"] == g["anomaly"] for f, g in zip(a["filters"], b["filters"])) / len(a["filters"])
+    assert agree >= 0.9
