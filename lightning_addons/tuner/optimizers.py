@@ -237,6 +237,10 @@ class ADUMBO(AskTellOptimizer):
         beta: float = 4.0,
         pool_size: int = 1024,
         perturbations: int = 32,
+        candidates: str = "nsga2",
+        nsga2_pop: int = 48,
+        nsga2_gens: int = 30,
+        ref_eps: float = 0.05,
         log_objectives: Sequence[int] = (),
         ref_point: Sequence[float] | None = None,
         initial_points: np.ndarray | None = None,
@@ -265,6 +269,13 @@ class ADUMBO(AskTellOptimizer):
         self.weight = weight
         self.w0, self.tau, self.beta = float(w0), float(tau), float(beta)
         self.pool_size, self.perturbations = int(pool_size), int(perturbations)
+        if candidates not in ("nsga2", "pool"):
+            raise ValueError(f"`candidates` must be one of ['nsga2', 'pool'], got {candidates!r}.")
+        self.candidates = candidates
+        self.nsga2_pop, self.nsga2_gens = int(nsga2_pop), int(nsga2_gens)
+        if not 0.0 <= ref_eps < 1.0:
+            raise ValueError(f"`ref_eps` must be in [0, 1), got {ref_eps!r}.")
+        self.ref_eps = float(ref_eps)
         self.ref_point = None if ref_point is None else [float(v) for v in ref_point]
         self.initial_points = (
             np.zeros((0, dim)) if initial_points is None else np.atleast_2d(np.asarray(initial_points, float))
@@ -357,6 +368,38 @@ class ADUMBO(AskTellOptimizer):
             pool.append(np.clip(reps + mask * sd * rng.standard_normal(reps.shape), 0.0, 1.0))
         return np.vstack(pool)
 
+    def _candidates(self, models, rng: np.random.Generator, front_X: np.ndarray) -> np.ndarray:
+        """Candidate inputs: non-dominated points of the optimistic acquisitions and of the means.
+
+        ``"pool"``: a Sobol pool plus perturbations of the front, filtered to the Pareto points of
+        ``mu + sqrt(beta) sigma`` and of ``mu``. ``"nsga2"``: the same filtered pool seeds two NSGA-II
+        runs on the surrogates (one maximising the optimistic acquisitions, as USeMO does, one the
+        means); the candidates are the union of the pool's Pareto points and the two archives' fronts.
+        """
+        sqb = math.sqrt(self.beta)
+        pool = self._pool(rng, front_X)
+        mu, sd = self._predict(models, pool)
+        keep = pareto_mask(mu + sqb * sd) | pareto_mask(mu)
+        cands = [pool[keep]]
+        if self.candidates == "nsga2":
+            from lightning_addons.tuner._nsga2 import nsga2
+
+            def ucb(x):
+                m, s = self._predict(models, x)
+                return m + sqb * s
+
+            def mean(x):
+                return self._predict(models, x)[0]
+
+            init = np.vstack([front_X, pool[keep]])
+            for fun in (ucb, mean):
+                order = rng.permutation(len(init))[: self.nsga2_pop]
+                Xn, _ = nsga2(
+                    fun, self.dim, rng, pop_size=self.nsga2_pop, n_gen=self.nsga2_gens, init=init[order]
+                )
+                cands.append(Xn)
+        return np.vstack(cands)
+
     def _bo_step(self, n: int, pending: np.ndarray) -> np.ndarray:
         rng = self._rng()
         X, Ymax = self._model_targets()
@@ -372,12 +415,12 @@ class ADUMBO(AskTellOptimizer):
                 ref[i] = math.log(max(ref[i], 1e-300))
             ref = (to_max(ref[None], self.directions)[0] - mean) / std
         else:
-            ref = _infer_ref_point(front)
+            ref = _infer_ref_point(front, eps=self.ref_eps)
         if len(pending):
             mu_p, _ = self._predict(models, pending)
             front = np.vstack([front, mu_p])
             front = front[pareto_mask(front)]
-        pool = self._pool(rng, X[pareto_mask(Ys)])
+        pool = self._candidates(models, rng, X[pareto_mask(Ys)])
         mu, sd = self._predict(models, pool)
         chosen: list[np.ndarray] = []
         w = self.current_weight()
@@ -411,6 +454,8 @@ class ADUMBO(AskTellOptimizer):
             w0=self.w0,
             tau=self.tau,
             beta=self.beta,
+            candidates=self.candidates,
+            ref_eps=self.ref_eps,
             initial_points=self.initial_points.tolist(),
         )
         return s
@@ -422,19 +467,35 @@ class ADUMBO(AskTellOptimizer):
         self.w0 = float(state.get("w0", self.w0))
         self.tau = float(state.get("tau", self.tau))
         self.beta = float(state.get("beta", self.beta))
+        self.candidates = state.get("candidates", self.candidates)
+        self.ref_eps = float(state.get("ref_eps", self.ref_eps))
         if state.get("initial_points"):
             self.initial_points = np.asarray(state["initial_points"], dtype=float).reshape(-1, self.dim)
 
 
-def _infer_ref_point(front: np.ndarray, scale: float = 0.1) -> np.ndarray:
+def _infer_ref_point(front: np.ndarray, scale: float = 0.1, eps: float = 0.0) -> np.ndarray:
     """BoTorch's rule (maximisation): nadir of the observed Pareto front minus ``scale`` times its range.
 
     Anchoring the reference point at the front (not at the worst observed values) keeps the
     hypervolume-improvement term from rewarding extreme trade-offs far outside the front's region.
+    With ``eps > 0`` the nadir is taken over the points of the front that no other front point
+    ``eps``-dominates (better by more than ``eps`` times the front's range in one objective while at most
+    ``eps`` times the range worse in all others): weakly Pareto points such as DTLZ2's edge points
+    (``f1 = 0`` exactly, ``f2`` large) then no longer drag the reference point, and with it ``G``'s box,
+    outwards with every such evaluation.
     """
     import torch
     from botorch.utils.multi_objective.hypervolume import infer_reference_point
 
+    front = np.asarray(front, dtype=float)
+    if eps > 0 and len(front) > 2:
+        r = front.max(0) - front.min(0)
+        slack = eps * np.where(r > 0, r, 1.0)
+        keep = np.ones(len(front), dtype=bool)
+        for k, p in enumerate(front):
+            keep[k] = not np.any(np.all(front + slack >= p, axis=1) & np.any(front > p + slack, axis=1))
+        if keep.any():
+            front = front[keep]
     return infer_reference_point(torch.as_tensor(front, dtype=torch.float64), scale=scale).numpy()
 
 
