@@ -109,8 +109,8 @@ def nsga2(
         eta_c, eta_m: distribution indices of SBX crossover and polynomial mutation.
 
     Returns:
-        ``(X, F)``: the non-dominated points of every point evaluated during the run (an archive), and
-        their objective values.
+        ``(X, F)``: the non-dominated points among every point evaluated during the run (an archive
+        updated each generation), and their objective values.
 
     Example:
         >>> X, F = nsga2(lambda x: np.stack([x[:, 0], 1 - x[:, 0]], 1), 1, np.random.default_rng(0), 8, 3)
@@ -126,7 +126,8 @@ def nsga2(
     if len(P) > pop_size:
         keep = _survivors(FP, pop_size)
         P, FP = P[keep], FP[keep]
-    arch_X, arch_F = [P], [FP]
+    ok = np.all(np.isfinite(FP), axis=1)
+    arch_X, arch_F = _front(P[ok], FP[ok])
     pm = 1.0 / dim
     for _ in range(int(n_gen)):
         rank = nondominated_rank(FP)
@@ -142,19 +143,20 @@ def nsga2(
         c1, c2 = _sbx(a, b, rng, eta_c, prob=0.9)
         Q = _poly_mutation(np.vstack([c1, c2]), rng, eta_m, pm)
         FQ = np.asarray(fun(Q), dtype=float)
-        arch_X.append(Q)
-        arch_F.append(FQ)
+        ok = np.all(np.isfinite(FQ), axis=1)
+        arch_X, arch_F = _front(np.vstack([arch_X, Q[ok]]), np.vstack([arch_F, FQ[ok]]))
         R, FR = np.vstack([P, Q]), np.vstack([FP, FQ])
         keep = _survivors(FR, pop_size)
         P, FP = R[keep], FR[keep]
-    AX, AF = np.vstack(arch_X), np.vstack(arch_F)
-    ok = np.all(np.isfinite(AF), axis=1)
-    AX, AF = AX[ok], AF[ok]
-    mask = _nondominated_mask(AF)
-    # drop exact duplicates
-    _, uniq = np.unique(AX[mask].round(12), axis=0, return_index=True)
+    return arch_X, arch_F
+
+
+def _front(X: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-dominated rows (one copy of duplicated inputs), kept in their order."""
+    mask = _nondominated_mask(F)
+    _, uniq = np.unique(X[mask].round(12), axis=0, return_index=True)
     sel = np.flatnonzero(mask)[np.sort(uniq)]
-    return AX[sel], AF[sel]
+    return X[sel], F[sel]
 
 
 def _nondominated_mask(F: np.ndarray, chunk: int = 512) -> np.ndarray:

@@ -507,6 +507,9 @@ def _minmax(v: np.ndarray) -> np.ndarray:
 def _hv_improvement(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Hypervolume improvement of each row of ``P`` over ``front`` (maximisation); rows that improve
     nothing get minus their additive-epsilon distance to non-domination, so ``G`` still ranks them."""
+    from lightning_addons.tuner._pareto import _hso
+
+    front = front[pareto_mask(front)]
     base = hypervolume(front, ref)
     out = np.empty(len(P))
     for k, p in enumerate(P):
@@ -514,8 +517,10 @@ def _hv_improvement(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.nda
         if np.any(dominated_by):
             # smallest eps with p + eps not dominated by any front point
             out[k] = -float(np.min(np.max(front[dominated_by] - p, axis=1)))
-        else:
-            out[k] = hypervolume(np.vstack([front, p]), ref) - base
+        else:  # the front without the points p dominates, plus p, is non-dominated: no re-filtering
+            U = np.vstack([front[~np.all(p >= front, axis=1)], p])
+            U = U[np.all(U > ref, axis=1)]
+            out[k] = (float(_hso(U - ref)) if len(U) else 0.0) - base
     return out
 
 

@@ -79,3 +79,21 @@ def test_epsilon_pareto_reference_point_ignores_weakly_pareto_edge_points():
 def test_adumbo_rejects_bad_candidate_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ADUMBO(2, ["minimize", "minimize"], **kwargs)
+
+
+def test_vectorised_pareto_mask_matches_a_brute_force_definition_with_ties_duplicates_and_nan():
+    rng = np.random.default_rng(0)
+    for t in range(100):
+        Y = rng.integers(0, 5, size=(int(rng.integers(1, 40)), int(rng.integers(1, 4)))).astype(float)
+        if t % 3 == 0:
+            Y[rng.random(len(Y)) < 0.2, 0] = np.nan
+        expected, seen = [], set()
+        for y in Y:
+            ok = np.all(np.isfinite(y)) and not any(
+                np.all(np.isfinite(z)) and np.all(z >= y) and np.any(z > y) for z in Y
+            )
+            ok = ok and tuple(y) not in seen  # one copy of exact duplicates (the first)
+            if ok:
+                seen.add(tuple(y))
+            expected.append(ok)
+        np.testing.assert_array_equal(pareto_mask(Y), expected)
