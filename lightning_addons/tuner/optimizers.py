@@ -10,12 +10,20 @@ them to configurations), takes objective values in their natural units with a di
 ADUMBO (reconstruction, see ``docs/hypertuner.md``): after a Sobol initial design it fits one
 independent GP per objective (inputs in [0, 1], outputs standardised, chosen objectives log-transformed),
 builds a candidate set from the non-dominated points of the optimistic acquisitions
-``mu_i + sqrt(beta) sigma_i`` and of the surrogate means ``mu_i`` over a Sobol pool plus perturbations
-of the current front, and picks the candidate maximising ``S_t = w_t U + (1 - w_t) G`` with
-``U = sum_i log(2 sqrt(beta) sigma_i)`` (the uncertainty volume of USeMO) and ``G`` the hypervolume
-improvement of the mean vector over the observed front (reference point inferred as BoTorch does: the
-front's nadir minus 10% of its range), both min-max normalised over the candidates; ``w_t = w0 exp(-t / tau)`` decays with the number of
-model-based steps ``t``. ``weight=1`` is USeMO, ``weight=0`` is mean-only.
+``mu_i + sqrt(beta) sigma_i`` and of the surrogate means ``mu_i``: by default (``candidates="nsga2"``)
+the Pareto points of a Sobol pool plus perturbations of the current front seed two NSGA-II runs on the
+surrogates (one on the optimistic acquisitions, as USeMO does, one on the means; a small NumPy NSGA-II in
+:mod:`lightning_addons.tuner._nsga2`), and the candidates are the union of the pool's Pareto points and the
+two runs' archive fronts (``candidates="pool"`` keeps only the pool, the previous default). It then picks
+the candidate maximising ``S_t = w_t U + (1 - w_t) G`` with ``U = sum_i log(2 sqrt(beta) sigma_i)`` (the
+uncertainty volume of USeMO) and ``G`` the hypervolume improvement of the mean vector over the observed
+front (a dominated mean gets minus its additive-epsilon distance to the front). ``G``'s reference point
+is inferred as BoTorch does (the front's nadir minus 10% of its range), but over the epsilon-Pareto front
+(``ref_eps=0.05``: front points that another front point beats by more than 5% of the range in one
+objective while losing at most 5% in all others are left out), so weakly Pareto edge points do not drag
+the reference point outwards with every evaluation. ``U`` and ``G`` are min-max normalised over the
+candidates; ``w_t = w0 exp(-t / tau)`` decays with the number of model-based steps ``t``. ``weight=1``
+is USeMO, ``weight=0`` is mean-only.
 
 The BoTorch/GPyTorch imports happen inside the methods, so importing this module needs neither.
 """
@@ -204,6 +212,12 @@ class ADUMBO(AskTellOptimizer):
         beta: exploration factor of the optimistic acquisitions ``mu + sqrt(beta) sigma``.
         pool_size: Sobol pool size for the candidate set (plus ``perturbations`` per front point).
         perturbations: Gaussian perturbations of each current Pareto point added to the pool.
+        candidates: ``"nsga2"`` (default): the pool's Pareto points seed NSGA-II runs on the optimistic
+            acquisitions and on the means, whose archive fronts join the candidate set; ``"pool"``: the
+            pool's Pareto points only (cheaper, weaker in higher dimension).
+        nsga2_pop, nsga2_gens: population size and generations of each NSGA-II run.
+        ref_eps: epsilon of the epsilon-Pareto front whose nadir anchors the inferred reference point
+            (``0`` = BoTorch's ``infer_reference_point`` on the whole front).
         log_objectives: indices of objectives (> 0) modelled on a log scale.
         ref_point: optional reference point in the objectives' own units for ``G``; default: inferred
             each step as BoTorch's ``infer_reference_point`` does: the nadir of the observed Pareto
@@ -211,7 +225,8 @@ class ADUMBO(AskTellOptimizer):
         initial_points: optional unit-cube points evaluated first (e.g. the defaults).
 
     Raises:
-        ValueError: bad weight/w0/tau/beta/n_init or any argument of :class:`AskTellOptimizer`.
+        ValueError: bad weight/w0/tau/beta/n_init/candidates/ref_eps or any argument of
+            :class:`AskTellOptimizer`.
 
     Example:
         >>> import numpy as np
@@ -272,6 +287,10 @@ class ADUMBO(AskTellOptimizer):
         if candidates not in ("nsga2", "pool"):
             raise ValueError(f"`candidates` must be one of ['nsga2', 'pool'], got {candidates!r}.")
         self.candidates = candidates
+        if not isinstance(nsga2_pop, (int, np.integer)) or nsga2_pop < 4:
+            raise ValueError(f"`nsga2_pop` must be an integer >= 4, got {nsga2_pop!r}.")
+        if not isinstance(nsga2_gens, (int, np.integer)) or nsga2_gens < 0:
+            raise ValueError(f"`nsga2_gens` must be an integer >= 0, got {nsga2_gens!r}.")
         self.nsga2_pop, self.nsga2_gens = int(nsga2_pop), int(nsga2_gens)
         if not 0.0 <= ref_eps < 1.0:
             raise ValueError(f"`ref_eps` must be in [0, 1), got {ref_eps!r}.")
@@ -455,6 +474,8 @@ class ADUMBO(AskTellOptimizer):
             tau=self.tau,
             beta=self.beta,
             candidates=self.candidates,
+            nsga2_pop=self.nsga2_pop,
+            nsga2_gens=self.nsga2_gens,
             ref_eps=self.ref_eps,
             initial_points=self.initial_points.tolist(),
         )
@@ -468,6 +489,8 @@ class ADUMBO(AskTellOptimizer):
         self.tau = float(state.get("tau", self.tau))
         self.beta = float(state.get("beta", self.beta))
         self.candidates = state.get("candidates", self.candidates)
+        self.nsga2_pop = int(state.get("nsga2_pop", self.nsga2_pop))
+        self.nsga2_gens = int(state.get("nsga2_gens", self.nsga2_gens))
         self.ref_eps = float(state.get("ref_eps", self.ref_eps))
         if state.get("initial_points"):
             self.initial_points = np.asarray(state["initial_points"], dtype=float).reshape(-1, self.dim)

@@ -74,6 +74,8 @@ def test_epsilon_pareto_reference_point_ignores_weakly_pareto_edge_points():
     [
         ({"candidates": "grid"}, r"`candidates` must be one of \['nsga2', 'pool'\], got 'grid'"),
         ({"ref_eps": 1.5}, r"`ref_eps` must be in \[0, 1\), got 1.5"),
+        ({"nsga2_pop": 2}, r"`nsga2_pop` must be an integer >= 4, got 2"),
+        ({"nsga2_gens": -1}, r"`nsga2_gens` must be an integer >= 0, got -1"),
     ],
 )
 def test_adumbo_rejects_bad_candidate_settings(kwargs, match):
