@@ -42,24 +42,22 @@ def pareto_mask(Y: np.ndarray) -> np.ndarray:
         [True, True, False]
     """
     Y = np.asarray(Y, dtype=float)
-    n = len(Y)
     finite = np.all(np.isfinite(Y), axis=1)
     mask = finite.copy()
-    for i in range(n):
-        if not mask[i]:
-            continue
-        others = Y[finite]
-        dominated = np.any(np.all(others >= Y[i], axis=1) & np.any(others > Y[i], axis=1))
-        if dominated:
-            mask[i] = False
-    # keep one copy of exact duplicates
+    F = Y[finite]
+    idx_f = np.flatnonzero(finite)
+    for s in range(0, len(F), 256):  # vectorised in chunks: memory O(256 * n)
+        B = F[s : s + 256]
+        ge = np.all(F[None, :, :] >= B[:, None, :], axis=-1)
+        gt = np.any(F[None, :, :] > B[:, None, :], axis=-1)
+        mask[idx_f[s : s + 256]] = ~np.any(ge & gt, axis=1)
+    # keep one copy (the first) of exact duplicates
     idx = np.flatnonzero(mask)
-    seen: set[tuple] = set()
-    for i in idx:
-        key = tuple(Y[i].tolist())
-        if key in seen:
-            mask[i] = False
-        seen.add(key)
+    if len(idx) > 1:
+        _, first = np.unique(Y[idx], axis=0, return_index=True)
+        keep = np.zeros(len(idx), dtype=bool)
+        keep[first] = True
+        mask[idx[~keep]] = False
     return mask
 
 

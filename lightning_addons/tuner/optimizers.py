@@ -10,12 +10,20 @@ them to configurations), takes objective values in their natural units with a di
 ADUMBO (reconstruction, see ``docs/hypertuner.md``): after a Sobol initial design it fits one
 independent GP per objective (inputs in [0, 1], outputs standardised, chosen objectives log-transformed),
 builds a candidate set from the non-dominated points of the optimistic acquisitions
-``mu_i + sqrt(beta) sigma_i`` and of the surrogate means ``mu_i`` over a Sobol pool plus perturbations
-of the current front, and picks the candidate maximising ``S_t = w_t U + (1 - w_t) G`` with
-``U = sum_i log(2 sqrt(beta) sigma_i)`` (the uncertainty volume of USeMO) and ``G`` the hypervolume
-improvement of the mean vector over the observed front (reference point inferred as BoTorch does: the
-front's nadir minus 10% of its range), both min-max normalised over the candidates; ``w_t = w0 exp(-t / tau)`` decays with the number of
-model-based steps ``t``. ``weight=1`` is USeMO, ``weight=0`` is mean-only.
+``mu_i + sqrt(beta) sigma_i`` and of the surrogate means ``mu_i``: by default (``candidates="nsga2"``)
+the Pareto points of a Sobol pool plus perturbations of the current front seed two NSGA-II runs on the
+surrogates (one on the optimistic acquisitions, as USeMO does, one on the means; a small NumPy NSGA-II in
+:mod:`lightning_addons.tuner._nsga2`), and the candidates are the union of the pool's Pareto points and the
+two runs' archive fronts (``candidates="pool"`` keeps only the pool, the previous default). It then picks
+the candidate maximising ``S_t = w_t U + (1 - w_t) G`` with ``U = sum_i log(2 sqrt(beta) sigma_i)`` (the
+uncertainty volume of USeMO) and ``G`` the hypervolume improvement of the mean vector over the observed
+front (a dominated mean gets minus its additive-epsilon distance to the front). ``G``'s reference point
+is inferred as BoTorch does (the front's nadir minus 10% of its range), but over the epsilon-Pareto front
+(``ref_eps=0.05``: front points that another front point beats by more than 5% of the range in one
+objective while losing at most 5% in all others are left out), so weakly Pareto edge points do not drag
+the reference point outwards with every evaluation. ``U`` and ``G`` are min-max normalised over the
+candidates; ``w_t = w0 exp(-t / tau)`` decays with the number of model-based steps ``t``. ``weight=1``
+is USeMO, ``weight=0`` is mean-only.
 
 The BoTorch/GPyTorch imports happen inside the methods, so importing this module needs neither.
 """
@@ -204,6 +212,12 @@ class ADUMBO(AskTellOptimizer):
         beta: exploration factor of the optimistic acquisitions ``mu + sqrt(beta) sigma``.
         pool_size: Sobol pool size for the candidate set (plus ``perturbations`` per front point).
         perturbations: Gaussian perturbations of each current Pareto point added to the pool.
+        candidates: ``"nsga2"`` (default): the pool's Pareto points seed NSGA-II runs on the optimistic
+            acquisitions and on the means, whose archive fronts join the candidate set; ``"pool"``: the
+            pool's Pareto points only (cheaper, weaker in higher dimension).
+        nsga2_pop, nsga2_gens: population size and generations of each NSGA-II run.
+        ref_eps: epsilon of the epsilon-Pareto front whose nadir anchors the inferred reference point
+            (``0`` = BoTorch's ``infer_reference_point`` on the whole front).
         log_objectives: indices of objectives (> 0) modelled on a log scale.
         ref_point: optional reference point in the objectives' own units for ``G``; default: inferred
             each step as BoTorch's ``infer_reference_point`` does: the nadir of the observed Pareto
@@ -211,7 +225,8 @@ class ADUMBO(AskTellOptimizer):
         initial_points: optional unit-cube points evaluated first (e.g. the defaults).
 
     Raises:
-        ValueError: bad weight/w0/tau/beta/n_init or any argument of :class:`AskTellOptimizer`.
+        ValueError: bad weight/w0/tau/beta/n_init/candidates/ref_eps or any argument of
+            :class:`AskTellOptimizer`.
 
     Example:
         >>> import numpy as np
@@ -237,6 +252,10 @@ class ADUMBO(AskTellOptimizer):
         beta: float = 4.0,
         pool_size: int = 1024,
         perturbations: int = 32,
+        candidates: str = "nsga2",
+        nsga2_pop: int = 48,
+        nsga2_gens: int = 30,
+        ref_eps: float = 0.05,
         log_objectives: Sequence[int] = (),
         ref_point: Sequence[float] | None = None,
         initial_points: np.ndarray | None = None,
@@ -265,6 +284,17 @@ class ADUMBO(AskTellOptimizer):
         self.weight = weight
         self.w0, self.tau, self.beta = float(w0), float(tau), float(beta)
         self.pool_size, self.perturbations = int(pool_size), int(perturbations)
+        if candidates not in ("nsga2", "pool"):
+            raise ValueError(f"`candidates` must be one of ['nsga2', 'pool'], got {candidates!r}.")
+        self.candidates = candidates
+        if not isinstance(nsga2_pop, (int, np.integer)) or nsga2_pop < 4:
+            raise ValueError(f"`nsga2_pop` must be an integer >= 4, got {nsga2_pop!r}.")
+        if not isinstance(nsga2_gens, (int, np.integer)) or nsga2_gens < 0:
+            raise ValueError(f"`nsga2_gens` must be an integer >= 0, got {nsga2_gens!r}.")
+        self.nsga2_pop, self.nsga2_gens = int(nsga2_pop), int(nsga2_gens)
+        if not 0.0 <= ref_eps < 1.0:
+            raise ValueError(f"`ref_eps` must be in [0, 1), got {ref_eps!r}.")
+        self.ref_eps = float(ref_eps)
         self.ref_point = None if ref_point is None else [float(v) for v in ref_point]
         self.initial_points = (
             np.zeros((0, dim)) if initial_points is None else np.atleast_2d(np.asarray(initial_points, float))
@@ -357,6 +387,38 @@ class ADUMBO(AskTellOptimizer):
             pool.append(np.clip(reps + mask * sd * rng.standard_normal(reps.shape), 0.0, 1.0))
         return np.vstack(pool)
 
+    def _candidates(self, models, rng: np.random.Generator, front_X: np.ndarray) -> np.ndarray:
+        """Candidate inputs: non-dominated points of the optimistic acquisitions and of the means.
+
+        ``"pool"``: a Sobol pool plus perturbations of the front, filtered to the Pareto points of
+        ``mu + sqrt(beta) sigma`` and of ``mu``. ``"nsga2"``: the same filtered pool seeds two NSGA-II
+        runs on the surrogates (one maximising the optimistic acquisitions, as USeMO does, one the
+        means); the candidates are the union of the pool's Pareto points and the two archives' fronts.
+        """
+        sqb = math.sqrt(self.beta)
+        pool = self._pool(rng, front_X)
+        mu, sd = self._predict(models, pool)
+        keep = pareto_mask(mu + sqb * sd) | pareto_mask(mu)
+        cands = [pool[keep]]
+        if self.candidates == "nsga2":
+            from lightning_addons.tuner._nsga2 import nsga2
+
+            def ucb(x):
+                m, s = self._predict(models, x)
+                return m + sqb * s
+
+            def mean(x):
+                return self._predict(models, x)[0]
+
+            init = np.vstack([front_X, pool[keep]])
+            for fun in (ucb, mean):
+                order = rng.permutation(len(init))[: self.nsga2_pop]
+                Xn, _ = nsga2(
+                    fun, self.dim, rng, pop_size=self.nsga2_pop, n_gen=self.nsga2_gens, init=init[order]
+                )
+                cands.append(Xn)
+        return np.vstack(cands)
+
     def _bo_step(self, n: int, pending: np.ndarray) -> np.ndarray:
         rng = self._rng()
         X, Ymax = self._model_targets()
@@ -372,12 +434,12 @@ class ADUMBO(AskTellOptimizer):
                 ref[i] = math.log(max(ref[i], 1e-300))
             ref = (to_max(ref[None], self.directions)[0] - mean) / std
         else:
-            ref = _infer_ref_point(front)
+            ref = _infer_ref_point(front, eps=self.ref_eps)
         if len(pending):
             mu_p, _ = self._predict(models, pending)
             front = np.vstack([front, mu_p])
             front = front[pareto_mask(front)]
-        pool = self._pool(rng, X[pareto_mask(Ys)])
+        pool = self._candidates(models, rng, X[pareto_mask(Ys)])
         mu, sd = self._predict(models, pool)
         chosen: list[np.ndarray] = []
         w = self.current_weight()
@@ -411,6 +473,10 @@ class ADUMBO(AskTellOptimizer):
             w0=self.w0,
             tau=self.tau,
             beta=self.beta,
+            candidates=self.candidates,
+            nsga2_pop=self.nsga2_pop,
+            nsga2_gens=self.nsga2_gens,
+            ref_eps=self.ref_eps,
             initial_points=self.initial_points.tolist(),
         )
         return s
@@ -422,19 +488,37 @@ class ADUMBO(AskTellOptimizer):
         self.w0 = float(state.get("w0", self.w0))
         self.tau = float(state.get("tau", self.tau))
         self.beta = float(state.get("beta", self.beta))
+        self.candidates = state.get("candidates", self.candidates)
+        self.nsga2_pop = int(state.get("nsga2_pop", self.nsga2_pop))
+        self.nsga2_gens = int(state.get("nsga2_gens", self.nsga2_gens))
+        self.ref_eps = float(state.get("ref_eps", self.ref_eps))
         if state.get("initial_points"):
             self.initial_points = np.asarray(state["initial_points"], dtype=float).reshape(-1, self.dim)
 
 
-def _infer_ref_point(front: np.ndarray, scale: float = 0.1) -> np.ndarray:
+def _infer_ref_point(front: np.ndarray, scale: float = 0.1, eps: float = 0.0) -> np.ndarray:
     """BoTorch's rule (maximisation): nadir of the observed Pareto front minus ``scale`` times its range.
 
     Anchoring the reference point at the front (not at the worst observed values) keeps the
     hypervolume-improvement term from rewarding extreme trade-offs far outside the front's region.
+    With ``eps > 0`` the nadir is taken over the points of the front that no other front point
+    ``eps``-dominates (better by more than ``eps`` times the front's range in one objective while at most
+    ``eps`` times the range worse in all others): weakly Pareto points such as DTLZ2's edge points
+    (``f1 = 0`` exactly, ``f2`` large) then no longer drag the reference point, and with it ``G``'s box,
+    outwards with every such evaluation.
     """
     import torch
     from botorch.utils.multi_objective.hypervolume import infer_reference_point
 
+    front = np.asarray(front, dtype=float)
+    if eps > 0 and len(front) > 2:
+        r = front.max(0) - front.min(0)
+        slack = eps * np.where(r > 0, r, 1.0)
+        keep = np.ones(len(front), dtype=bool)
+        for k, p in enumerate(front):
+            keep[k] = not np.any(np.all(front + slack >= p, axis=1) & np.any(front > p + slack, axis=1))
+        if keep.any():
+            front = front[keep]
     return infer_reference_point(torch.as_tensor(front, dtype=torch.float64), scale=scale).numpy()
 
 
@@ -446,6 +530,9 @@ def _minmax(v: np.ndarray) -> np.ndarray:
 def _hv_improvement(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Hypervolume improvement of each row of ``P`` over ``front`` (maximisation); rows that improve
     nothing get minus their additive-epsilon distance to non-domination, so ``G`` still ranks them."""
+    from lightning_addons.tuner._pareto import _hso
+
+    front = front[pareto_mask(front)]
     base = hypervolume(front, ref)
     out = np.empty(len(P))
     for k, p in enumerate(P):
@@ -453,8 +540,10 @@ def _hv_improvement(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.nda
         if np.any(dominated_by):
             # smallest eps with p + eps not dominated by any front point
             out[k] = -float(np.min(np.max(front[dominated_by] - p, axis=1)))
-        else:
-            out[k] = hypervolume(np.vstack([front, p]), ref) - base
+        else:  # the front without the points p dominates, plus p, is non-dominated: no re-filtering
+            U = np.vstack([front[~np.all(p >= front, axis=1)], p])
+            U = U[np.all(U > ref, axis=1)]
+            out[k] = (float(_hso(U - ref)) if len(U) else 0.0) - base
     return out
 
 

@@ -3,8 +3,11 @@
 The study (SQLite, PostgreSQL, MySQL, ...) is the single source of truth: at each new trial the sampler
 rebuilds its ask/tell optimiser from the study's finished trials, treats other workers' running trials
 as pending points, indexes the initial design by the trial number (unique in the storage), and seeds the
-model-based step with ``(seed, trial number)``. Two workers therefore never get the same suggestion, and a
-resumed study continues exactly where it stopped. This module imports Optuna: use it through
+model-based step with ``(seed, trial number)``. Workers sampling at the same instant cannot see each
+other's parameters yet, and a model-based step can land both on the same point (a corner of the cube, an
+integer bin), so each suggestion is also claimed in the storage (a trial system attribute) before the
+other running trials' claims are read, and redrawn when another trial claims the same one. Two workers
+therefore never run the same suggestion, and a resumed study continues exactly where it stopped. This module imports Optuna: use it through
 :class:`~lightning_addons.tuner.HyperTuner` or ``lightning_addons.tuner.HyperTunerSampler`` (lazy).
 """
 
@@ -24,6 +27,7 @@ from lightning_addons.tuner.optimizers import make_optimizer
 from lightning_addons.tuner.space import SearchSpace
 
 MOPIR_ATTR = "hypertuner_mopir"
+CLAIM_ATTR = "hypertuner_claim"
 
 
 class HyperTunerSampler(BaseSampler):
@@ -117,17 +121,43 @@ class HyperTunerSampler(BaseSampler):
             active = [names.index(n) for n in ranking.selected]
             fixed = self._frozen_values(ranking, done)
         existing = {self._key(t.params) for t in trials if t.number != trial.number and t.params}
+        rejected: list[np.ndarray] = []
         for attempt in range(8):
-            u = self._ask(trial.number, attempt, active, fixed, X_done, Y_done, X_fail, X_run)
+            pend = np.vstack([X_run, *rejected]) if rejected else X_run
+            u = self._ask(trial.number, attempt, active, fixed, X_done, Y_done, X_fail, pend)
             params = self.space.from_unit(u)
-            if self._key(params) not in existing:
-                break
+            key = self._key(params)
+            if key not in existing:
+                # Claim-then-check against workers sampling at the same instant (their trials have no
+                # params yet, so `existing` cannot hold them): each worker writes its claim to the
+                # storage *before* reading the others', so of two workers with the same suggestion at
+                # least one sees the other's claim and redraws, with the claimed point as a pending one.
+                if self._claim_is_unique(study, trial, key):
+                    return params
+                existing.add(key)
+            rejected.append(u[None])
+        # eight collisions in a row: a uniform point seeded by the trial number (distinct per trial)
+        u = np.random.default_rng([self.seed, int(trial.number)]).random(self.space.dim)
+        for i, v in fixed.items():
+            u[i] = v
+        params = self.space.from_unit(u)
+        self._claim_is_unique(study, trial, self._key(params))
         return params
 
     # -- internals ------------------------------------------------------------------------
     @staticmethod
     def _key(params: Mapping[str, Any]) -> tuple:
         return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+    @staticmethod
+    def _claim_is_unique(study, trial: FrozenTrial, key: tuple) -> bool:
+        claim = repr(key)
+        trial_id = getattr(trial, "_trial_id", None)
+        if trial_id is None:  # pragma: no cover - every storage-backed trial has one
+            return True
+        study._storage.set_trial_system_attr(trial_id, CLAIM_ATTR, claim)
+        others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return not any(t.number != trial.number and t.system_attrs.get(CLAIM_ATTR) == claim for t in others)
 
     def _ask(self, number, attempt, active, fixed, X_done, Y_done, X_fail, X_run) -> np.ndarray:
         kw = dict(self.optimizer_kwargs)

@@ -1,0 +1,101 @@
+"""ADUMBO's NumPy NSGA-II (candidate generation on the surrogates) and its epsilon-Pareto reference point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lightning_addons.tuner import ADUMBO
+from lightning_addons.tuner._nsga2 import crowding_distance, nondominated_rank, nsga2
+from lightning_addons.tuner._pareto import pareto_mask
+
+
+def _zdt1_max(x):
+    f1 = x[:, 0]
+    g = 1 + 9 * x[:, 1:].mean(1)
+    return -np.stack([f1, g * (1 - np.sqrt(f1 / g))], 1)  # maximisation convention
+
+
+def test_nondominated_rank_matches_optunas_fast_non_dominated_sort():
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    rng = np.random.default_rng(0)
+    for m in (2, 3):
+        F = rng.integers(0, 6, size=(60, m)).astype(float)  # many ties and duplicates
+        np.testing.assert_array_equal(nondominated_rank(F), _fast_non_domination_rank(-F))
+
+
+def test_crowding_distance_gives_the_boundary_points_infinity():
+    F = np.array([[0.0, 3.0], [1.0, 2.0], [2.0, 1.5], [3.0, 0.0]])
+    cd = crowding_distance(F)
+    assert np.isinf(cd[0]) and np.isinf(cd[3]) and np.all(np.isfinite(cd[1:3]))
+
+
+def test_nsga2_returns_mutually_non_dominated_points_close_to_the_zdt1_front():
+    X, F = nsga2(_zdt1_max, 6, np.random.default_rng(0), pop_size=64, n_gen=60)
+    np.testing.assert_allclose(F, _zdt1_max(X))
+    assert pareto_mask(F).all()  # brute-force check: no returned point dominates another
+    # the true front has x[1:] = 0 (g = 1): the archive front must be close to it and spread out
+    assert np.median(X[:, 1:].max(1)) < 0.05
+    assert X[:, 0].min() < 0.05 and X[:, 0].max() > 0.95
+    # and no point of a large random sample dominates any returned point by a visible margin
+    R = _zdt1_max(np.random.default_rng(1).random((4000, 6)))
+    assert not np.any(np.all(R[:, None, :] > F[None, :, :] + 1e-3, axis=-1))
+
+
+def test_nsga2_is_seedable_and_uses_the_initial_points():
+    a = nsga2(_zdt1_max, 3, np.random.default_rng(5), pop_size=8, n_gen=3)[0]
+    b = nsga2(_zdt1_max, 3, np.random.default_rng(5), pop_size=8, n_gen=3)[0]
+    np.testing.assert_array_equal(a, b)
+    best = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])  # two ends of the true front
+    X, _ = nsga2(_zdt1_max, 3, np.random.default_rng(5), pop_size=8, n_gen=0, init=best)
+    assert any(np.allclose(x, best[0]) for x in X) and any(np.allclose(x, best[1]) for x in X)
+
+
+def test_epsilon_pareto_reference_point_ignores_weakly_pareto_edge_points():
+    import torch
+    from botorch.utils.multi_objective.hypervolume import infer_reference_point
+
+    from lightning_addons.tuner.optimizers import _infer_ref_point
+
+    # maximisation; (0.0, -1.7) is non-dominated only because its first objective beats (-0.02, -1.1)
+    # by 0.02 (DTLZ2's x0 = 1 edge): it must not drag the reference point's second coordinate to -1.7
+    front = np.array([[0.0, -1.7], [-0.02, -1.1], [-0.75, -0.75], [-1.1, -0.02], [-1.7, 0.0]])
+    plain = _infer_ref_point(front, eps=0.0)
+    np.testing.assert_allclose(plain, infer_reference_point(torch.as_tensor(front)).numpy())
+    robust = _infer_ref_point(front, eps=0.05)
+    core = front[1:4]
+    np.testing.assert_allclose(robust, core.min(0) - 0.1 * (core.max(0) - core.min(0)))
+    assert np.all(robust > plain)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"candidates": "grid"}, r"`candidates` must be one of \['nsga2', 'pool'\], got 'grid'"),
+        ({"ref_eps": 1.5}, r"`ref_eps` must be in \[0, 1\), got 1.5"),
+        ({"nsga2_pop": 2}, r"`nsga2_pop` must be an integer >= 4, got 2"),
+        ({"nsga2_gens": -1}, r"`nsga2_gens` must be an integer >= 0, got -1"),
+    ],
+)
+def test_adumbo_rejects_bad_candidate_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ADUMBO(2, ["minimize", "minimize"], **kwargs)
+
+
+def test_vectorised_pareto_mask_matches_a_brute_force_definition_with_ties_duplicates_and_nan():
+    rng = np.random.default_rng(0)
+    for t in range(100):
+        Y = rng.integers(0, 5, size=(int(rng.integers(1, 40)), int(rng.integers(1, 4)))).astype(float)
+        if t % 3 == 0:
+            Y[rng.random(len(Y)) < 0.2, 0] = np.nan
+        expected, seen = [], set()
+        for y in Y:
+            ok = np.all(np.isfinite(y)) and not any(
+                np.all(np.isfinite(z)) and np.all(z >= y) and np.any(z > y) for z in Y
+            )
+            ok = ok and tuple(y) not in seen  # one copy of exact duplicates (the first)
+            if ok:
+                seen.add(tuple(y))
+            expected.append(ok)
+        np.testing.assert_array_equal(pareto_mask(Y), expected)
