@@ -6,7 +6,8 @@ as pending points, indexes the initial design by the trial number (unique in the
 model-based step with ``(seed, trial number)``. Workers sampling at the same instant cannot see each
 other's parameters yet, and a model-based step can land both on the same point (a corner of the cube, an
 integer bin), so each suggestion is also claimed in the storage (a trial system attribute) before the
-other running trials' claims are read, and redrawn when another trial claims the same one. Two workers
+other trials' claims and parameters are re-read, and redrawn when another trial claims or holds the
+same one. Two workers
 therefore never run the same suggestion, and a resumed study continues exactly where it stopped. This module imports Optuna: use it through
 :class:`~lightning_addons.tuner.HyperTuner` or ``lightning_addons.tuner.HyperTunerSampler`` (lazy).
 """
@@ -149,15 +150,22 @@ class HyperTunerSampler(BaseSampler):
     def _key(params: Mapping[str, Any]) -> tuple:
         return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
-    @staticmethod
-    def _claim_is_unique(study, trial: FrozenTrial, key: tuple) -> bool:
+    @classmethod
+    def _claim_is_unique(cls, study, trial: FrozenTrial, key: tuple) -> bool:
+        """Write this trial's claim, then re-read every other trial (any state) and check that none claims
+        or holds the same parameters. Re-reading all states matters: a suggestion takes ~1 s, in which a
+        trial that had no parameters when this one started sampling can be claimed, run and finished."""
         claim = repr(key)
         trial_id = getattr(trial, "_trial_id", None)
         if trial_id is None:  # pragma: no cover - every storage-backed trial has one
             return True
         study._storage.set_trial_system_attr(trial_id, CLAIM_ATTR, claim)
-        others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return not any(t.number != trial.number and t.system_attrs.get(CLAIM_ATTR) == claim for t in others)
+        for t in study.get_trials(deepcopy=False):
+            if t.number == trial.number:
+                continue
+            if t.system_attrs.get(CLAIM_ATTR) == claim or (t.params and cls._key(t.params) == key):
+                return False
+        return True
 
     def _ask(self, number, attempt, active, fixed, X_done, Y_done, X_fail, X_run) -> np.ndarray:
         kw = dict(self.optimizer_kwargs)
