@@ -13,12 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-
-def dominance_matrix(F: np.ndarray) -> np.ndarray:
-    """``D[i, j]`` is True when row ``i`` dominates row ``j`` (maximisation)."""
-    ge = np.all(F[:, None, :] >= F[None, :, :], axis=-1)
-    gt = np.any(F[:, None, :] > F[None, :, :], axis=-1)
-    return ge & gt
+from lightning_addons.tuner._pareto import dominates, nondominated_mask
 
 
 def nondominated_rank(F: np.ndarray) -> np.ndarray:
@@ -29,7 +24,7 @@ def nondominated_rank(F: np.ndarray) -> np.ndarray:
         [0, 0, 1, 2]
     """
     F = np.asarray(F, dtype=float)
-    D = dominance_matrix(F)
+    D = dominates(F, F)
     n_dom = D.sum(0).astype(np.int64)  # how many points dominate each point
     rank = np.full(len(F), -1, dtype=np.int64)
     r = 0
@@ -59,15 +54,20 @@ def crowding_distance(F: np.ndarray) -> np.ndarray:
     return out
 
 
-def _survivors(F: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` rows kept by NSGA-II's survival (rank, then crowding distance)."""
+def _rank_and_crowding(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-dominated rank of every row and its crowding distance within its front."""
     rank = nondominated_rank(F)
     crowd = np.zeros(len(F))
     for r in np.unique(rank):
         idx = np.flatnonzero(rank == r)
         crowd[idx] = crowding_distance(F[idx])
-    order = np.lexsort((-crowd, rank))
-    return order[:k]
+    return rank, crowd
+
+
+def _survivors(F: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` rows kept by NSGA-II's survival (rank, then crowding distance)."""
+    rank, crowd = _rank_and_crowding(F)
+    return np.lexsort((-crowd, rank))[:k]
 
 
 def _sbx(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, eta: float, prob: float):
@@ -130,11 +130,7 @@ def nsga2(
     arch_X, arch_F = _front(P[ok], FP[ok])
     pm = 1.0 / dim
     for _ in range(int(n_gen)):
-        rank = nondominated_rank(FP)
-        crowd = np.zeros(len(FP))
-        for r in np.unique(rank):
-            idx = np.flatnonzero(rank == r)
-            crowd[idx] = crowding_distance(FP[idx])
+        rank, crowd = _rank_and_crowding(FP)
         # binary tournaments
         i, j = rng.integers(len(P), size=(2, pop_size))
         better = (rank[i] < rank[j]) | ((rank[i] == rank[j]) & (crowd[i] >= crowd[j]))
@@ -153,19 +149,7 @@ def nsga2(
 
 def _front(X: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The non-dominated rows (one copy of duplicated inputs), kept in their order."""
-    mask = _nondominated_mask(F)
+    mask = nondominated_mask(F)
     _, uniq = np.unique(X[mask].round(12), axis=0, return_index=True)
     sel = np.flatnonzero(mask)[np.sort(uniq)]
     return X[sel], F[sel]
-
-
-def _nondominated_mask(F: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """Non-dominated rows of ``F`` (maximisation), in chunks so that memory stays O(chunk * n)."""
-    n = len(F)
-    mask = np.ones(n, dtype=bool)
-    for s in range(0, n, chunk):
-        B = F[s : s + chunk]
-        ge = np.all(F[None, :, :] >= B[:, None, :], axis=-1)
-        gt = np.any(F[None, :, :] > B[:, None, :], axis=-1)
-        mask[s : s + chunk] = ~np.any(ge & gt, axis=1)
-    return mask

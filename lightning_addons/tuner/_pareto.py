@@ -34,6 +34,21 @@ def to_max(Y: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return Y * sign
 
 
+def dominates(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``D[i, j]`` is True when row ``A[i]`` dominates row ``B[j]`` (maximisation)."""
+    ge = np.all(A[:, None, :] >= B[None, :, :], axis=-1)
+    gt = np.any(A[:, None, :] > B[None, :, :], axis=-1)
+    return ge & gt
+
+
+def nondominated_mask(F: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Rows of ``F`` (finite, maximisation) that no row dominates, in chunks: memory O(chunk * n)."""
+    mask = np.ones(len(F), dtype=bool)
+    for s in range(0, len(F), chunk):
+        mask[s : s + chunk] = ~dominates(F, F[s : s + chunk]).any(0)
+    return mask
+
+
 def pareto_mask(Y: np.ndarray) -> np.ndarray:
     """Boolean mask of the non-dominated rows of ``Y`` (maximisation; rows with NaN are dominated).
 
@@ -44,13 +59,7 @@ def pareto_mask(Y: np.ndarray) -> np.ndarray:
     Y = np.asarray(Y, dtype=float)
     finite = np.all(np.isfinite(Y), axis=1)
     mask = finite.copy()
-    F = Y[finite]
-    idx_f = np.flatnonzero(finite)
-    for s in range(0, len(F), 256):  # vectorised in chunks: memory O(256 * n)
-        B = F[s : s + 256]
-        ge = np.all(F[None, :, :] >= B[:, None, :], axis=-1)
-        gt = np.any(F[None, :, :] > B[:, None, :], axis=-1)
-        mask[idx_f[s : s + 256]] = ~np.any(ge & gt, axis=1)
+    mask[finite] = nondominated_mask(Y[finite])
     # keep one copy (the first) of exact duplicates
     idx = np.flatnonzero(mask)
     if len(idx) > 1:
