@@ -306,9 +306,12 @@ class GMMFilterAuditor(pl.Callback):
         now = time.perf_counter()
         return self._fit_seconds_before + (now - self._fit_start if self._fit_start is not None else 0.0)
 
+    def _train_seconds(self) -> float:
+        return self._fit_seconds() - self._audit_seconds
+
     def overhead(self) -> float:
         """Audits' share of training time so far (audit seconds / fit seconds without the audits)."""
-        train = self._fit_seconds() - self._audit_seconds
+        train = self._train_seconds()
         return self._audit_seconds / train if train > 0 else 0.0
 
     def _within_budget(self, trainer: pl.Trainer) -> bool:
@@ -318,8 +321,7 @@ class GMMFilterAuditor(pl.Callback):
         run = True
         if trainer.global_rank == 0 and self.history:
             next_cost = float(self.history[-1].get("seconds", 0.0))
-            train = self._fit_seconds() - self._audit_seconds
-            run = self._audit_seconds + next_cost <= self.max_overhead * train
+            run = self._audit_seconds + next_cost <= self.max_overhead * self._train_seconds()
         if trainer.world_size > 1:
             run = bool(trainer.strategy.broadcast(run, src=0))
         return run
@@ -333,7 +335,7 @@ class GMMFilterAuditor(pl.Callback):
             rank_zero_info(
                 f"GMMFilterAuditor: skipping the audit of epoch {trainer.current_epoch} to keep audits under "
                 f"max_overhead={self.max_overhead:g} of training time (audits {self._audit_seconds:.2f}s so far, "
-                f"last {self.history[-1]['seconds']:.2f}s, training {self._fit_seconds() - self._audit_seconds:.2f}s); "
+                f"last {self.history[-1]['seconds']:.2f}s, training {self._train_seconds():.2f}s); "
                 "set max_overhead=None to audit at every due epoch, or raise it."
             )
         self.skipped_epochs.append(trainer.current_epoch)
@@ -471,13 +473,12 @@ class GMMFilterAuditor(pl.Callback):
             result = self.audit_maps(maps, trainer.current_epoch, trainer.global_step)
         if trainer.world_size > 1:
             result = trainer.strategy.broadcast(result, src=0)
-        seconds = time.perf_counter() - start
-        spent = self._audit_seconds + seconds
-        train = self._fit_seconds() - spent
+        local = time.perf_counter() - start
+        self._audit_seconds += local
         # rank 0's clock for every rank, so that histories are identical
-        seconds, overhead = trainer.strategy.broadcast((seconds, spent / train if train > 0 else 0.0), src=0)
+        seconds, overhead = trainer.strategy.broadcast((local, self.overhead()), src=0)
+        self._audit_seconds += float(seconds) - local
         result["seconds"], result["overhead"] = float(seconds), float(overhead)
-        self._audit_seconds += result["seconds"]
         self.history.append(result)
         self._log(pl_module, result)
         if trainer.is_global_zero:

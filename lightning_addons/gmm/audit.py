@@ -273,15 +273,17 @@ def _finish_layer(c, n, dead, live, pts, fits, comps, criterion, rule_fn, rule_k
     ri = RuleInput(labels=labels, log_prob=log_prob, ch=ch, k=k_chosen.clamp_min(1), dead=dead,
                    component_log_prob=comp_lp, weights=w_pad)
     anomaly, flagged, score = rule_fn(ri, **(rule_kwargs or {}))
-    out = [t.cpu() for t in (k_chosen, ch, ch_all, bic_all, min_fraction, dead, anomaly.bool() & ~dead,
-                             flagged.bool() & ~dead[:, None], score.to(torch.float64), points, w_pad, mu_pad, cv_pad)]
-    k_cpu, w_cpu, mu_cpu, cv_cpu = out[0], out[10], out[11], out[12]
-    ks = k_cpu.tolist()  # per-filter fits of the chosen K (for plots); dead filters get empty ones
+    anomaly, flagged = anomaly.bool() & ~dead, flagged.bool() & ~dead[:, None]
+    k_chosen, ch, ch_all, bic_all, min_fraction, dead, anomaly, flagged, score, points, w_pad, mu_pad, cv_pad = (
+        t.cpu() for t in (k_chosen, ch, ch_all, bic_all, min_fraction, dead, anomaly, flagged,
+                          score.to(torch.float64), points, w_pad, mu_pad, cv_pad)
+    )
+    ks = k_chosen.tolist()  # per-filter fits of the chosen K (for plots); dead filters get empty ones
     return LayerAudit(
-        k=out[0], ch=out[1], ch_all=out[2], bic_all=out[3], min_fraction=out[4], dead=out[5], anomaly=out[6],
-        flagged=out[7], score=out[8], points=out[9],
-        weights=[w_cpu[f, :k] for f, k in enumerate(ks)], means=[mu_cpu[f, :k] for f, k in enumerate(ks)],
-        covariances=[cv_cpu[f, :k] for f, k in enumerate(ks)],
+        k=k_chosen, ch=ch, ch_all=ch_all, bic_all=bic_all, min_fraction=min_fraction, dead=dead, anomaly=anomaly,
+        flagged=flagged, score=score, points=points,
+        weights=[w_pad[f, :k] for f, k in enumerate(ks)], means=[mu_pad[f, :k] for f, k in enumerate(ks)],
+        covariances=[cv_pad[f, :k] for f, k in enumerate(ks)],
     )
 
 

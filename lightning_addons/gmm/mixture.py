@@ -95,11 +95,13 @@ def _sqdist_kn(x0: torch.Tensor, x1: torch.Tensor, c: torch.Tensor) -> torch.Ten
     return d.addcmul_(cz[..., 1, None], x1[:, None, :], value=-2.0)
 
 
-def _argmin_dim1(t: torch.Tensor) -> torch.Tensor:
-    """``t.argmin(1)`` (first minimum) for ``[B, K, N]`` with small ``K``, as elementwise ops across ``N``."""
+def _argbest_dim1(t: torch.Tensor, largest: bool) -> torch.Tensor:
+    """``t.argmax(1)`` / ``t.argmin(1)`` (first extreme) for ``[B, K, N]`` with small ``K``, as elementwise
+    ops across ``N`` (faster on the CPU than a reduction over a last dimension of 2-4)."""
+    cmp = torch.gt if largest else torch.lt
     best, idx = t[:, 0], torch.zeros_like(t[:, 0], dtype=torch.long)
     for j in range(1, t.shape[1]):
-        better = t[:, j] < best
+        better = cmp(t[:, j], best)
         best, idx = torch.where(better, t[:, j], best), idx.masked_fill(better, j)
     return idx
 
@@ -115,7 +117,7 @@ def _lloyd(x: torch.Tensor, centres: torch.Tensor, iters: int = 50, tol: float =
     centres = centres.clone()
     tol_abs = x.var(1, unbiased=False).mean(-1) * tol  # [B], sklearn's _tolerance
     x0, x1 = x[..., 0].contiguous(), x[..., 1].contiguous()
-    labels = _argmin_dim1(_sqdist_kn(x0, x1, centres))
+    labels = _argbest_dim1(_sqdist_kn(x0, x1, centres), largest=False)
     act = torch.arange(b, device=x.device)  # problems whose labels still change
     feats_all = torch.cat([x, torch.ones_like(x[..., :1])], -1)  # [B, N, 3]: sums and counts in one scatter
     for _ in range(iters):
@@ -125,7 +127,7 @@ def _lloyd(x: torch.Tensor, centres: torch.Tensor, iters: int = 50, tol: float =
         sums, counts = sums_c[..., :2], sums_c[..., 2]
         old_c = centres[act]
         new_c = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], old_c)
-        new_l = _argmin_dim1(_sqdist_kn(x0[act], x1[act], new_c))
+        new_l = _argbest_dim1(_sqdist_kn(x0[act], x1[act], new_c), largest=False)
         shift = (new_c - old_c).nan_to_num(0.0, posinf=0.0, neginf=0.0).pow(2).sum((-1, -2))
         centres[act] = new_c
         labels[act] = new_l
@@ -252,15 +254,6 @@ def _em(x: torch.Tensor, labels: torch.Tensor, ks: torch.Tensor, reg_covar: floa
     return weights, means, cov, wlp, converged
 
 
-def _argmax_dim1(t: torch.Tensor) -> torch.Tensor:
-    """``t.argmax(1)`` (first maximum) for ``[B, K, N]`` with small ``K``, as elementwise ops across ``N``."""
-    best, idx = t[:, 0], torch.zeros_like(t[:, 0], dtype=torch.long)
-    for j in range(1, t.shape[1]):
-        better = t[:, j] > best
-        best, idx = torch.where(better, t[:, j], best), idx.masked_fill(better, j)
-    return idx
-
-
 def fit_gmm_torch_many(
     points: torch.Tensor,
     ks: list[int] | tuple[int, ...],
@@ -306,26 +299,27 @@ def fit_gmm_torch_many(
             start += gs
         seeds.append(torch.cat(parts).to(x.device))
     phi = _features(x)
-    fits = []
-    if not (x.is_cuda if merge_k is None else merge_k):  # one k-means and one EM loop per K: no masked component slots (the work dominates)
-        for k, c in zip(ks, seeds):
-            labels = _lloyd(xf, c)
-            kvec = torch.full((b,), k, device=x.device)
-            weights, means, cov, lp, conv = _em(x, labels, kvec, reg_covar, tol, max_iter, phi)
-            fits.append(MixtureFit(weights, means, cov, _argmax_dim1(lp), torch.logsumexp(lp, 1), conv))
-        return fits
-    # on a GPU kernel launches dominate: one merged batch over every K (unused component slots masked)
-    kmax, nk = max(ks), len(ks)
-    padded = [torch.cat([c, c.new_full((b, kmax - k, 2), torch.inf)], dim=1) for k, c in zip(ks, seeds)]
-    labels = _lloyd(xf.repeat(nk, 1, 1), torch.cat(padded))
-    kvec = torch.tensor(ks, device=x.device).repeat_interleave(b)
-    weights, means, cov, wlp, conv = _em(x.repeat(nk, 1, 1), labels, kvec, reg_covar, tol, max_iter, phi.repeat(nk, 1, 1))
-    for j, k in enumerate(ks):
-        sl = slice(j * b, (j + 1) * b)
-        lp = wlp[sl, :k]  # [B, k, N]
-        fits.append(MixtureFit(weights[sl, :k], means[sl, :k], cov[sl, :k], _argmax_dim1(lp), torch.logsumexp(lp, 1),
-                               conv[sl]))
-    return fits
+    if x.is_cuda if merge_k is None else merge_k:
+        # on a GPU kernel launches dominate: one merged batch over every K (unused component slots masked)
+        kmax, nk = max(ks), len(ks)
+        padded = [torch.cat([c, c.new_full((b, kmax - k, 2), torch.inf)], dim=1) for k, c in zip(ks, seeds)]
+        labels = _lloyd(xf.repeat(nk, 1, 1), torch.cat(padded))
+        kvec = torch.tensor(ks, device=x.device).repeat_interleave(b)
+        w, mu, cv, wlp, conv = _em(x.repeat(nk, 1, 1), labels, kvec, reg_covar, tol, max_iter, phi.repeat(nk, 1, 1))
+        per_k = [
+            (w[j * b : (j + 1) * b, :k], mu[j * b : (j + 1) * b, :k], cv[j * b : (j + 1) * b, :k],
+             wlp[j * b : (j + 1) * b, :k], conv[j * b : (j + 1) * b])
+            for j, k in enumerate(ks)
+        ]
+    else:  # one k-means and one EM loop per K: no masked component slots (on a CPU the work dominates)
+        per_k = [
+            _em(x, _lloyd(xf, c), torch.full((b,), k, device=x.device), reg_covar, tol, max_iter, phi)
+            for k, c in zip(ks, seeds)
+        ]
+    return [
+        MixtureFit(w, mu, cv, _argbest_dim1(lp, largest=True), torch.logsumexp(lp, 1), conv)
+        for w, mu, cv, lp, conv in per_k
+    ]
 
 
 def fit_gmm_torch(
