@@ -121,21 +121,17 @@ class HyperTunerSampler(BaseSampler):
         if ranking is not None:
             active = [names.index(n) for n in ranking.selected]
             fixed = self._frozen_values(ranking, done)
-        existing = {self._key(t.params) for t in trials if t.number != trial.number and t.params}
         rejected: list[np.ndarray] = []
         for attempt in range(8):
             pend = np.vstack([X_run, *rejected]) if rejected else X_run
             u = self._ask(trial.number, attempt, active, fixed, X_done, Y_done, X_fail, pend)
             params = self.space.from_unit(u)
-            key = self._key(params)
-            if key not in existing:
-                # Claim-then-check against workers sampling at the same instant (their trials have no
-                # params yet, so `existing` cannot hold them): each worker writes its claim to the
-                # storage *before* reading the others', so of two workers with the same suggestion at
-                # least one sees the other's claim and redraws, with the claimed point as a pending one.
-                if self._claim_is_unique(study, trial, key):
-                    return params
-                existing.add(key)
+            # Claim-then-check, also against workers sampling at the same instant (their trials have no
+            # params yet): each worker writes its claim to the storage *before* reading every other
+            # trial's claim and params, so of two workers with the same suggestion at least one sees the
+            # other's claim and redraws, with the claimed point as a pending one.
+            if self._claim_is_unique(study, trial, self._key(params)):
+                return params
             rejected.append(u[None])
         # eight collisions in a row: a uniform point seeded by the trial number (distinct per trial)
         u = np.random.default_rng([self.seed, int(trial.number)]).random(self.space.dim)
