@@ -60,12 +60,15 @@ class RssSampler:
         return (self.peak - self.start) / 2**20
 
 
+def _trainer(device: str, epochs: int, **kwargs) -> pl.Trainer:
+    return pl.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, max_epochs=epochs,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+
+
 def train(model, dm, epochs: int, device: str = "cpu") -> tuple[ImageClassifier, float]:
     module = ImageClassifier(model, lr=3e-3)
-    accelerator = "gpu" if device.startswith("cuda") else "cpu"
-    trainer = pl.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=0)
+    trainer = _trainer(device, epochs, limit_val_batches=0)
     start = time.perf_counter()
     trainer.fit(module, dm)
     return module, (time.perf_counter() - start) / epochs
@@ -74,10 +77,7 @@ def train(model, dm, epochs: int, device: str = "cpu") -> tuple[ImageClassifier,
 def fit_with_auditor(make_model, dm, epochs: int, device: str, auditor: GMMFilterAuditor | None) -> dict:
     """One seeded fit (training + validation every epoch) with or without an auditor; wall time and audit share."""
     pl.seed_everything(0, verbose=False)
-    accelerator = "gpu" if device.startswith("cuda") else "cpu"
-    trainer = pl.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[auditor] if auditor else [])
+    trainer = _trainer(device, epochs, callbacks=[auditor] if auditor else [])
     start = time.perf_counter()
     trainer.fit(ImageClassifier(make_model(), lr=3e-3), dm)
     fit_s = time.perf_counter() - start
