@@ -67,6 +67,24 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temp file beside ``path``, then ``os.replace``: a crash never leaves a half-written
+    file behind (the previous file, if any, stays intact). Creates the parent folder; returns ``path``."""
+    import torch  # lazy: importing this module must not import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def sha256sum(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

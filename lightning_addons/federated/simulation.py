@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from lightning_addons.data import atomic_torch_save
 from lightning_addons.federated.data import ClientDataModule, FederatedDataModule
 from lightning_addons.federated.meter import CommunicationMeter
 from lightning_addons.strategies.aggregation import Aggregator, InvalidClientUpdate, validate_update
@@ -110,18 +111,6 @@ def _quiet_lightning():
         finally:
             for lg, lvl in zip(loggers, levels):
                 lg.setLevel(lvl)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _to_primitive(value: Any) -> Any:
@@ -440,7 +429,7 @@ class FederatedSimulation:
 
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is not None:
-            _atomic_save(self.state_dict(), self.checkpoint_path)
+            atomic_torch_save(self.state_dict(), self.checkpoint_path)
 
     def maybe_resume(self) -> bool:
         """Load ``checkpoint_dir/federated_state.pt`` if it exists; returns whether it did."""

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_addons._imports import require
+from lightning_addons.data import atomic_torch_save
 
 TINY_CLIP_NAME = "tiny-digits-clip"
 CONFIG_PATH = Path(__file__).with_name(f"{TINY_CLIP_NAME}.json")
@@ -96,17 +96,7 @@ def save_tiny_clip(
     state["token_embedding.values"] = emb[rows].clone()
     state["token_embedding.shape"] = torch.tensor(emb.shape)
     state["public_split_sha256"] = public_split_fingerprint()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_torch_save(state, path)
 
 
 def load_tiny_clip_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -82,21 +81,12 @@ def create_tiny_unet(pretrained: bool = True, weights: str | os.PathLike | None 
 
 def save_tiny_unet(unet: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Write the UNet's state dict atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        from lightning_addons.zoo.tinyclip import public_split_fingerprint
+    from lightning_addons.data import atomic_torch_save
+    from lightning_addons.zoo.tinyclip import public_split_fingerprint
 
-        state = {k: v.detach().float().clone() for k, v in unet.state_dict().items()}
-        state["public_split_sha256"] = public_split_fingerprint()
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    state = {k: v.detach().float().clone() for k, v in unet.state_dict().items()}
+    state["public_split_sha256"] = public_split_fingerprint()
+    return atomic_torch_save(state, path)
 
 
 def train_tiny_unet(
