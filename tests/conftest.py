@@ -19,6 +19,36 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+SEED_OFFSET_ENV = "LIGHTNING_ADDONS_TEST_SEED_OFFSET"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--seed-offset",
+        type=int,
+        default=None,
+        help=f"shift every seed of the stochastic tests by this integer (default: ${SEED_OFFSET_ENV} or 0); "
+        "run with -m stochastic to exercise only the tests that assert on a seeded stochastic process",
+    )
+
+
+@pytest.fixture(scope="session")
+def seed_offset(request) -> int:
+    """The integer added to every seed of a ``@pytest.mark.stochastic`` test.
+
+    A stochastic test must pass for any offset: CI runs the suite at offset 0 and the stochastic subset at
+    further offsets (``.ci/run``). Take it from ``--seed-offset`` or ``$LIGHTNING_ADDONS_TEST_SEED_OFFSET``.
+    """
+    value = request.config.getoption("--seed-offset")
+    if value is None:
+        raw = os.environ.get(SEED_OFFSET_ENV, "0")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise pytest.UsageError(f"{SEED_OFFSET_ENV} must be an integer, got {raw!r}") from None
+    return value
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
