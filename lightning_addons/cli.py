@@ -1,12 +1,16 @@
-"""The ``lightning-addons`` command: LightningCLI with our classes resolvable by short name.
+"""The ``lightning-addons`` command: one table of subcommands, each imported only when it runs.
 
-``lightning-addons fit|validate|test|predict --config CONFIG.yaml`` work as in LightningCLI; extra
-subcommands (``tune``, ``federate``, ...) register themselves with :func:`register_command`.
+``lightning-addons fit|validate|test|predict --config CONFIG.yaml`` work as in LightningCLI (our classes
+resolve by short name); ``tune`` runs a HyperTuner study, ``federate`` a federated run. ``lightning-addons
+--help`` lists them all without importing Lightning. Third-party packages may add subcommands with
+:func:`register_command`.
 
 Example:
-    >>> from lightning_addons.cli import extra_commands
-    >>> isinstance(extra_commands(), dict)
-    True
+    >>> from lightning_addons.cli import COMMANDS, extra_commands
+    >>> sorted(COMMANDS)
+    ['federate', 'fit', 'predict', 'test', 'tune', 'validate']
+    >>> extra_commands()["tune"]
+    'lightning_addons.tuner.cli:main'
 """
 
 from __future__ import annotations
@@ -14,94 +18,91 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
-import lightning.pytorch as pl
-from lightning.pytorch.cli import LightningCLI
+from lightning_addons.resolve import PUBLIC_MODULES, ConfigError  # noqa: F401  (PUBLIC_MODULES: old name)
 
-#: Modules whose public classes must be imported so jsonargparse resolves their short names
-#: (``class_path: GMMFilterAuditor``). Each must import without optional dependencies.
-PUBLIC_MODULES = (
-    "lightning_addons.callbacks",
-    "lightning_addons.modules",
-    "lightning_addons.modules.nn",
-    "lightning_addons.datamodules",
-    "lightning_addons.strategies",
-)
-
-#: name -> "module:function" for extra subcommands, imported only when called.
-_EXTRA_COMMANDS: dict[str, str] = {}
+PROG = "lightning-addons"
+_LIGHTNING = "lightning_addons.lightning_cli:cli_main"
 
 
-def register_command(name: str, target: str) -> None:
+class Command(NamedTuple):
+    target: str  #: ``"package.module:function"`` called with the remaining argv
+    help: str
+
+
+#: Every subcommand: name -> (target, one-line help). Targets are imported only when their command runs.
+COMMANDS: dict[str, Command] = {
+    "fit": Command(_LIGHTNING, "Train a LightningModule (LightningCLI; then tests the best checkpoint)."),
+    "validate": Command(_LIGHTNING, "Run one evaluation epoch on the validation set (LightningCLI)."),
+    "test": Command(_LIGHTNING, "Run one evaluation epoch on the test set (LightningCLI)."),
+    "predict": Command(_LIGHTNING, "Run inference on a prediction set (LightningCLI)."),
+    "tune": Command("lightning_addons.tuner.cli:main", "Run a HyperTuner study (multi-objective tuning)."),
+    "federate": Command(
+        "lightning_addons.federated.cli:main", "Run a federated config in simulation, or write its Flower app."
+    ),
+}
+
+
+def register_command(name: str, target: str, help: str = "") -> None:
     """Register ``lightning-addons NAME ...`` to call ``target`` (``"package.module:function"``) with argv."""
-    _EXTRA_COMMANDS[name] = target
+    COMMANDS[name] = Command(target, help)
 
 
 def extra_commands() -> dict[str, str]:
-    """The registered extra subcommands (loading the feature packages that register them)."""
-    _load_extra_commands()
-    return dict(_EXTRA_COMMANDS)
+    """The subcommands that are not LightningCLI ones: name -> target."""
+    return {name: cmd.target for name, cmd in COMMANDS.items() if cmd.target != _LIGHTNING}
 
 
-def _import_public_classes() -> None:
-    for name in PUBLIC_MODULES:
-        importlib.import_module(name)
-
-
-class LightningAddonsCLI(LightningCLI):
-    """LightningCLI whose ``fit`` ends with a test of the best checkpoint unless ``--test_after_fit false``."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument(
-            "--test_after_fit",
-            type=bool,
-            default=True,
-            help="After `fit`, run `test` on the best checkpoint (or the last weights) and print the metrics.",
-        )
-
-    def after_fit(self) -> None:
-        cfg = self.config.get(self.subcommand, self.config)
-        if not cfg.get("test_after_fit", False) or self.datamodule is None:
-            return
-        if not hasattr(self.datamodule, "test_dataloader"):
-            return
-        ckpt = "best" if getattr(self.trainer.checkpoint_callback, "best_model_path", "") else None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
-
-
-def _load_extra_commands() -> None:
-    # Feature packages register their subcommands on import; importing them needs no optional extra.
-    # A failure here is a real bug (these packages import no optional dependency): let it surface
-    # rather than silently dropping the subcommand.
-    for name in ("lightning_addons.tuner", "lightning_addons.strategies"):
-        importlib.import_module(name)
-
-
-def cli_main(args: list[str] | None = None, run: bool = True) -> LightningAddonsCLI:
-    """Build (and by default run) the CLI; ``args`` as for ``LightningCLI``."""
-    _import_public_classes()
-    return LightningAddonsCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
+def help_text() -> str:
+    """The text of ``lightning-addons --help``."""
+    width = max(len(n) for n in COMMANDS)
+    rows = "\n".join(f"  {name:<{width}}  {cmd.help}" for name, cmd in COMMANDS.items())
+    return (
+        f"usage: {PROG} <command> [options]   ({PROG} <command> --help for the options)\n\n"
+        f"PyTorch Lightning plugins: GMM filter audit and pruning, CacheFL, MLP-replaced attention, HyperTuner.\n\n"
+        f"commands:\n{rows}\n"
     )
+
+
+def _call(target: str, argv: list[str] | None) -> Any:
+    module, func = target.split(":")
+    fn: Callable[[list[str] | None], Any] = getattr(importlib.import_module(module), func)
+    return fn(argv)
+
+
+def cli_main(args: list[str] | None = None, run: bool = True):
+    """Build (and by default run) the LightningCLI; ``args`` as for ``LightningCLI``."""
+    from lightning_addons.lightning_cli import cli_main as _cli_main
+
+    return _cli_main(args, run=run)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lightning-addons`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    _load_extra_commands()
-    if args and args[0] in _EXTRA_COMMANDS:
-        module, func = _EXTRA_COMMANDS[args[0]].split(":")
-        fn: Callable[[list[str]], object] = getattr(importlib.import_module(module), func)
-        fn(args[1:])
+    if not args or args[0] in ("-h", "--help"):
+        print(help_text())
+        if not args:
+            raise SystemExit(2)
         return
-    cli_main(argv)  # None: LightningCLI reads sys.argv itself
+    cmd = COMMANDS.get(args[0])
+    if cmd is None or cmd.target == _LIGHTNING:
+        cli_main(argv)  # None: LightningCLI reads sys.argv itself (and reports an unknown command)
+        return
+    try:
+        _call(cmd.target, args[1:])
+    except ConfigError as err:  # malformed YAML: one line naming the file and line, no traceback
+        print(f"{PROG} {args[0]}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("LightningAddonsCLI", "import_public_classes"):
+        return getattr(importlib.import_module("lightning_addons.lightning_cli"), name)
+    if name == "_import_public_classes":
+        return importlib.import_module("lightning_addons.lightning_cli").import_public_classes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -131,3 +131,51 @@ def fetch(
         if os.path.exists(tmp):
             os.remove(tmp)
     return target
+
+
+# ----------------------------------------------------------------------------- scikit-learn's digits (pure)
+def load_digits_arrays():
+    """scikit-learn's digits as ``(images [1797, 8, 8] float32 in [0, 1], labels [1797] int64)`` numpy arrays.
+
+    Example:
+        >>> images, labels = load_digits_arrays()
+        >>> images.shape, float(images.max()), int(labels[0])
+        ((1797, 8, 8), 1.0, 0)
+    """
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
+
+
+def digits_split_indices(
+    labels, val_fraction: float, test_fraction: float, public_fraction: float, seed: int
+) -> dict:
+    """Stratified ``{"public"?, "train", "val", "test"}`` index arrays (sorted) of the digits splits.
+
+    The public split (when ``public_fraction > 0``) is drawn first with ``random_state=seed``, then test
+    (``seed + 1``) and val (``seed + 2``) from the rest: the split of
+    :class:`~lightning_addons.datamodules.DigitsDataModule` and of the tiny-world pre-training.
+
+    Example:
+        >>> _, labels = load_digits_arrays()
+        >>> idx = digits_split_indices(labels, 0.15, 0.15, 0.3, seed=0)
+        >>> {k: len(v) for k, v in sorted(idx.items())}
+        {'public': 539, 'test': 189, 'train': 880, 'val': 189}
+    """
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(labels)
+    idx = np.arange(len(y))
+    out: dict = {}
+    if public_fraction > 0:
+        n_public = int(round(public_fraction * len(idx)))
+        idx, out["public"] = train_test_split(idx, test_size=n_public, stratify=y[idx], random_state=seed)
+    n_private = len(idx)
+    n_test = int(round(test_fraction * n_private))
+    n_val = int(round(val_fraction * n_private))
+    rest, out["test"] = train_test_split(idx, test_size=n_test, stratify=y[idx], random_state=seed + 1)
+    out["train"], out["val"] = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=seed + 2)
+    return {k: np.sort(v) for k, v in out.items()}

@@ -1,8 +1,15 @@
-"""Callbacks of lightning-addons. Each imports no optional dependency at module level."""
+"""Callbacks of lightning-addons (Lightning shells over the pure cores). Each imports no optional dependency at
+module level; names load lazily (PEP 562), so importing one callback module loads no sibling."""
 
-from lightning_addons.callbacks.energy import EnergyMeter
-from lightning_addons.callbacks.flops import FlopsProfiler
-from lightning_addons.callbacks.gmm_auditor import GMMFilterAuditor
-from lightning_addons.callbacks.pruning import AnomalyFilterPruning
+from __future__ import annotations
 
-__all__: list[str] = ["AnomalyFilterPruning", "EnergyMeter", "FlopsProfiler", "GMMFilterAuditor"]
+from lightning_addons._lazy import lazy_exports
+
+_EXPORTS = {
+    "EnergyMeter": "lightning_addons.callbacks.energy",
+    "FlopsProfiler": "lightning_addons.callbacks.flops",
+    "GMMFilterAuditor": "lightning_addons.callbacks.gmm_auditor",
+    "AnomalyFilterPruning": "lightning_addons.callbacks.pruning",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

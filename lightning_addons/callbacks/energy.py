@@ -8,7 +8,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_addons.tuner.energy import (
+from lightning_addons.energy.meters import (
     DEFAULT_WATTS_PER_CORE,
     RAPL_ROOT,
     CPUTimeMeter,

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lightning_addons._validate import integer_at_least as _positive_int
 from lightning_addons.gmm.audit import BACKENDS, CRITERIA, LayerAudit, audit_layers, validate_components
 from lightning_addons.gmm.rules import RULE_PARAMS, RULES
 
@@ -31,12 +32,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return value
 
 
 class GMMFilterAuditor(pl.Callback):

@@ -1,30 +1,21 @@
-"""LightningDataModules and dataset helpers."""
+"""LightningDataModules and dataset helpers. Names load lazily (PEP 562)."""
 
-from lightning_addons.datamodules.digits import DigitsDataModule, IndexedTensorDataset
-from lightning_addons.datamodules.synthetic_cache import (
-    CacheInitializer,
-    DiffusersPipelineGenerator,
-    FewShotGenerator,
-    SyntheticCacheDataModule,
-    TinyUNetGenerator,
-)
-from lightning_addons.datamodules.timeseries import (
-    ChickenpoxDataModule,
-    ETTh1DataModule,
-    StocksDemoDataModule,
-    TimeSeriesDataModule,
-)
+from __future__ import annotations
 
-__all__ = [
-    "CacheInitializer",
-    "ChickenpoxDataModule",
-    "DiffusersPipelineGenerator",
-    "DigitsDataModule",
-    "ETTh1DataModule",
-    "FewShotGenerator",
-    "IndexedTensorDataset",
-    "StocksDemoDataModule",
-    "SyntheticCacheDataModule",
-    "TimeSeriesDataModule",
-    "TinyUNetGenerator",
-]
+from lightning_addons._lazy import lazy_exports
+
+_EXPORTS = {
+    "DigitsDataModule": "lightning_addons.datamodules.digits",
+    "IndexedTensorDataset": "lightning_addons.datamodules.digits",
+    "CacheInitializer": "lightning_addons.datamodules.synthetic_cache",
+    "DiffusersPipelineGenerator": "lightning_addons.datamodules.synthetic_cache",
+    "FewShotGenerator": "lightning_addons.datamodules.synthetic_cache",
+    "SyntheticCacheDataModule": "lightning_addons.datamodules.synthetic_cache",
+    "TinyUNetGenerator": "lightning_addons.datamodules.synthetic_cache",
+    "ChickenpoxDataModule": "lightning_addons.datamodules.timeseries",
+    "ETTh1DataModule": "lightning_addons.datamodules.timeseries",
+    "StocksDemoDataModule": "lightning_addons.datamodules.timeseries",
+    "TimeSeriesDataModule": "lightning_addons.datamodules.timeseries",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_addons.data import digits_split_indices, load_digits_arrays
 from lightning_addons.datamodules.corruptions import (
     domain_shift,
     inject_outliers,
@@ -152,10 +153,7 @@ class DigitsDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ sizes
     @staticmethod
     def _raw() -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        return bunch.images.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
+        return load_digits_arrays()
 
     def _check_sizes(self) -> None:
         n = 1797
@@ -179,21 +177,7 @@ class DigitsDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ build
     def _split_indices(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        from sklearn.model_selection import train_test_split
-
-        idx = np.arange(len(y))
-        out: dict[str, np.ndarray] = {}
-        if self.public_fraction > 0:
-            n_public = int(round(self.public_fraction * len(idx)))
-            idx, out["public"] = train_test_split(idx, test_size=n_public, stratify=y[idx], random_state=self.seed)
-        n_private = len(idx)
-        n_test = int(round(self.test_fraction * n_private))
-        n_val = int(round(self.val_fraction * n_private))
-        rest, out["test"] = train_test_split(idx, test_size=n_test, stratify=y[idx], random_state=self.seed + 1)
-        out["train"], out["val"] = train_test_split(
-            rest, test_size=n_val, stratify=y[rest], random_state=self.seed + 2
-        )
-        return {k: np.sort(v) for k, v in out.items()}
+        return digits_split_indices(y, self.val_fraction, self.test_fraction, self.public_fraction, self.seed)
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         if self.resize is not None and self.resize != x.shape[-1]:

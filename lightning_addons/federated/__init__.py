@@ -2,46 +2,34 @@
 
 * :class:`FederatedSimulation`: many clients in one process (research).
 * :class:`FederatedDataModule` / :class:`ClientDataModule`: partitioned client data.
-* partitioners (:func:`partition`, ...), :class:`CommunicationMeter`.
+* partitioners (:func:`partition`, ...), :class:`CommunicationMeter` (pure, no Lightning).
 * :mod:`lightning_addons.federated.flower`: a Flower ``ClientApp``/``ServerApp`` (extra ``fl``, imported lazily).
 
-The aggregation maths and the ``fedavg`` Lightning strategy live in :mod:`lightning_addons.strategies`.
+The aggregation maths (pure) and the ``fedavg`` Lightning strategy live in :mod:`lightning_addons.strategies`,
+which imports nothing from this package. Names load lazily (PEP 562).
 """
 
-from lightning_addons.federated.data import ClientDataModule, ClientSampler, FederatedDataModule
-from lightning_addons.federated.meter import CommunicationMeter
-from lightning_addons.federated.partition import (
-    dirichlet_partition,
-    iid_partition,
-    label_histogram,
-    partition,
-    pathological_partition,
-    plot_label_histogram,
-    shard_partition,
-)
-from lightning_addons.federated.simulation import (
-    ClientTimeoutError,
-    FederatedCallback,
-    FederatedResult,
-    FederatedSimulation,
-    local_only,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ClientDataModule",
-    "ClientSampler",
-    "ClientTimeoutError",
-    "CommunicationMeter",
-    "FederatedCallback",
-    "FederatedDataModule",
-    "FederatedResult",
-    "FederatedSimulation",
-    "dirichlet_partition",
-    "iid_partition",
-    "label_histogram",
-    "local_only",
-    "partition",
-    "pathological_partition",
-    "plot_label_histogram",
-    "shard_partition",
-]
+from lightning_addons._lazy import lazy_exports
+
+_EXPORTS = {
+    "ClientDataModule": "lightning_addons.federated.data",
+    "ClientSampler": "lightning_addons.federated.data",
+    "FederatedDataModule": "lightning_addons.federated.data",
+    "CommunicationMeter": "lightning_addons.federated.meter",
+    "dirichlet_partition": "lightning_addons.federated.partition",
+    "iid_partition": "lightning_addons.federated.partition",
+    "label_histogram": "lightning_addons.federated.partition",
+    "partition": "lightning_addons.federated.partition",
+    "pathological_partition": "lightning_addons.federated.partition",
+    "plot_label_histogram": "lightning_addons.federated.partition",
+    "shard_partition": "lightning_addons.federated.partition",
+    "ClientTimeoutError": "lightning_addons.federated.simulation",
+    "FederatedCallback": "lightning_addons.federated.simulation",
+    "FederatedResult": "lightning_addons.federated.simulation",
+    "FederatedSimulation": "lightning_addons.federated.simulation",
+    "local_only": "lightning_addons.federated.simulation",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from lightning_addons.resolve import load_yaml
+
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     path = Path(args.config)
     if not path.is_file():
         parser.error(f"--config {str(path)!r} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path)  # malformed YAML: ConfigError naming the file and line
     if "cachefl" in raw:
         from lightning_addons.federated.cachefl import run_cachefl
 

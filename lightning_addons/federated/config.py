@@ -11,24 +11,14 @@ resolve for every class exported by our subpackages) and adds a ``federation`` s
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import yaml
 
-#: Packages searched for short ``class_path`` names, in order.
-SHORT_NAME_MODULES = (
-    "lightning_addons.modules",
-    "lightning_addons.modules.nn",
-    "lightning_addons.datamodules",
-    "lightning_addons.strategies",
-    "lightning_addons.callbacks",
-    "lightning_addons.federated",
-)
+from lightning_addons.resolve import SHORT_NAME_MODULES, instantiate, load_yaml, resolve_class  # noqa: F401
 
 FEDERATION_KEYS = {
     "num_clients": 10,
@@ -58,41 +48,6 @@ FEDERATION_KEYS = {
 }
 
 
-def resolve_class(path: str) -> type:
-    """A class from a dotted path or a short name exported by one of :data:`SHORT_NAME_MODULES`.
-
-    Raises:
-        ValueError: the name resolves to nothing.
-    """
-    if "." in path:
-        module, _, name = path.rpartition(".")
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"Cannot import `class_path` {path!r}: {err}") from None
-    for module in SHORT_NAME_MODULES:
-        mod = importlib.import_module(module)
-        if hasattr(mod, path):
-            return getattr(mod, path)
-    raise ValueError(
-        f"Unknown `class_path` {path!r}: give a dotted path or a class exported by one of {list(SHORT_NAME_MODULES)}."
-    )
-
-
-def instantiate(spec: Any) -> Any:
-    """Build ``{"class_path": ..., "init_args": {...}}`` recursively; other values are returned as they are."""
-    if isinstance(spec, Mapping) and "class_path" in spec:
-        extra = sorted(set(spec) - {"class_path", "init_args"})
-        if extra:
-            raise ValueError(f"Unexpected keys {extra} beside `class_path`/`init_args` in {dict(spec)!r}.")
-        cls = resolve_class(str(spec["class_path"]))
-        kwargs = {k: instantiate(v) for k, v in dict(spec.get("init_args") or {}).items()}
-        return cls(**kwargs)
-    if isinstance(spec, list):
-        return [instantiate(v) for v in spec]
-    return spec
-
-
 def load_config(path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """Read and check a federated config (a YAML path or a dict); fills the ``federation`` defaults.
 
@@ -103,10 +58,7 @@ def load_config(path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(path, Mapping):
         cfg = dict(path)
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"Config file {str(p)!r} does not exist.")
-        cfg = yaml.safe_load(p.read_text()) or {}
+        cfg = load_yaml(path)
     for key in ("model", "data"):
         if key not in cfg:
             raise ValueError(f"The config needs a `{key}` section (class_path + init_args).")

@@ -7,10 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-
-def state_nbytes(state: Mapping[str, torch.Tensor]) -> int:
-    """Exact payload bytes of a state dict: ``sum(numel * element_size)`` (dtype-aware)."""
-    return int(sum(t.numel() * t.element_size() for t in state.values()))
+from lightning_addons.strategies.state import state_nbytes  # noqa: F401  (re-exported: the one definition)
 
 
 class CommunicationMeter:

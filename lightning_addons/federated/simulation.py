@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from lightning_addons._validate import positive_int
 from lightning_addons.data import atomic_torch_save
 from lightning_addons.federated.data import ClientDataModule, FederatedDataModule
 from lightning_addons.federated.meter import CommunicationMeter
@@ -203,10 +204,6 @@ class FederatedSimulation:
         callbacks: Sequence[FederatedCallback] = (),
         seed: int = 0,
     ) -> None:
-        def positive_int(name: str, value: Any) -> None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-
         positive_int("rounds", rounds)
         positive_int("local_epochs", local_epochs)
         positive_int("min_fit_clients", min_fit_clients)

@@ -1,7 +1,14 @@
-"""LightningModules. Pure-torch blocks live in :mod:`lightning_addons.modules.nn`."""
+"""LightningModules (shells). Pure-torch blocks live in :mod:`lightning_addons.modules.nn`, which imports no
+Lightning: names here load lazily (PEP 562), so ``import lightning_addons.modules.nn`` stays pure."""
 
-from lightning_addons.modules.cache_clip import CacheCLIPAdapter
-from lightning_addons.modules.classifier import ImageClassifier
-from lightning_addons.modules.forecaster import Forecaster
+from __future__ import annotations
 
-__all__ = ["CacheCLIPAdapter", "Forecaster", "ImageClassifier"]
+from lightning_addons._lazy import lazy_exports
+
+_EXPORTS = {
+    "CacheCLIPAdapter": "lightning_addons.modules.cache_clip",
+    "ImageClassifier": "lightning_addons.modules.classifier",
+    "Forecaster": "lightning_addons.modules.forecaster",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,57 +1,42 @@
-"""Federated averaging: pure aggregation maths on state dicts, the ``fedavg`` Lightning strategy, FedProx.
+"""Federated averaging: pure aggregation maths on state dicts (:mod:`~lightning_addons.strategies.aggregation`,
+:mod:`~lightning_addons.strategies.state`, no Lightning), the ``fedavg`` Lightning strategy, FedProx.
 
-Importing this package registers ``Trainer(strategy="fedavg" | "fedavg_spawn" | "fedavg_fork")`` and the
-``lightning-addons federate`` subcommand. It imports no optional dependency (Flower is imported lazily
-by :mod:`lightning_addons.federated.flower`).
+Importing :mod:`lightning_addons.strategies.fedavg` (or using ``FedAvgStrategy``) registers
+``Trainer(strategy="fedavg" | "fedavg_spawn" | "fedavg_fork")``; importing this package registers them too when
+Lightning is already loaded (it never loads Lightning itself, so the pure cores stay pure). Names load lazily
+(PEP 562). The federated data modules, meter and simulation live in :mod:`lightning_addons.federated`.
 """
 
-from lightning.pytorch.strategies import StrategyRegistry
+from __future__ import annotations
 
-from lightning_addons.cli import register_command
-from lightning_addons.federated.data import ClientDataModule, FederatedDataModule
-from lightning_addons.federated.meter import CommunicationMeter
-from lightning_addons.strategies.aggregation import (
-    Aggregator,
-    InvalidClientUpdate,
-    ServerOptimizer,
-    add_gaussian_noise,
-    clip_update,
-    mean,
-    validate_update,
-    weighted_average,
-)
-from lightning_addons.strategies.fedavg import FedAvgStrategy
-from lightning_addons.strategies.fedprox import FedProx
-from lightning_addons.strategies.state import get_federated_state, load_federated_state
+import importlib
+import sys
 
-FedAvgStrategy.register_strategies(StrategyRegistry)
-register_command("federate", "lightning_addons.federated.cli:main")
+from lightning_addons._lazy import lazy_exports
 
+_EXPORTS = {
+    "Aggregator": "lightning_addons.strategies.aggregation",
+    "InvalidClientUpdate": "lightning_addons.strategies.aggregation",
+    "ServerOptimizer": "lightning_addons.strategies.aggregation",
+    "add_gaussian_noise": "lightning_addons.strategies.aggregation",
+    "clip_update": "lightning_addons.strategies.aggregation",
+    "mean": "lightning_addons.strategies.aggregation",
+    "validate_update": "lightning_addons.strategies.aggregation",
+    "weighted_average": "lightning_addons.strategies.aggregation",
+    "FedAvgStrategy": "lightning_addons.strategies.fedavg",
+    "FedProx": "lightning_addons.strategies.fedprox",
+    "get_federated_state": "lightning_addons.strategies.state",
+    "load_federated_state": "lightning_addons.strategies.state",
+}
+#: Names this package re-exported before they moved (warn with the new location).
+_MOVED = {
+    "ClientDataModule": "lightning_addons.federated.ClientDataModule",
+    "FederatedDataModule": "lightning_addons.federated.FederatedDataModule",
+    "CommunicationMeter": "lightning_addons.federated.CommunicationMeter",
+    "FederatedSimulation": "lightning_addons.federated.FederatedSimulation",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MOVED)
 
-def __getattr__(name: str):
-    # The simulation runner lives in lightning_addons.federated (it imports this package: lazy to avoid a cycle).
-    if name == "FederatedSimulation":
-        from lightning_addons.federated.simulation import FederatedSimulation
-
-        return FederatedSimulation
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "Aggregator",
-    "ClientDataModule",
-    "CommunicationMeter",
-    "FederatedDataModule",
-    "FederatedSimulation",
-    "FedAvgStrategy",
-    "FedProx",
-    "InvalidClientUpdate",
-    "ServerOptimizer",
-    "add_gaussian_noise",
-    "clip_update",
-    "get_federated_state",
-    "load_federated_state",
-    "mean",
-    "validate_update",
-    "weighted_average",
-]
+if "lightning.pytorch" in sys.modules:  # Lightning is loaded anyway: register "fedavg" now, as before
+    importlib.import_module("lightning_addons.strategies.fedavg")

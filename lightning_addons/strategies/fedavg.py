@@ -15,7 +15,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lightning_addons.strategies.aggregation import Aggregator, InvalidClientUpdate, validate_update
@@ -225,3 +225,7 @@ class FedAvgStrategy(DDPStrategy):
         if self.reset_optimizer_state:
             for opt in self.optimizers:
                 opt.state.clear()
+
+
+# Importing this module makes Trainer(strategy="fedavg" | "fedavg_spawn" | "fedavg_fork") resolvable.
+FedAvgStrategy.register_strategies(StrategyRegistry)

@@ -111,7 +111,10 @@ def load_federated_state(module: nn.Module, state: Mapping[str, torch.Tensor]) -
 
 
 def state_nbytes(state: Mapping[str, torch.Tensor]) -> int:
-    """Exact payload bytes of a state dict: ``sum(numel * element_size)`` (dtype-aware)."""
-    from lightning_addons.federated.meter import state_nbytes as _nbytes
+    """Exact payload bytes of a state dict: ``sum(numel * element_size)`` (dtype-aware).
 
-    return _nbytes(state)
+    Example:
+        >>> state_nbytes({"w": torch.zeros(3, dtype=torch.float16)})
+        6
+    """
+    return int(sum(t.numel() * t.element_size() for t in state.values()))

@@ -1,7 +1,9 @@
 """HyperTuner: cross-layer multi-objective tuning of Lightning runs (MOPIR + ADUMBO on BoTorch).
 
-Importing this package needs no optional dependency; BoTorch and Optuna (extra ``tune``) are imported
-when an optimiser step or a study needs them. ``HyperTunerSampler`` (an Optuna sampler) is loaded lazily.
+Pure cores (:mod:`~lightning_addons.tuner.space`, :mod:`~lightning_addons.tuner.optimizers`, Pareto maths,
+:mod:`~lightning_addons.tuner.mopir`) import no Lightning and no Optuna; the integrations (``HyperTuner``,
+the Optuna ``HyperTunerSampler``, trial runners) load when first used. Names load lazily (PEP 562). The energy
+meters moved to :mod:`lightning_addons.energy` (still re-exported here).
 
 Example:
     >>> from lightning_addons.tuner import SearchSpace, ADUMBO
@@ -12,64 +14,43 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from lightning_addons._lazy import lazy_exports
 
-from lightning_addons.cli import register_command
-from lightning_addons.tuner._pareto import hypervolume, pareto_mask
-from lightning_addons.tuner.actuators import Actuator, CPUFrequencyActuator
-from lightning_addons.tuner.energy import CPUTimeMeter, NVMLMeter, RAPLMeter, best_meter
-from lightning_addons.tuner.mopir import MOPIRResult, mopir
-from lightning_addons.tuner.optimizers import (
-    ADUMBO,
-    QNEHVI,
-    AskTellOptimizer,
-    RandomSearch,
-    SobolSearch,
-    make_optimizer,
-)
-from lightning_addons.tuner.report import write_report
-from lightning_addons.tuner.space import SYSTEM_PARAMETERS, Param, SearchSpace
-from lightning_addons.tuner.trial import FunctionTrialRunner, LightningTrialRunner, Objective
-from lightning_addons.tuner.tuner import HyperTuner, TuningResult
-
-register_command("tune", "lightning_addons.tuner.cli:main")
-
-__all__ = [
-    "ADUMBO",
-    "QNEHVI",
-    "SYSTEM_PARAMETERS",
-    "Actuator",
-    "AskTellOptimizer",
-    "CPUFrequencyActuator",
-    "CPUTimeMeter",
-    "FunctionTrialRunner",
-    "HyperTuner",
-    "HyperTunerSampler",
-    "LightningTrialRunner",
-    "MOPIRResult",
-    "NVMLMeter",
-    "Objective",
-    "Param",
-    "RAPLMeter",
-    "RandomSearch",
-    "SearchSpace",
-    "SobolSearch",
-    "TuningResult",
-    "best_meter",
-    "hypervolume",
-    "make_optimizer",
-    "mopir",
-    "pareto_mask",
-    "write_report",
-]
+_EXPORTS = {
+    "hypervolume": "lightning_addons.tuner._pareto",
+    "pareto_mask": "lightning_addons.tuner._pareto",
+    "Actuator": "lightning_addons.tuner.actuators",
+    "CPUFrequencyActuator": "lightning_addons.tuner.actuators",
+    "CPUTimeMeter": "lightning_addons.energy.meters",
+    "NVMLMeter": "lightning_addons.energy.meters",
+    "RAPLMeter": "lightning_addons.energy.meters",
+    "best_meter": "lightning_addons.energy.meters",
+    "MOPIRResult": "lightning_addons.tuner.mopir",
+    "mopir": "lightning_addons.tuner.mopir",
+    "ADUMBO": "lightning_addons.tuner.optimizers",
+    "QNEHVI": "lightning_addons.tuner.optimizers",
+    "AskTellOptimizer": "lightning_addons.tuner.optimizers",
+    "RandomSearch": "lightning_addons.tuner.optimizers",
+    "SobolSearch": "lightning_addons.tuner.optimizers",
+    "make_optimizer": "lightning_addons.tuner.optimizers",
+    "write_report": "lightning_addons.tuner.report",
+    "SYSTEM_PARAMETERS": "lightning_addons.tuner.space",
+    "Param": "lightning_addons.tuner.space",
+    "SearchSpace": "lightning_addons.tuner.space",
+    "FunctionTrialRunner": "lightning_addons.tuner.trial",
+    "LightningTrialRunner": "lightning_addons.tuner.trial",
+    "Objective": "lightning_addons.tuner.trial",
+    "HyperTuner": "lightning_addons.tuner.tuner",
+    "TuningResult": "lightning_addons.tuner.tuner",
+    "HyperTunerSampler": "lightning_addons.tuner.sampler",
+}
+__all__ = sorted(_EXPORTS)
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "HyperTunerSampler":
+def __getattr__(name: str):
+    if name == "HyperTunerSampler":  # an Optuna sampler: name the extra when Optuna is missing
         from lightning_addons._imports import require
 
         require("optuna", feature="HyperTunerSampler")
-        from lightning_addons.tuner.sampler import HyperTunerSampler
-
-        return HyperTunerSampler
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy_getattr(name)

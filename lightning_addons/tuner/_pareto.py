@@ -34,6 +34,30 @@ def to_max(Y: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return Y * sign
 
 
+def log_columns(Y: np.ndarray, columns: Sequence[int], floor: float | None = None) -> np.ndarray:
+    """A copy of ``Y`` (``[n, m]`` or ``[m]``) with natural logs taken in ``columns`` (log-scale objectives).
+
+    ``floor=None``: non-positive values become NaN (a failed or impossible reading; positive values below
+    1e-300 are clamped there); otherwise values are
+    clamped to ``floor`` first (``log(max(y, floor))``), so every row stays finite.
+
+    Example:
+        >>> log_columns(np.array([[1.0, 0.0], [2.0, np.e]]), [1]).tolist()
+        [[1.0, nan], [2.0, 1.0]]
+        >>> log_columns(np.array([0.0, 1.0]), [0], floor=1e-12).round(3).tolist()
+        [-27.631, 1.0]
+    """
+    Y = np.array(Y, dtype=float, copy=True)
+    cols = Y[..., list(columns)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if floor is None:
+            cols = np.where(cols > 0, np.log(np.maximum(cols, 1e-300)), np.nan)
+        else:
+            cols = np.log(np.maximum(cols, floor))
+    Y[..., list(columns)] = cols
+    return Y
+
+
 def dominates(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """``D[i, j]`` is True when row ``A[i]`` dominates row ``B[j]`` (maximisation)."""
     ge = np.all(A[:, None, :] >= B[None, :, :], axis=-1)

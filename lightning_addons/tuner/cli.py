@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightning-addons tune``."""
     import yaml
 
+    from lightning_addons.resolve import load_yaml
+
     ap = argparse.ArgumentParser(
         prog="lightning-addons tune",
         description=__doc__,
@@ -95,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = Path(args.config)
     if not path.is_file():
         raise FileNotFoundError(f"--config: no such file {str(path)!r}")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = load_yaml(path)  # malformed YAML: ConfigError naming the file and line
     overrides = {
         k: getattr(args, k)
         for k in ("n_trials", "n_init", "algorithm", "storage", "study_name", "output_dir", "seed", "timeout")

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from lightning_addons._imports import require
-from lightning_addons.tuner._pareto import check_directions, hypervolume, pareto_mask, to_max
+from lightning_addons.tuner._pareto import check_directions, hypervolume, log_columns, pareto_mask, to_max
 
 ALGORITHMS = ("adumbo", "random", "sobol", "qnehvi")
 
@@ -151,11 +151,7 @@ class AskTellOptimizer:
 
     def _model_targets(self) -> tuple[np.ndarray, np.ndarray]:
         """(X, Y) for surrogate fitting: maximisation convention, logs taken, failed rows imputed worst."""
-        Y = self.Y.copy()
-        for i in self.log_objectives:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                Y[:, i] = np.where(Y[:, i] > 0, np.log(np.maximum(Y[:, i], 1e-300)), np.nan)
-        Y = to_max(Y, self.directions)
+        Y = to_max(log_columns(self.Y, self.log_objectives), self.directions)
         ok = np.all(np.isfinite(Y), axis=1)
         if ok.sum() == 0:
             return self.X[:0], Y[:0]
@@ -163,6 +159,20 @@ class AskTellOptimizer:
         spread = np.nanmax(Y[ok], axis=0) - worst
         Y[~ok] = worst - 0.1 * np.where(spread > 0, spread, 1.0)
         return self.X, Y
+
+    def _standardised_targets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(X, Ys, mean, std)``: the model targets standardised per objective (``std`` 0 -> 1)."""
+        X, Ymax = self._model_targets()
+        mean, std = Ymax.mean(0), Ymax.std(0)
+        std = np.where(std > 0, std, 1.0)
+        return X, (Ymax - mean) / std, mean, std
+
+    def _user_ref_point(self, mean: np.ndarray, std: np.ndarray) -> np.ndarray | None:
+        """The user's ``ref_point`` in the standardised maximisation space of the targets (None if unset)."""
+        if self.ref_point is None:
+            return None
+        ref = log_columns(np.array(self.ref_point, dtype=float), self.log_objectives, floor=1e-300)
+        return (to_max(ref[None], self.directions)[0] - mean) / std
 
     def _suggest(self, n: int, pending: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -325,25 +335,7 @@ class ADUMBO(AskTellOptimizer):
 
     # ------------------------------------------------------------------ BO step
     def _fit(self, X: np.ndarray, Y: np.ndarray):
-        torch = require("torch")
-        require("botorch", feature="ADUMBO")
-        from botorch.fit import fit_gpytorch_mll
-        from botorch.models import SingleTaskGP
-        from gpytorch.mlls import ExactMarginalLogLikelihood
-
-        torch.manual_seed(self.seed + self.n_asked)
-        Xt = torch.as_tensor(X, dtype=torch.float64)
-        models = []
-        for i in range(Y.shape[1]):
-            yt = torch.as_tensor(Y[:, i : i + 1], dtype=torch.float64)
-            gp = SingleTaskGP(Xt, yt)
-            try:
-                fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
-            except Exception:  # noqa: BLE001 - keep the prior hyper-parameters when fitting fails
-                pass
-            gp.eval()
-            models.append(gp)
-        return models
+        return fit_independent_gps(X, Y, seed=self.seed + self.n_asked, feature="ADUMBO")
 
     @staticmethod
     def _predict(models, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -421,19 +413,12 @@ class ADUMBO(AskTellOptimizer):
 
     def _bo_step(self, n: int, pending: np.ndarray) -> np.ndarray:
         rng = self._rng()
-        X, Ymax = self._model_targets()
-        mean, std = Ymax.mean(0), Ymax.std(0)
-        std = np.where(std > 0, std, 1.0)
-        Ys = (Ymax - mean) / std
+        X, Ys, mean, std = self._standardised_targets()
         base = self._fit(X, Ys)
         models = self._condition(base, X, Ys, pending)
         front = Ys[pareto_mask(Ys)]
-        if self.ref_point is not None:
-            ref = np.array(self.ref_point, dtype=float)
-            for i in self.log_objectives:
-                ref[i] = math.log(max(ref[i], 1e-300))
-            ref = (to_max(ref[None], self.directions)[0] - mean) / std
-        else:
+        ref = self._user_ref_point(mean, std)
+        if ref is None:
             ref = _infer_ref_point(front, eps=self.ref_eps)
         if len(pending):
             mu_p, _ = self._predict(models, pending)
@@ -494,6 +479,30 @@ class ADUMBO(AskTellOptimizer):
         self.ref_eps = float(state.get("ref_eps", self.ref_eps))
         if state.get("initial_points"):
             self.initial_points = np.asarray(state["initial_points"], dtype=float).reshape(-1, self.dim)
+
+
+def fit_independent_gps(X: np.ndarray, Y: np.ndarray, seed: int, feature: str = "ADUMBO") -> list:
+    """One BoTorch ``SingleTaskGP`` per objective column of ``Y`` on ``X`` (float64), fitted by marginal
+    likelihood (the prior hyper-parameters are kept when fitting fails), in eval mode."""
+    torch = require("torch")
+    require("botorch", feature=feature)
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    torch.manual_seed(seed)
+    Xt = torch.as_tensor(X, dtype=torch.float64)
+    models = []
+    for i in range(Y.shape[1]):
+        yt = torch.as_tensor(Y[:, i : i + 1], dtype=torch.float64)
+        gp = SingleTaskGP(Xt, yt)
+        try:
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
+        except Exception:  # noqa: BLE001 - keep the prior hyper-parameters when fitting fails
+            pass
+        gp.eval()
+        models.append(gp)
+    return models
 
 
 def _infer_ref_point(front: np.ndarray, scale: float = 0.1, eps: float = 0.0) -> np.ndarray:
@@ -589,17 +598,10 @@ class QNEHVI(AskTellOptimizer):
         from botorch.optim import optimize_acqf
         from botorch.sampling import SobolQMCNormalSampler
 
-        X, Ymax = self._model_targets()
-        mean, std = Ymax.mean(0), Ymax.std(0)
-        std = np.where(std > 0, std, 1.0)
-        Ys = (Ymax - mean) / std
-        models = ADUMBO._fit(self, X, Ys)  # same independent GPs
-        if self.ref_point is not None:
-            ref = np.array(self.ref_point, dtype=float)
-            for i in self.log_objectives:
-                ref[i] = math.log(max(ref[i], 1e-300))
-            ref = (to_max(ref[None], self.directions)[0] - mean) / std
-        else:
+        X, Ys, mean, std = self._standardised_targets()
+        models = fit_independent_gps(X, Ys, seed=self.seed + self.n_asked, feature="qnehvi")
+        ref = self._user_ref_point(mean, std)
+        if ref is None:
             ref = Ys.min(0) - 0.1 * (Ys.max(0) - Ys.min(0) + 1e-9)
         torch.manual_seed(self.seed + self.n_asked)
         acq = qLogNoisyExpectedHypervolumeImprovement(

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_addons.tuner._pareto import hypervolume, pareto_mask, to_max
+from lightning_addons.tuner._pareto import hypervolume, log_columns, pareto_mask, to_max
 
 
 def _objective_matrix(result) -> tuple[np.ndarray, list[dict]]:
@@ -32,10 +32,7 @@ def hv_curve(result) -> np.ndarray:
         [[h["values"][o.name] if h["state"] == "COMPLETE" else np.nan for o in objs] for h in hist], float
     )
     Y = Y.reshape(-1, len(objs))
-    for i, o in enumerate(objs):
-        if o.log_scale:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                Y[:, i] = np.log(np.where(Y[:, i] > 0, Y[:, i], np.nan))
+    Y = log_columns(Y, [i for i, o in enumerate(objs) if o.log_scale])
     Ym = to_max(Y, [o.direction for o in objs])
     ok = np.all(np.isfinite(Ym), axis=1)
     if not ok.any():

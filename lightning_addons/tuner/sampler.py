@@ -23,6 +23,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from lightning_addons.tuner._pareto import log_columns
 from lightning_addons.tuner.mopir import MOPIRResult, mopir
 from lightning_addons.tuner.optimizers import make_optimizer
 from lightning_addons.tuner.space import SearchSpace
@@ -200,9 +201,7 @@ class HyperTunerSampler(BaseSampler):
         if len(X) < max(self.n_init, 3):
             return None
         opts = {k: v for k, v in self.mopir_options.items() if k != "freeze"}
-        Yt = Y.copy()
-        for i in self.log_objectives:
-            Yt[:, i] = np.log(np.maximum(Yt[:, i], 1e-12))
+        Yt = log_columns(Y, self.log_objectives, floor=1e-12)
         try:
             ranking = mopir(X, Yt, self.space.names, self.objective_names, seed=self.seed, **opts)
         except ValueError:

@@ -8,7 +8,6 @@ so that per-process knobs (torch threads, interop threads, ``OMP_NUM_THREADS``, 
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
 import os
@@ -23,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning_addons.energy.meters import DEFAULT_WATTS_PER_CORE, CPUTimeMeter
+from lightning_addons.resolve import instantiate, resolve_class  # noqa: F401  (the one resolver)
 from lightning_addons.tuner._pareto import check_directions
-from lightning_addons.tuner.energy import DEFAULT_WATTS_PER_CORE, CPUTimeMeter
 
 #: Objective names measured by the tuner itself rather than logged by the module.
 BUILTIN_OBJECTIVES = {"time": "training wall time of `fit` in seconds", "energy": "energy of `fit` in joules"}
@@ -93,35 +93,6 @@ def parse_objectives(specs: Sequence[Any]) -> list[Objective]:
 
 
 # ----------------------------------------------------------------------------- config helpers
-def resolve_class(path: str) -> type:
-    """``"package.module.Class"`` or a short name exported by a lightning_addons public module."""
-    if "." in path:
-        module, _, name = path.rpartition(".")
-        return getattr(importlib.import_module(module), name)
-    from lightning_addons.cli import PUBLIC_MODULES
-
-    for mod in (*PUBLIC_MODULES, "lightning.pytorch.callbacks", "torch.nn"):
-        m = importlib.import_module(mod)
-        if hasattr(m, path):
-            return getattr(m, path)
-    raise ValueError(
-        f"cannot resolve class_path {path!r}: give a dotted path or a class exported by {list(PUBLIC_MODULES)}."
-    )
-
-
-def instantiate(cfg: Any) -> Any:
-    """Build objects from LightningCLI-style ``{class_path, init_args}`` dicts, recursively."""
-    if isinstance(cfg, Mapping):
-        if "class_path" in cfg:
-            cls = resolve_class(cfg["class_path"])
-            args = {k: instantiate(v) for k, v in dict(cfg.get("init_args") or {}).items()}
-            return cls(**args)
-        return {k: instantiate(v) for k, v in cfg.items()}
-    if isinstance(cfg, list):
-        return [instantiate(v) for v in cfg]
-    return cfg
-
-
 def set_path(cfg: dict, path: str, value: Any) -> None:
     """Set ``cfg["a"]["b"]["c"] = value`` for ``path="a.b.c"``, creating dicts on the way."""
     keys = path.split(".")

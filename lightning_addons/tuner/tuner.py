@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from lightning_addons._imports import require
-from lightning_addons.tuner._pareto import pareto_mask, to_max
+from lightning_addons.energy.meters import DEFAULT_WATTS_PER_CORE
+from lightning_addons.tuner._pareto import log_columns, pareto_mask, to_max
 from lightning_addons.tuner.actuators import Actuator
-from lightning_addons.tuner.energy import DEFAULT_WATTS_PER_CORE
 from lightning_addons.tuner.mopir import MOPIRResult
 from lightning_addons.tuner.optimizers import ALGORITHMS
 from lightning_addons.tuner.space import SYSTEM_PARAMETERS, SearchSpace
@@ -474,9 +474,7 @@ class HyperTuner:
             )
             if len(X) == len(complete):
                 Y = np.array([[h["values"][o.name] for o in self.objectives] for h in complete], float)
-                for i, o in enumerate(self.objectives):
-                    if o.log_scale:
-                        Y[:, i] = np.log(np.maximum(Y[:, i], 1e-12))
+                Y = log_columns(Y, [i for i, o in enumerate(self.objectives) if o.log_scale], floor=1e-12)
                 opts = {k: v for k, v in self.mopir_options.items() if k != "freeze"}
                 try:
                     ranking = run_mopir(

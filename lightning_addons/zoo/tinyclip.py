@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_addons._imports import require
-from lightning_addons.data import atomic_torch_save
+from lightning_addons.data import atomic_torch_save, digits_split_indices, load_digits_arrays
 
 TINY_CLIP_NAME = "tiny-digits-clip"
 CONFIG_PATH = Path(__file__).with_name(f"{TINY_CLIP_NAME}.json")
@@ -116,11 +116,14 @@ def load_tiny_clip_weights(model: torch.nn.Module, path: str | os.PathLike) -> t
 
 def digits_public_images(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The public 30% of digits (no shift), intensities in [0, 1], ``[N, 1, 8, 8]`` and labels."""
-    from lightning_addons.datamodules import DigitsDataModule
+    images, labels = load_digits_arrays()
+    idx = torch.from_numpy(_public_indices(labels, seed))
+    return torch.from_numpy(images)[idx].unsqueeze(1).contiguous(), torch.from_numpy(labels)[idx]
 
-    dm = DigitsDataModule(public_fraction=0.3, normalize=False, channels=1, seed=seed)
-    ds = dm.dataset("public")
-    return ds.x.clone(), ds.y.clone()
+
+def _public_indices(labels, seed: int):
+    # The public split of DigitsDataModule(public_fraction=0.3, seed=seed) (default val/test fractions).
+    return digits_split_indices(labels, 0.15, 0.15, 0.3, seed)["public"]
 
 
 def public_split_fingerprint(seed: int = 0) -> torch.Tensor:
@@ -128,10 +131,8 @@ def public_split_fingerprint(seed: int = 0) -> torch.Tensor:
     so a change of the split (which would leak pre-training images into the private test set) is detected."""
     import hashlib
 
-    from lightning_addons.datamodules import DigitsDataModule
-
-    dm = DigitsDataModule(public_fraction=0.3, normalize=False, channels=1, seed=seed)
-    idx = dm.dataset("public").source_index.to(torch.int64).sort().values.numpy().tobytes()
+    _, labels = load_digits_arrays()
+    idx = torch.from_numpy(_public_indices(labels, seed)).to(torch.int64).sort().values.numpy().tobytes()
     return torch.tensor(list(hashlib.sha256(idx).digest()), dtype=torch.uint8)
 
 

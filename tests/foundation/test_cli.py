@@ -75,7 +75,7 @@ def test_registered_extra_command_receives_its_argv(monkeypatch):
     finally:
         from lightning_addons import cli
 
-        cli._EXTRA_COMMANDS.pop("fake")
+        cli.COMMANDS.pop("fake")
     assert seen["argv"] == ["--x", "1"]
 
 
@@ -100,3 +100,56 @@ def test_digits_lenet_demo_trains_to_090_test_accuracy(tmp_path):
     line = next(ln for ln in proc.stdout.splitlines() if "test_acc" in ln)
     acc = float(line.replace("│", " ").split()[-1])
     assert acc >= 0.9, proc.stdout
+
+
+def test_help_lists_every_subcommand_without_importing_lightning():
+    code = (
+        "import sys\nfrom lightning_addons.cli import main\nmain(['--help'])\n"
+        "print('LOADED', [m for m in ('lightning', 'jsonargparse', 'torch') if m in sys.modules])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for sub in ("fit", "validate", "test", "predict", "tune", "federate"):
+        assert re.search(rf"^  {sub}\s+\S", proc.stdout, re.M), f"{sub} missing from --help:\n{proc.stdout}"
+    assert "LOADED []" in proc.stdout
+
+
+def test_every_registered_command_target_exists():
+    import importlib
+
+    from lightning_addons.cli import COMMANDS
+
+    for name, cmd in COMMANDS.items():
+        module, func = cmd.target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+        assert cmd.help, f"{name} has no help line"
+
+
+@pytest.mark.parametrize("sub", ["tune", "federate"])
+def test_malformed_yaml_is_one_line_naming_file_and_line(sub, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  class_path: LeNet5\n  init_args: {width: 1\nfederation: []\n")
+    with pytest.raises(SystemExit) as exc:
+        main([sub, "--config", str(bad)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert re.match(rf"lightning-addons {sub}: error: {re.escape(str(bad))}:4:\d+: malformed YAML: ", err), err
+
+
+def test_unknown_short_class_name_suggests_close_matches():
+    from lightning_addons.resolve import resolve_class
+
+    with pytest.raises(ValueError, match=r"Unknown `class_path` 'ImageClasifier': did you mean 'ImageClassifier'\?"):
+        resolve_class("ImageClasifier")
+    with pytest.raises(ValueError, match=r"Cannot import `class_path` 'lightning_addons.modules.Nope'"):
+        resolve_class("lightning_addons.modules.Nope")
+
+
+def test_fit_tune_and_federate_share_one_resolver():
+    from lightning_addons import resolve
+    from lightning_addons.federated import config as fed_config
+    from lightning_addons.tuner import trial
+
+    assert trial.resolve_class is resolve.resolve_class is fed_config.resolve_class
+    assert trial.instantiate is resolve.instantiate is fed_config.instantiate

@@ -1,37 +1,26 @@
-"""Pure-torch building blocks (no Lightning import)."""
+"""Pure-torch building blocks and FLOP counting (no Lightning import). Names load lazily (PEP 562)."""
 
-from lightning_addons.modules.nn.cnn import AlexNetSmall, LeNet5
-from lightning_addons.modules.nn.flops import FlopsReport, count_flops
-from lightning_addons.modules.nn.ram import (
-    AttentionReplacement,
-    FeedForward,
-    ITransformer,
-    LinearForecaster,
-    MixerEncoderLayer,
-    MultiHeadSelfAttention,
-    PatchTST,
-    ReplacementReport,
-    SeasonalNaive,
-    STAEformer,
-    TorchEncoderLayerRAM,
-    replace_attention_with_mlp,
-)
+from __future__ import annotations
 
-__all__ = [
-    "AlexNetSmall",
-    "AttentionReplacement",
-    "FeedForward",
-    "FlopsReport",
-    "ITransformer",
-    "LeNet5",
-    "LinearForecaster",
-    "MixerEncoderLayer",
-    "MultiHeadSelfAttention",
-    "PatchTST",
-    "ReplacementReport",
-    "STAEformer",
-    "SeasonalNaive",
-    "TorchEncoderLayerRAM",
-    "count_flops",
-    "replace_attention_with_mlp",
-]
+from lightning_addons._lazy import lazy_exports
+
+_EXPORTS = {
+    "AlexNetSmall": "lightning_addons.modules.nn.cnn",
+    "LeNet5": "lightning_addons.modules.nn.cnn",
+    "FlopsReport": "lightning_addons.modules.nn.flops",
+    "count_flops": "lightning_addons.modules.nn.flops",
+    "AttentionReplacement": "lightning_addons.modules.nn.ram",
+    "FeedForward": "lightning_addons.modules.nn.ram",
+    "ITransformer": "lightning_addons.modules.nn.ram",
+    "LinearForecaster": "lightning_addons.modules.nn.ram",
+    "MixerEncoderLayer": "lightning_addons.modules.nn.ram",
+    "MultiHeadSelfAttention": "lightning_addons.modules.nn.ram",
+    "PatchTST": "lightning_addons.modules.nn.ram",
+    "ReplacementReport": "lightning_addons.modules.nn.ram",
+    "SeasonalNaive": "lightning_addons.modules.nn.ram",
+    "STAEformer": "lightning_addons.modules.nn.ram",
+    "TorchEncoderLayerRAM": "lightning_addons.modules.nn.ram",
+    "replace_attention_with_mlp": "lightning_addons.modules.nn.ram",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

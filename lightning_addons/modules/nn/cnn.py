@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _check_positive(name: str, value, kind=int) -> None:
-    if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive {kind.__name__}, got {value!r}.")
+from lightning_addons._validate import positive as _check_positive
 
 
 def _flat_features(features: nn.Module, in_channels: int, input_size: int) -> int:

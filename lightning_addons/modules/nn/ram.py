@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lightning_addons._validate import positive_int as _check_positive_int
+
 MIXERS = ("attention", "mlp", "ffn")
 AXES = ("time", "space")
 AXIS_CHOICES = ("time", "space", "both")
@@ -38,11 +40,6 @@ ACTIVATIONS = ("relu", "gelu", "elu")
 def _check_choice(name: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
 def _activation(name: str) -> nn.Module:
