@@ -32,9 +32,10 @@ def audit_run(seed: int, outliers: float, make_trainer):
 
 
 @pytest.mark.slow
-def test_injected_outliers_are_flagged_in_two_of_three_seeds(make_trainer):
+@pytest.mark.stochastic
+def test_injected_outliers_are_flagged_in_two_of_three_seeds(make_trainer, seed_offset):
     passed = []
-    for seed in range(3):
+    for seed in range(seed_offset, seed_offset + 3):
         auditor, train = audit_run(seed, 0.05, make_trainer)
         subset = auditor._subset
         truth = set(subset[train.is_outlier[subset]].tolist())
@@ -47,8 +48,10 @@ def test_injected_outliers_are_flagged_in_two_of_three_seeds(make_trainer):
 
 
 @pytest.mark.slow
-def test_clean_digits_give_no_anomaly_filters_in_two_of_three_seeds(make_trainer):
-    clean = [audit_run(seed, 0.0, make_trainer)[0].latest["anomaly_filters"] == 0 for seed in range(3)]
+@pytest.mark.stochastic
+def test_clean_digits_give_no_anomaly_filters_in_two_of_three_seeds(make_trainer, seed_offset):
+    seeds = range(seed_offset, seed_offset + 3)
+    clean = [audit_run(seed, 0.0, make_trainer)[0].latest["anomaly_filters"] == 0 for seed in seeds]
     assert sum(clean) >= 2, clean
 
 

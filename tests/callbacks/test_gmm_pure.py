@@ -89,9 +89,10 @@ def test_calinski_harabasz_matches_sklearn_and_guards_collapsed_fits():
     assert float(calinski_harabasz(identical, halves, 2)[0]) == 0.0  # zero within-cluster dispersion
 
 
-def test_torch_em_matches_sklearn_on_separated_blobs():
-    pts = torch.stack([blobs([80, 50, 20], [(0, 0), (6, 0), (0, 6)], seed=s) for s in range(5)])
-    ours, ref = fit_gmm_torch(pts, 3, seed=0), fit_gmm_sklearn(pts, 3, seed=0)
+@pytest.mark.stochastic
+def test_torch_em_matches_sklearn_on_separated_blobs(seed_offset):
+    pts = torch.stack([blobs([80, 50, 20], [(0, 0), (6, 0), (0, 6)], seed=s + seed_offset) for s in range(5)])
+    ours, ref = fit_gmm_torch(pts, 3, seed=seed_offset), fit_gmm_sklearn(pts, 3, seed=seed_offset)
     for b in range(5):
         assert adjusted_rand_score(ours.labels[b].numpy(), ref.labels[b].numpy()) == pytest.approx(1.0)
         np.testing.assert_allclose(np.sort(ours.weights[b].numpy()), np.sort(ref.weights[b].numpy()), atol=1e-3)
@@ -99,21 +100,22 @@ def test_torch_em_matches_sklearn_on_separated_blobs():
     assert bool(ours.converged.all())
 
 
-def test_torch_backend_agrees_with_sklearn_on_k_and_ch():
+@pytest.mark.stochastic
+def test_torch_backend_agrees_with_sklearn_on_k_and_ch(seed_offset):
     """Same K chosen and CH within 1% on random mixtures of 2-4 blobs with fixed seeds."""
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(1 + seed_offset)
     clouds = []
     for i in range(24):
         k = 2 + i % 3
         centres = (torch.randn(k, 2, generator=g) * 4).tolist()
         sizes = [int(s) for s in torch.randint(30, 90, (k,), generator=g)]
-        clouds.append(blobs(sizes, centres, seed=100 + i)[:120])
+        clouds.append(blobs(sizes, centres, seed=100 + i + seed_offset)[:120])
     c = len(clouds)
     n = min(len(p) for p in clouds)
     pts = torch.stack([p[:n] for p in clouds])
-    maps = maps_from_points(pts)
-    a_t = audit_layer(maps, backend="torch")
-    a_s = audit_layer(maps, backend="sklearn")
+    maps = maps_from_points(pts, seed=seed_offset)
+    a_t = audit_layer(maps, backend="torch", seed=seed_offset)
+    a_s = audit_layer(maps, backend="sklearn", seed=seed_offset)
     same_k = a_t.k == a_s.k
     assert same_k.float().mean() >= 0.9, (a_t.k, a_s.k)
     rel = ((a_t.ch - a_s.ch).abs() / a_s.ch.clamp_min(1e-9))[same_k]
@@ -131,10 +133,12 @@ def test_sklearn_backend_gives_the_same_fits_with_parallel_workers():
     assert torch.equal(one.labels, two.labels) and torch.allclose(one.log_prob, two.log_prob)
 
 
-def test_k_chosen_by_ch_and_by_bic_on_three_blobs():
-    pts = blobs([60, 60, 60], [(0, 0), (8, 0), (4, 7)])[None]
+@pytest.mark.stochastic
+def test_k_chosen_by_ch_and_by_bic_on_three_blobs(seed_offset):
+    pts = blobs([60, 60, 60], [(0, 0), (8, 0), (4, 7)], seed=seed_offset)[None]
     for criterion in ("ch", "bic"):
-        res = audit_layer(maps_from_points(pts), components=[2, 3, 4], criterion=criterion)
+        maps = maps_from_points(pts, seed=seed_offset)
+        res = audit_layer(maps, components=[2, 3, 4], criterion=criterion, seed=seed_offset)
         assert int(res.k[0]) == 3, criterion
         assert res.min_fraction[0] == pytest.approx(1 / 3, abs=0.02)
 
@@ -150,11 +154,12 @@ def test_dead_filters_are_detected_and_never_anomalies():
     assert float(res.ch[0]) == 0.0
 
 
-def test_small_component_rule_flags_the_isolated_samples():
-    bulk = blobs([195], [(0, 0)], seed=0)
-    far = blobs([5], [(25, 25)], scale=0.3, seed=1)
-    pts = torch.stack([torch.cat([bulk, far]), blobs([200], [(0, 0)], seed=2)])
-    res = audit_layer(maps_from_points(pts), rule="small_component")
+@pytest.mark.stochastic
+def test_small_component_rule_flags_the_isolated_samples(seed_offset):
+    bulk = blobs([195], [(0, 0)], seed=seed_offset)
+    far = blobs([5], [(25, 25)], scale=0.3, seed=1 + seed_offset)
+    pts = torch.stack([torch.cat([bulk, far]), blobs([200], [(0, 0)], seed=2 + seed_offset)])
+    res = audit_layer(maps_from_points(pts, seed=seed_offset), rule="small_component", seed=seed_offset)
     assert res.anomaly.tolist() == [True, False]
     assert res.flagged[0].nonzero().flatten().tolist() == list(range(195, 200))
     assert int(sample_votes([res])[197]) == 1
@@ -168,11 +173,13 @@ def test_small_component_rule_threshold_is_max_of_three_and_tau_n():
     assert small_component(ri, tau=0.05)[0].tolist() == [True, True]  # limit 5
 
 
-def test_likelihood_rule_flags_far_samples_but_not_a_clean_gaussian():
-    bulk = blobs([192], [(0, 0)], seed=0)
-    far = blobs([8], [(40, -40)], scale=0.5, seed=1)  # 4% of the samples: below bulk_tau = 5%
-    pts = torch.stack([torch.cat([bulk, far]), blobs([200], [(0, 0)], seed=3), blobs([100, 100], [(0, 0), (6, 0)], seed=4)])
-    res = audit_layer(maps_from_points(pts), rule="likelihood")
+@pytest.mark.stochastic
+def test_likelihood_rule_flags_far_samples_but_not_a_clean_gaussian(seed_offset):
+    s = seed_offset
+    bulk = blobs([192], [(0, 0)], seed=s)
+    far = blobs([8], [(40, -40)], scale=0.5, seed=1 + s)  # 4% of the samples: below bulk_tau = 5%
+    pts = torch.stack([torch.cat([bulk, far]), blobs([200], [(0, 0)], seed=3 + s), blobs([100, 100], [(0, 0), (6, 0)], seed=4 + s)])
+    res = audit_layer(maps_from_points(pts, seed=s), rule="likelihood", seed=s)
     assert res.anomaly.tolist() == [True, False, False]
     assert set(res.flagged[0].nonzero().flatten().tolist()) == set(range(192, 200))
 
@@ -193,11 +200,12 @@ def test_likelihood_rule_uses_bulk_density_when_outliers_own_a_component():
     assert anomaly_full.tolist() == [False]
 
 
-def test_ch_outlier_rule_flags_the_filter_with_an_outlying_ch():
-    singles = [blobs([150], [(0, 0)], seed=s) for s in range(9)]
-    split = blobs([140, 10], [(0, 0), (12, 12)], scale=0.5, seed=20)
+@pytest.mark.stochastic
+def test_ch_outlier_rule_flags_the_filter_with_an_outlying_ch(seed_offset):
+    singles = [blobs([150], [(0, 0)], seed=s + seed_offset) for s in range(9)]
+    split = blobs([140, 10], [(0, 0), (12, 12)], scale=0.5, seed=20 + seed_offset)
     pts = torch.stack([*singles, split])
-    res = audit_layer(maps_from_points(pts), rule="ch_outlier")
+    res = audit_layer(maps_from_points(pts, seed=seed_offset), rule="ch_outlier", seed=seed_offset)
     assert res.anomaly.nonzero().flatten().tolist() == [9]
     assert int(res.flagged[9].sum()) == 10
     ri = RuleInput(labels=torch.zeros(2, 10, dtype=torch.long), log_prob=torch.zeros(2, 10), ch=torch.ones(2),

@@ -15,23 +15,25 @@ from lightning_addons.federated.partition import dirichlet_partition  # noqa: E4
 
 
 @pytest.fixture(scope="module")
-def world():
-    return build_world(shots=4, fidelity_filter=False)
+def world(seed_offset):
+    return build_world(shots=4, fidelity_filter=False, seed=seed_offset)
 
 
-def test_cachefl_moves_exactly_the_cache_and_never_touches_clip(world):
+@pytest.mark.stochastic
+def test_cachefl_moves_exactly_the_cache_and_never_touches_clip(world, seed_offset):
     adapter, feats, _ = world
     n, k, c = adapter.num_classes, 4, adapter.feature_dim
     clip_before = {k_: v.clone() for k_, v in adapter.clip.state_dict().items()}
     values_before = adapter.cache_values.clone()
     x, y = feats["train"]
-    parts = dirichlet_partition(y.numpy(), 3, alpha=0.5, min_size=10, seed=0)
+    parts = dirichlet_partition(y.numpy(), 3, alpha=0.5, min_size=10, seed=seed_offset)
     module = copy.deepcopy(adapter)
     sim = FederatedSimulation(
         module,
-        _clients(x, y, parts, 32, 0),
+        _clients(x, y, parts, 32, seed_offset),
         rounds=2,
         local_epochs=2,
+        seed=seed_offset,
         eval_datamodule=TensorSplitsDataModule(feats),
         progress_bar=False,
     )
@@ -46,7 +48,8 @@ def test_cachefl_moves_exactly_the_cache_and_never_touches_clip(world):
     assert 0.5 < result.test_metrics["test_acc"] <= 1.0
 
 
-def test_one_client_cachefl_equals_centralised_cache_fine_tuning(world):
+@pytest.mark.stochastic
+def test_one_client_cachefl_equals_centralised_cache_fine_tuning(world, seed_offset):
     import lightning.pytorch as pl
 
     adapter, feats, _ = world
@@ -54,8 +57,8 @@ def test_one_client_cachefl_equals_centralised_cache_fine_tuning(world):
     fed = copy.deepcopy(adapter)
     central = copy.deepcopy(adapter)
     data = ClientDataModule(torch.utils.data.TensorDataset(x, y), batch_size=32)
-    FederatedSimulation(fed, [data], rounds=1, local_epochs=3, seed=2, progress_bar=False).fit()
-    pl.seed_everything(2, verbose=False)
+    FederatedSimulation(fed, [data], rounds=1, local_epochs=3, seed=2 + seed_offset, progress_bar=False).fit()
+    pl.seed_everything(2 + seed_offset, verbose=False)
     pl.Trainer(
         max_epochs=3,
         accelerator="cpu",

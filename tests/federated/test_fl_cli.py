@@ -34,8 +34,10 @@ def test_federate_is_a_registered_subcommand():
     assert extra_commands()["federate"] == "lightning_addons.federated.cli:main"
 
 
-def test_federate_runs_a_config_and_resumes_from_its_checkpoint(tmp_path):
-    cfg = dict(CFG, federation=dict(CFG["federation"], checkpoint_dir=str(tmp_path / "ckpt")))
+@pytest.mark.stochastic
+def test_federate_runs_a_config_and_resumes_from_its_checkpoint(tmp_path, seed_offset):
+    fed = dict(CFG["federation"], partition_seed=seed_offset, checkpoint_dir=str(tmp_path / "ckpt"))
+    cfg = dict(CFG, seed=seed_offset, federation=fed)
     path = tmp_path / "fl.yaml"
     path.write_text(yaml.safe_dump(cfg))
     main(["federate", "--config", str(path), "--out", str(tmp_path / "out.json")])

@@ -25,32 +25,37 @@ def _is_exact_cover(parts, n):
     return len(allidx) == n and len(np.unique(allidx)) == n
 
 
+@pytest.mark.stochastic
 @pytest.mark.parametrize("method", ["iid", "dirichlet", "pathological", "shards"])
-def test_every_partitioner_assigns_each_sample_to_exactly_one_client(method):
-    parts = partition(LABELS, 10, method, seed=1, alpha=0.5, min_size=5)
+def test_every_partitioner_assigns_each_sample_to_exactly_one_client(method, seed_offset):
+    parts = partition(LABELS, 10, method, seed=1 + seed_offset, alpha=0.5, min_size=5)
     assert len(parts) == 10 and _is_exact_cover(parts, len(LABELS))
-    again = partition(LABELS, 10, method, seed=1, alpha=0.5, min_size=5)
+    again = partition(LABELS, 10, method, seed=1 + seed_offset, alpha=0.5, min_size=5)
     assert all(np.array_equal(a, b) for a, b in zip(parts, again))
 
 
-def test_dirichlet_skew_grows_as_alpha_shrinks_and_respects_min_size():
+@pytest.mark.stochastic
+def test_dirichlet_skew_grows_as_alpha_shrinks_and_respects_min_size(seed_offset):
     def mean_max_share(alpha):
-        hist = label_histogram(LABELS, dirichlet_partition(LABELS, 10, alpha=alpha, min_size=5, seed=0))
+        parts = dirichlet_partition(LABELS, 10, alpha=alpha, min_size=5, seed=seed_offset)
+        hist = label_histogram(LABELS, parts)
         return float((hist.max(1) / hist.sum(1)).mean())
 
     assert mean_max_share(0.1) > mean_max_share(0.5) > mean_max_share(100.0)
-    parts = dirichlet_partition(LABELS, 10, alpha=0.1, min_size=20, seed=0)
+    parts = dirichlet_partition(LABELS, 10, alpha=0.1, min_size=20, seed=seed_offset)
     assert min(len(p) for p in parts) >= 20
 
 
-def test_pathological_gives_each_client_exactly_c_classes():
-    parts = pathological_partition(LABELS, 10, classes_per_client=2, seed=0)
+@pytest.mark.stochastic
+def test_pathological_gives_each_client_exactly_c_classes(seed_offset):
+    parts = pathological_partition(LABELS, 10, classes_per_client=2, seed=seed_offset)
     assert all(len(np.unique(LABELS[p])) == 2 for p in parts)
 
 
-def test_iid_and_shards_balance_sizes():
-    assert {len(p) for p in iid_partition(LABELS, 6)} == {100}
-    hist = label_histogram(LABELS, shard_partition(LABELS, 10, shards_per_client=2, seed=0))
+@pytest.mark.stochastic
+def test_iid_and_shards_balance_sizes(seed_offset):
+    assert {len(p) for p in iid_partition(LABELS, 6, seed=seed_offset)} == {100}
+    hist = label_histogram(LABELS, shard_partition(LABELS, 10, shards_per_client=2, seed=seed_offset))
     assert (hist.sum(1) == 60).all() and ((hist > 0).sum(1) <= 4).all()
 
 

@@ -209,10 +209,13 @@ def test_killed_simulation_resumes_from_its_last_round_with_no_lost_round(make_m
     assert resumed.communication == full.communication
 
 
-def test_best_round_uses_validation_and_test_runs_on_it(make_module, digits, tmp_path):
-    fdm = FederatedDataModule(digits, num_clients=2, partition="iid")
+@pytest.mark.stochastic
+def test_best_round_uses_validation_and_test_runs_on_it(make_module, digits, tmp_path, seed_offset):
+    fdm = FederatedDataModule(digits, num_clients=2, partition="iid", partition_seed=seed_offset, seed=seed_offset)
     logger = CSVLogger(tmp_path, name="fl")
-    sim = FederatedSimulation(make_module(), fdm, rounds=3, logger=logger, progress_bar=False)
+    sim = FederatedSimulation(
+        make_module(seed=seed_offset), fdm, rounds=3, logger=logger, seed=seed_offset, progress_bar=False
+    )
     result = sim.fit()
     vals = [h["metrics"]["val_acc"] for h in result.history]
     assert result.best_round == max(range(3), key=lambda r: (vals[r], -r))
@@ -242,10 +245,11 @@ def test_federated_evaluation_is_weighted_by_client_val_size(make_module, digits
     assert metrics["fed_val_acc"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_client_sampling_is_seeded_with_fraction_and_minimum(make_module, digits):
+@pytest.mark.stochastic
+def test_client_sampling_is_seeded_with_fraction_and_minimum(make_module, digits, seed_offset):
     fdm = FederatedDataModule(digits, num_clients=10, partition="iid", min_size=5)
     sim = FederatedSimulation(
-        make_module(), fdm, fraction_fit=0.3, min_fit_clients=4, seed=1, progress_bar=False
+        make_module(), fdm, fraction_fit=0.3, min_fit_clients=4, seed=1 + seed_offset, progress_bar=False
     )
     rounds = [sim.sample_clients(r) for r in range(5)]
     assert all(len(c) == 4 and c == sorted(set(c)) for c in rounds)
@@ -253,12 +257,14 @@ def test_client_sampling_is_seeded_with_fraction_and_minimum(make_module, digits
     assert rounds == [sim.sample_clients(r) for r in range(5)]
 
 
-def test_fedprox_keeps_the_client_closer_to_the_global_state(make_module, digits):
-    fdm = FederatedDataModule(digits, num_clients=1)
+@pytest.mark.stochastic
+def test_fedprox_keeps_the_client_closer_to_the_global_state(make_module, digits, seed_offset):
+    fdm = FederatedDataModule(digits, num_clients=1, seed=seed_offset)
 
     def drift(mu):
         sim = FederatedSimulation(
-            make_module(), fdm, rounds=1, client_callbacks=[FedProx(mu)], progress_bar=False
+            make_module(seed=seed_offset), fdm, rounds=1, client_callbacks=[FedProx(mu)], seed=seed_offset,
+            progress_bar=False,
         )
         start = copy.deepcopy(sim.global_state)
         state, _ = sim.train_client(0, 0)
@@ -269,9 +275,12 @@ def test_fedprox_keeps_the_client_closer_to_the_global_state(make_module, digits
         FedProx(-1)
 
 
-def test_local_only_baseline_trains_each_client_alone(make_module, digits):
-    fdm = FederatedDataModule(digits, num_clients=5, partition="pathological", classes_per_client=2)
-    out = local_only(make_module(), fdm, epochs=2, eval_datamodule=digits)
+@pytest.mark.stochastic
+def test_local_only_baseline_trains_each_client_alone(make_module, digits, seed_offset):
+    fdm = FederatedDataModule(
+        digits, num_clients=5, partition="pathological", classes_per_client=2, partition_seed=seed_offset
+    )
+    out = local_only(make_module(seed=seed_offset), fdm, epochs=2, eval_datamodule=digits, seed=seed_offset)
     accs = [m["test_acc"] for m in out["per_client"]]
     assert len(accs) == 5 and out["mean"]["test_acc"] == pytest.approx(sum(accs) / 5)
     assert max(accs) < 0.45  # a client that saw 2 classes cannot classify 10

@@ -239,12 +239,13 @@ def test_checkpoint_restores_cache_and_loads_weights_only(real_cache_dm, tmp_pat
 
 
 # ------------------------------------------------------------------ acceptance on the embedded world
-def test_embedded_world_synthetic_cache_beats_zero_shot(tiny_world):
+@pytest.mark.stochastic
+def test_embedded_world_synthetic_cache_beats_zero_shot(tiny_world, seed_offset):
     """Issue 4 acceptance: training-free >= zero-shot + 1 pt, fine-tuned >= zero-shot + 3 pt,
-    exactly K generated images per class, generator fidelity >= 0.85 (seed 0, K=16, 20 epochs)."""
-    pl.seed_everything(0, verbose=False)
-    dm = SyntheticCacheDataModule(generator="tiny-unet", shots=16, fidelity_filter=True, seed=0)
-    module = CacheCLIPAdapter(seed=0)
+    exactly K generated images per class, generator fidelity >= 0.85 (seed 0 + offset, K=16, 20 epochs)."""
+    pl.seed_everything(seed_offset, verbose=False)
+    dm = SyntheticCacheDataModule(generator="tiny-unet", shots=16, fidelity_filter=True, seed=seed_offset)
+    module = CacheCLIPAdapter(seed=seed_offset)
     trainer = _trainer(20)
     trainer.fit(module, dm)
     res = trainer.test(module, dm, verbose=False)[0]
@@ -464,13 +465,15 @@ def test_diffusers_pipeline_generator_adapts_pipeline_output():
         DiffusersPipelineGenerator(fake_pipeline, prompt="no placeholder")
 
 
-def test_zero_shot_clip_can_judge_fidelity(real_cache_dm):
+@pytest.mark.stochastic
+def test_zero_shot_clip_can_judge_fidelity(real_cache_dm, seed_offset):
     dm = SyntheticCacheDataModule(
         datamodule=real_cache_dm.datamodule,
         generator="real:public",
         shots=2,
         fidelity_judge="zero-shot",
         fidelity_filter=True,
+        seed=seed_offset,
     )
     with pytest.raises(RuntimeError, match="needs the CLIP model"):
         dm.cache_set()  # no adapter attached yet

@@ -24,9 +24,10 @@ def test_width_scales_the_parameter_count():
     assert big > 4 * small
 
 
-def test_lenet_learns_digits_in_a_few_epochs(tmp_path):
-    pl.seed_everything(0)
-    dm = DigitsDataModule(resize=32, batch_size=64, return_indices=True)
+@pytest.mark.stochastic
+def test_lenet_learns_digits_in_a_few_epochs(tmp_path, seed_offset):
+    pl.seed_everything(seed_offset)
+    dm = DigitsDataModule(resize=32, batch_size=64, return_indices=True, seed=seed_offset)
     module = ImageClassifier(LeNet5(), lr=3e-3)
     trainer = pl.Trainer(
         max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,

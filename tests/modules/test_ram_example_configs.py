@@ -22,11 +22,13 @@ def test_ram_config_instantiates_ram_model_and_profiler(name, tmp_path):
     assert len(profiler) == 1 and profiler[0].baseline is not None
 
 
-def test_embedded_stocks_demo_trains_and_reports_flops(tmp_path):
+@pytest.mark.stochastic
+def test_embedded_stocks_demo_trains_and_reports_flops(tmp_path, seed_offset):
     cli = cli_main(
         [
             "--config",
             str(CONFIGS / "ram_stocks_demo.yaml"),
+            f"--seed_everything={seed_offset}",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.max_epochs=2",
             "--trainer.logger=false",

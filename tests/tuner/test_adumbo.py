@@ -47,8 +47,9 @@ def test_adumbo_weight_schedule_and_ablations():
     assert make_optimizer("adumbo_w0", 2, ["minimize"]).current_weight() == 0.0
 
 
-def test_adumbo_batch_and_pending_points_are_distinct_and_failures_are_imputed():
-    opt = _run(ADUMBO(2, ["minimize", "maximize"], n_init=4, seed=0), 5)
+@pytest.mark.stochastic
+def test_adumbo_batch_and_pending_points_are_distinct_and_failures_are_imputed(seed_offset):
+    opt = _run(ADUMBO(2, ["minimize", "maximize"], n_init=4, seed=seed_offset), 5)
     opt.tell(np.array([[0.5, 0.5]]), np.array([[np.nan, np.nan]]))  # a failed trial
     X = opt.ask(3)
     assert X.shape == (3, 2) and len({tuple(np.round(x, 9)) for x in X}) == 3
@@ -69,10 +70,11 @@ def test_adumbo_default_reference_point_is_the_front_nadir_minus_a_margin_and_ig
     assert _hv_improvement(inner, front, ref)[0] > _hv_improvement(extreme, front, ref)[0]
 
 
-def test_adumbo_beats_random_search_on_branin_currin_with_the_same_budget():
+@pytest.mark.stochastic
+def test_adumbo_beats_random_search_on_branin_currin_with_the_same_budget(seed_offset):
     ref, max_hv = np.array([18.0, 6.0]), 59.36011874867746
-    ad = _run(ADUMBO(2, ["minimize", "minimize"], n_init=6, seed=0), 16)
-    rnd = _run(make_optimizer("random", 2, ["minimize", "minimize"], seed=0), 16)
+    ad = _run(ADUMBO(2, ["minimize", "minimize"], n_init=6, seed=seed_offset), 16)
+    rnd = _run(make_optimizer("random", 2, ["minimize", "minimize"], seed=seed_offset), 16)
     hv_ad = hypervolume(-ad.Y, -ref) / max_hv
     hv_rnd = hypervolume(-rnd.Y, -ref) / max_hv
     print(f"HV/max after 16 evaluations: adumbo {hv_ad:.3f}, random {hv_rnd:.3f}")

@@ -137,17 +137,20 @@ def test_ddim_loop_matches_diffusers_ddim_pipeline_without_guidance():
     torch.testing.assert_close(ours.permute(0, 2, 3, 1), torch.from_numpy(ref).float(), atol=1e-5, rtol=1e-4)
 
 
-def test_tiny_unet_samples_are_the_requested_digits():
+@pytest.mark.stochastic
+def test_tiny_unet_samples_are_the_requested_digits(seed_offset):
     from lightning_addons.datamodules.synthetic_cache import ReferenceClassifierJudge
 
     x, y = tc.digits_public_images()
     judge = ReferenceClassifierJudge(x, y)
     unet, scheduler = zoo.tiny_unet()
     labels = torch.arange(10).repeat(5)
-    images = tu.sample_ddim(unet, scheduler, labels, steps=25, generator=torch.Generator().manual_seed(0))
+    images = tu.sample_ddim(unet, scheduler, labels, steps=25, generator=torch.Generator().manual_seed(seed_offset))
     assert images.shape == (50, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
     assert float((judge(images) == labels).float().mean()) >= 0.85
-    again = tu.sample_ddim(unet, scheduler, labels[:4], steps=25, generator=torch.Generator().manual_seed(0))
+    again = tu.sample_ddim(
+        unet, scheduler, labels[:4], steps=25, generator=torch.Generator().manual_seed(seed_offset)
+    )
     assert torch.equal(again, images[:4]) or torch.allclose(again, images[:4], atol=1e-6)  # seeded
 
 
