@@ -145,8 +145,11 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
             ax.set_ylabel(axis_label(objs[j]))
             if objs[i].log_scale:
                 ax.set_xscale("log")
+                _plain_log_ticks(ax.xaxis)
             if objs[j].log_scale:
                 ax.set_yscale("log")
+                _plain_log_ticks(ax.yaxis)
+
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / "pareto.png", dpi=110)
@@ -195,6 +198,15 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
 
     paths["summary"] = _write_summary(result, out, curve)
     return paths
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log-scale ticks as plain numbers (``20``, ``6``) rather than ``2x10^1``."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
 
 
 def _importance_readable(ranking) -> bool:
