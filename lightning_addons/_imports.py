@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from functools import cache
 from types import ModuleType
 
@@ -23,6 +24,15 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "torch_sparse": ("tsl", "torch-sparse"),
     "pytorch_lightning": ("tsl", "pytorch-lightning"),
     "torch_pruning": ("prune", "torch-pruning"),
+}
+
+
+#: Warnings an optional dependency emits on import about its *own* code, which our users cannot act on;
+#: silenced narrowly (category + message) for that import only. linear_operator (via botorch) decorates
+#: functions with ``torch.jit.script``, which torch >= 2.10 deprecates.
+IMPORT_WARNINGS: dict[str, list[tuple[type[Warning], str]]] = {
+    "botorch": [(FutureWarning, r"`torch\.jit\.script` is deprecated")],
+    "gpytorch": [(FutureWarning, r"`torch\.jit\.script` is deprecated")],
 }
 
 
@@ -53,7 +63,10 @@ def require(module: str, extra: str | None = None, feature: str | None = None) -
         'torch'
     """
     try:
-        return importlib.import_module(module)
+        with warnings.catch_warnings():
+            for category, message in IMPORT_WARNINGS.get(module.split(".")[0], ()):
+                warnings.filterwarnings("ignore", message=message, category=category)
+            return importlib.import_module(module)
     except ModuleNotFoundError as err:
         root = module.split(".")[0]
         if err.name is not None and err.name.split(".")[0] != root and module_available(root):

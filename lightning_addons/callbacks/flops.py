@@ -137,7 +137,7 @@ class FlopsProfiler(pl.Callback):
         for key, value in self.metrics.items():
             trainer.callback_metrics[key] = torch.tensor(value)
         if self.verbose:
-            summary = ", ".join(f"{k}={v:,.2f}" for k, v in self.metrics.items())
+            summary = ", ".join(f"{k}={_fmt_count(v)}" for k, v in self.metrics.items())
             rank_zero_info(f"FlopsProfiler: {summary}\n{self.table}")
 
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -159,3 +159,9 @@ class FlopsProfiler(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.metrics = {k: float(v) for k, v in state_dict.items()}
+
+
+def _fmt_count(value: float) -> str:
+    """Integers (FLOPs, MACs, parameter counts) print as integers with thousands separators; fractions
+    (percentages) with two decimals."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"

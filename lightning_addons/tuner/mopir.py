@@ -19,12 +19,17 @@ METHODS = ("impurity", "permutation")
 @dataclass
 class MOPIRResult:
     """Importance ranking: ``importances`` (name -> share, sums to 1), ``per_objective`` shares, ``order``
-    (most important first) and the ``selected`` names kept for the search."""
+    (most important first), the ``selected`` names kept for the search, ``std`` (name -> standard
+    deviation of the share: spread over the forest's trees for ``"impurity"``, over the permutation
+    repeats for ``"permutation"``, combined over objectives as independent) and ``n_trials`` (rows the
+    ranking was fitted on; 0 when unknown, e.g. a ranking stored by an older version)."""
 
     importances: dict[str, float]
     per_objective: dict[str, dict[str, float]]
     order: list[str]
     selected: list[str] = field(default_factory=list)
+    std: dict[str, float] = field(default_factory=dict)
+    n_trials: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -32,6 +37,8 @@ class MOPIRResult:
             "per_objective": self.per_objective,
             "order": self.order,
             "selected": self.selected,
+            "std": self.std,
+            "n_trials": self.n_trials,
         }
 
     @classmethod
@@ -41,6 +48,8 @@ class MOPIRResult:
             {k: dict(v) for k, v in d["per_objective"].items()},
             list(d["order"]),
             list(d.get("selected", [])),
+            dict(d.get("std", {})),
+            int(d.get("n_trials", 0)),
         )
 
 
@@ -111,6 +120,7 @@ def mopir(
     from threadpoolctl import threadpool_limits
 
     per_obj = np.zeros((m, X.shape[1]))
+    per_obj_std = np.zeros((m, X.shape[1]))
     used = np.zeros(m, dtype=bool)
     with threadpool_limits(1):
         for j in range(m):
@@ -123,15 +133,16 @@ def mopir(
             rf.fit(X[ok], Y[ok, j])
             if method == "impurity":
                 imp = rf.feature_importances_
+                spread = np.std([tree.feature_importances_ for tree in rf.estimators_], axis=0)
             else:
                 from sklearn.inspection import permutation_importance
 
-                imp = permutation_importance(
-                    rf, X[ok], Y[ok, j], n_repeats=10, random_state=seed, n_jobs=1
-                ).importances_mean
+                perm = permutation_importance(rf, X[ok], Y[ok, j], n_repeats=10, random_state=seed, n_jobs=1)
+                imp, spread = perm.importances_mean, perm.importances_std
             imp = np.clip(imp, 0, None)
             if imp.sum() > 0:
                 per_obj[j] = imp / imp.sum()
+                per_obj_std[j] = spread / imp.sum()
                 used[j] = True
     if not used.any():
         raise ValueError(
@@ -140,6 +151,7 @@ def mopir(
         )
     ww = w * used
     total = (per_obj * ww[:, None]).sum(0) / ww.sum()
+    total_std = np.sqrt(((per_obj_std * ww[:, None]) ** 2).sum(0)) / ww.sum()
     order_idx = np.argsort(-total, kind="stable")
     order = [names[i] for i in order_idx]
     if top_k is not None:
@@ -157,4 +169,6 @@ def mopir(
         },
         order=order,
         selected=order[:k],
+        std={names[i]: float(total_std[i]) for i in range(len(names))},
+        n_trials=int(np.isfinite(Y).any(1).sum()),
     )

@@ -13,6 +13,21 @@ import numpy as np
 
 from lightning_addons.tuner._pareto import hypervolume, log_columns, pareto_mask, to_max
 
+#: Units of the built-in objectives (``time``: fit wall seconds; ``energy``: joules).
+OBJECTIVE_UNITS = {"time": "s", "energy": "J"}
+#: MOPIR importances fitted on fewer finished trials than this are not shown as a ranking.
+MIN_TRIALS_FOR_IMPORTANCE = 10
+#: A Pareto configuration is reported cheaper than the default only if it saves more than this share of
+#: the default's time/energy: both are single measurements per trial, noisy on a shared machine.
+MIN_RELATIVE_SAVING = 0.1
+
+
+def axis_label(objective) -> str:
+    """``"time [s] (lower is better)"``: the objective's name, its unit where known, and its direction."""
+    unit = OBJECTIVE_UNITS.get(objective.name)
+    better = "lower" if objective.direction == "minimize" else "higher"
+    return f"{objective.name}{f' [{unit}]' if unit else ''} ({better} is better)"
+
 
 def _objective_matrix(result) -> tuple[np.ndarray, list[dict]]:
     complete = [h for h in result.history if h["state"] == "COMPLETE"]
@@ -47,10 +62,12 @@ def hv_curve(result) -> np.ndarray:
     return np.asarray(out) / 1.1 ** len(objs)
 
 
-def default_comparison(result) -> dict[str, Any]:
+def default_comparison(result, min_saving: float = MIN_RELATIVE_SAVING) -> dict[str, Any]:
     """Compare the Pareto set with the default-configuration trial (trial 0 of an ADUMBO study, or any
     trial whose parameters equal the space defaults). Returns the default's values and the Pareto
-    configurations at equal or better value on every non-cost objective that are faster or use less energy."""
+    configurations at equal or better value on every non-cost objective that are faster or use less energy
+    by more than ``min_saving`` (a share of the default's value: single timings on a shared machine are
+    noisy, so a smaller saving is not called a win)."""
     defaults = result.space_defaults if hasattr(result, "space_defaults") else None
     complete = [h for h in result.history if h["state"] == "COMPLETE"]
     base = None
@@ -73,7 +90,9 @@ def default_comparison(result) -> dict[str, Any]:
             else (h["values"][o.name] <= base["values"][o.name])
             for o in quality
         )
-        cheaper = [o.name for o in cost if h["values"][o.name] < base["values"][o.name]]
+        cheaper = [
+            o.name for o in cost if h["values"][o.name] < (1.0 - min_saving) * base["values"][o.name]
+        ]
         if ok_quality and cheaper:
             better.append(
                 {"number": h["number"], "cheaper_in": cheaper, "values": h["values"], "params": h["params"]}
@@ -87,6 +106,7 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,6 +121,9 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
     objs = result.objectives
     Y, complete = _objective_matrix(result)
     pareto = np.array([h.get("pareto", False) for h in complete], bool)
+    base = default_comparison(result)["default"]
+    is_default = np.array([h is base for h in complete], bool)
+    default_label = f"default config (trial {base['number']})" if base is not None else None
 
     # Pareto fronts: every pair of objectives
     if len(objs) >= 2 and len(Y):
@@ -113,12 +136,17 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
             ax.scatter(Y[pareto, i], Y[pareto, j], c="tab:blue", s=22, label="Pareto (all objectives)")
             order = np.argsort(Y[pm, i])
             ax.plot(Y[pm, i][order], Y[pm, j][order], "r.-", label="2-D front")
-            ax.set_xlabel(f"{objs[i].name} ({objs[i].direction[:3]})")
-            ax.set_ylabel(f"{objs[j].name} ({objs[j].direction[:3]})")
+            if is_default.any():
+                ax.scatter(Y[is_default, i], Y[is_default, j], marker="*", s=160, c="black", label=default_label)
+            ax.set_xlabel(axis_label(objs[i]))
+            ax.set_ylabel(axis_label(objs[j]))
             if objs[i].log_scale:
                 ax.set_xscale("log")
+                _plain_log_ticks(ax.xaxis)
             if objs[j].log_scale:
                 ax.set_yscale("log")
+                _plain_log_ticks(ax.yaxis)
+
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / "pareto.png", dpi=110)
@@ -128,10 +156,14 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
         fig = plt.figure(figsize=(5.5, 5))
         ax = fig.add_subplot(projection="3d")
         ax.scatter(Y[~pareto, 0], Y[~pareto, 1], Y[~pareto, 2], c="lightgray", s=14)
-        ax.scatter(Y[pareto, 0], Y[pareto, 1], Y[pareto, 2], c="tab:blue", s=24)
-        ax.set_xlabel(objs[0].name)
-        ax.set_ylabel(objs[1].name)
-        ax.set_zlabel(objs[2].name)
+        ax.scatter(Y[pareto, 0], Y[pareto, 1], Y[pareto, 2], c="tab:blue", s=24, label="Pareto")
+        if is_default.any():
+            d = Y[is_default][0]
+            ax.scatter([d[0]], [d[1]], [d[2]], marker="*", s=160, c="black", label=default_label)
+        ax.legend(fontsize=7)
+        ax.set_xlabel(axis_label(objs[0]), fontsize=8)
+        ax.set_ylabel(axis_label(objs[1]), fontsize=8)
+        ax.set_zlabel(axis_label(objs[2]), fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "pareto3d.png", dpi=110)
         plt.close(fig)
@@ -140,20 +172,22 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
     curve = hv_curve(result)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(np.arange(1, len(curve) + 1), curve, "o-", ms=3)
-    ax.set_xlabel("trial")
-    ax.set_ylabel("hypervolume / max (normalised objectives)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trials finished")
+    ax.set_ylabel("hypervolume / max (normalised, unitless)")
     fig.tight_layout()
     fig.savefig(out / "hypervolume.png", dpi=110)
     plt.close(fig)
     paths["hypervolume"] = out / "hypervolume.png"
 
-    if result.mopir is not None:
+    if _importance_readable(result.mopir):
         names = result.mopir.order
         vals = [result.mopir.importances[n] for n in names]
+        errs = [result.mopir.std.get(n, 0.0) for n in names]
         fig, ax = plt.subplots(figsize=(5, 0.4 * len(names) + 1.2))
         colors = ["tab:green" if n in result.mopir.selected else "tab:gray" for n in names]
-        ax.barh(names[::-1], vals[::-1], color=colors[::-1])
-        ax.set_xlabel("MOPIR importance (green: kept for the search)")
+        ax.barh(names[::-1], vals[::-1], xerr=errs[::-1], color=colors[::-1], capsize=3)
+        ax.set_xlabel(f"MOPIR importance share, mean ± std ({result.mopir.n_trials} trials; green: kept)")
         fig.tight_layout()
         fig.savefig(out / "mopir.png", dpi=110)
         plt.close(fig)
@@ -161,6 +195,20 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
 
     paths["summary"] = _write_summary(result, out, curve)
     return paths
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log-scale ticks as plain numbers (``20``, ``6``) rather than ``2x10^1``."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
+
+
+def _importance_readable(ranking) -> bool:
+    """A MOPIR ranking is shown only when it was fitted on enough finished trials."""
+    return ranking is not None and ranking.n_trials >= MIN_TRIALS_FOR_IMPORTANCE
 
 
 def _fmt(v: Any) -> str:
@@ -179,6 +227,9 @@ def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
         f"- objectives: {', '.join(f'{o.name} ({o.direction})' for o in objs)}",
         f"- energy source(s): {sorted({str(h.get('energy_source')) for h in result.history if h.get('energy_source')})}",
         f"- final hypervolume (normalised): {curve[-1]:.4f}" if len(curve) else "- no trial finished",
+        "- units: " + ", ".join(f"{o.name} in {OBJECTIVE_UNITS[o.name]}" for o in objs if o.name in OBJECTIVE_UNITS)
+        if any(o.name in OBJECTIVE_UNITS for o in objs)
+        else "",
         "",
     ]
     if result.pareto:
@@ -208,6 +259,14 @@ def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
             + ", ".join(f"{o.name}={_fmt(d['values'][o.name])}" for o in objs),
             "",
         ]
+        if any(o.name in OBJECTIVE_UNITS for o in objs):
+            lines += [
+                f"Time and energy are one measurement per trial, with no repeats: on a shared machine they vary "
+                f"by tens of percent for the same work. A configuration is listed as cheaper only when it saves "
+                f"more than {MIN_RELATIVE_SAVING:.0%} of the default's value; rerun the listed trials before "
+                "relying on a saving.",
+                "",
+            ]
         if cmp["better"]:
             for b in cmp["better"]:
                 lines.append(
@@ -218,14 +277,31 @@ def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
         else:
             lines.append(
                 "- no Pareto configuration is both at least as good on every quality objective and cheaper "
-                "than the default."
+                f"(by more than {MIN_RELATIVE_SAVING:.0%}) than the default."
             )
         lines.append("")
     if result.mopir is not None:
-        lines += ["## MOPIR importance", "", "| parameter | importance | kept |", "|---|---|---|"]
-        for n in result.mopir.order:
+        r = result.mopir
+        kept = ", ".join(r.selected)
+        lines += ["## MOPIR importance", ""]
+        if _importance_readable(r):
+            lines += [
+                f"Fitted on {r.n_trials} finished trials; ± is the standard deviation over the forest's trees "
+                "(or permutation repeats).",
+                "",
+                "| parameter | importance | kept |",
+                "|---|---|---|",
+            ]
+            for n in r.order:
+                lines.append(
+                    f"| {n} | {r.importances[n]:.3f} ± {r.std.get(n, float('nan')):.3f} | "
+                    f"{'yes' if n in r.selected else 'no'} |"
+                )
+        else:
             lines.append(
-                f"| {n} | {result.mopir.importances[n]:.3f} | {'yes' if n in result.mopir.selected else 'no'} |"
+                f"Not shown: the ranking was fitted on {r.n_trials or 'an unknown number of'} finished trials, "
+                f"fewer than the {MIN_TRIALS_FOR_IMPORTANCE} needed for importances worth reading. The search "
+                f"kept: {kept}."
             )
         lines.append("")
     failed = [h for h in result.history if h["state"] == "FAIL"]

@@ -61,7 +61,8 @@ def test_failed_and_nan_trials_are_recorded_and_the_study_goes_on(tmp_path):
     paths = write_report(res, tmp_path / "report", space=SearchSpace(SPACE))
     text = paths["summary"].read_text()
     assert "Failed trials" in text and "out of memory" in text and "## Pareto set" in text
-    assert {"csv", "pareto", "hypervolume", "mopir", "summary"} <= set(paths)
+    assert {"csv", "pareto", "hypervolume", "summary"} <= set(paths)
+    assert "mopir" not in paths and "fitted on 5 finished trials" in text  # too few to rank: withheld
     assert len(paths["csv"].read_text().splitlines()) == 9
 
 
