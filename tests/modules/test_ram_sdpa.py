@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from lightning_addons.modules.nn import ITransformer, MultiHeadSelfAttention, PatchTST, STAEformer, count_flops
+from lightning_addons.modules.nn import (
+    ITransformer,
+    MultiHeadSelfAttention,
+    PatchTST,
+    STAEformer,
+    count_flops,
+)
 from lightning_addons.modules.nn.ram import attention_flops_per_token
 
 
@@ -101,7 +107,9 @@ def test_sdpa_flops_equal_the_analytic_attention_formula():
     "build",
     [
         lambda impl: ITransformer(window=16, horizon=4, d_model=16, d_ff=16, n_heads=2, attention_impl=impl),
-        lambda impl: PatchTST(window=16, horizon=4, patch_len=4, stride=4, d_model=16, d_ff=16, attention_impl=impl),
+        lambda impl: PatchTST(
+            window=16, horizon=4, patch_len=4, stride=4, d_model=16, d_ff=16, attention_impl=impl
+        ),
     ],
     ids=["itransformer", "patchtst"],
 )
@@ -122,3 +130,49 @@ def test_unknown_attention_impl_and_bad_chunk_size_are_named():
         STAEformer(num_nodes=3, attention_impl="fast")
     with pytest.raises(ValueError, match=r"`spatial_chunk_size` must be a positive integer, got 0"):
         STAEformer(num_nodes=3, spatial_chunk_size=0)
+
+
+def test_checkpointed_layer_chunks_give_the_same_outputs_and_gradients():
+    x = torch.randn(2, 6, 9, 1)
+    u = torch.stack([torch.rand(2, 6), torch.randint(0, 7, (2, 6)).float()], -1)
+    torch.manual_seed(3)
+    plain = STAEformer(
+        num_nodes=9,
+        window=6,
+        horizon=2,
+        input_embedding_dim=8,
+        tod_embedding_dim=4,
+        dow_embedding_dim=4,
+        steps_per_day=24,
+        adaptive_embedding_dim=8,
+        d_ff=16,
+        n_heads=4,
+        num_layers_t=1,
+        num_layers_s=1,
+        dropout=0.0,
+    ).train()
+    chunked = STAEformer(
+        num_nodes=9,
+        window=6,
+        horizon=2,
+        input_embedding_dim=8,
+        tod_embedding_dim=4,
+        dow_embedding_dim=4,
+        steps_per_day=24,
+        adaptive_embedding_dim=8,
+        d_ff=16,
+        n_heads=4,
+        num_layers_t=1,
+        num_layers_s=1,
+        dropout=0.0,
+        checkpoint_chunks=4,
+    ).train()
+    chunked.load_state_dict(plain.state_dict())
+    out_p, out_c = plain(x, u=u), chunked(x, u=u)
+    torch.testing.assert_close(out_c, out_p, atol=1e-6, rtol=1e-6)
+    out_p.square().sum().backward()
+    out_c.square().sum().backward()
+    for (name, pp), pc in zip(plain.named_parameters(), chunked.parameters()):
+        torch.testing.assert_close(pc.grad, pp.grad, atol=1e-5, rtol=1e-5, msg=name)
+    with pytest.raises(ValueError, match=r"`checkpoint_chunks` must be a non-negative integer, got -1"):
+        STAEformer(num_nodes=3, checkpoint_chunks=-1)

