@@ -1,6 +1,8 @@
 """LightningDataModules and dataset helpers."""
 
 from lightning_addons.datamodules.digits import DigitsDataModule, IndexedTensorDataset
+from lightning_addons.datamodules.graph_signals import GraphSignalDataModule, TrafficGraphDataModule
+from lightning_addons.datamodules.ltsf import ETTDataModule, LTSFDataModule
 from lightning_addons.datamodules.synthetic_cache import (
     CacheInitializer,
     DiffusersPipelineGenerator,
@@ -20,11 +22,15 @@ __all__ = [
     "ChickenpoxDataModule",
     "DiffusersPipelineGenerator",
     "DigitsDataModule",
+    "ETTDataModule",
     "ETTh1DataModule",
     "FewShotGenerator",
+    "GraphSignalDataModule",
     "IndexedTensorDataset",
+    "LTSFDataModule",
     "StocksDemoDataModule",
     "SyntheticCacheDataModule",
     "TimeSeriesDataModule",
     "TinyUNetGenerator",
+    "TrafficGraphDataModule",
 ]

@@ -330,6 +330,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
             missing, such channels are masked everywhere, such windows are dropped.
         min_observed: a window needs more than this fraction of its input values and of its target
             values observed (default 0: at least one of each).
+        edge_weight: optional ``[E]`` weights of ``edge_index``.
 
     Raises:
         ValueError: non-positive lookback/horizon/batch size, bad splits, a split too short for one
@@ -362,6 +363,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         history: int = 0,
         invalid: Literal["raise", "mask"] = "raise",
         min_observed: float = 0.0,
+        edge_weight=None,
     ) -> None:
         super().__init__()
         if invalid not in ("raise", "mask"):
@@ -409,7 +411,9 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         self._edge_index = (
             None if edge_index is None else torch.as_tensor(np.asarray(edge_index), dtype=torch.long)
         )
-        self._edge_weight: torch.Tensor | None = None
+        self._edge_weight = (
+            None if edge_weight is None else torch.as_tensor(np.asarray(edge_weight), dtype=torch.float32)
+        )
         self._dates = None if dates is None else pd.DatetimeIndex(dates)
         self._steps_per_day = steps_per_day
         self.history, self.invalid, self.min_observed = history, invalid, float(min_observed)
@@ -577,7 +581,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         values = self._validate(values, n_train)
         observed = np.isfinite(values)
         self.scaler = StandardScaler.fit(values[:n_train]) if self.scale else None
-        tensor = torch.as_tensor(values)
+        tensor = torch.as_tensor(values if values.flags.writeable else values.copy())
         if self.scaler is not None:
             tensor = self.scaler.transform(tensor)
         mask = torch.as_tensor(observed)

@@ -1,5 +1,6 @@
 """Pure-torch building blocks (no Lightning import)."""
 
+from lightning_addons.modules.nn.baselines import DLinear, fit_least_squares
 from lightning_addons.modules.nn.cnn import AlexNetSmall, LeNet5
 from lightning_addons.modules.nn.flops import FlopsReport, count_flops
 from lightning_addons.modules.nn.ram import (
@@ -20,6 +21,7 @@ from lightning_addons.modules.nn.ram import (
 __all__ = [
     "AlexNetSmall",
     "AttentionReplacement",
+    "DLinear",
     "FeedForward",
     "FlopsReport",
     "ITransformer",
@@ -33,5 +35,6 @@ __all__ = [
     "SeasonalNaive",
     "TorchEncoderLayerRAM",
     "count_flops",
+    "fit_least_squares",
     "replace_attention_with_mlp",
 ]

@@ -823,30 +823,48 @@ class LinearForecaster(nn.Module):
 class SeasonalNaive(nn.Module):
     """Baseline: repeat the value one season ago (``y[t + h] = x[t + h - season]``); no parameters.
 
+    A season longer than the lookback reads ``x_hist`` (``[B, >= season, N, F]``, the steps ending where
+    ``x`` ends), which :class:`~lightning_addons.datamodules.TimeSeriesDataModule` provides with
+    ``history >= season`` and :class:`~lightning_addons.modules.Forecaster` passes on; ``season=1`` is the
+    last-value baseline.
+
     Args:
-        window: lookback T (>= ``season``).
+        window: lookback T.
         horizon: H.
-        season: season length in steps (24 for hourly data with a daily cycle).
+        season: season length in steps (24 for hourly data with a daily cycle, 168 for a weekly one).
 
     Raises:
-        ValueError: ``season`` longer than the lookback, or non-positive sizes.
+        ValueError: non-positive sizes; at forward time, a season longer than the lookback without an
+            ``x_hist`` at least ``season`` steps long.
 
     Example:
         >>> SeasonalNaive(4, 3, season=2)(torch.arange(4.).reshape(1, 4, 1, 1)).flatten().tolist()
         [2.0, 3.0, 2.0]
+        >>> hist = torch.arange(10.).reshape(1, 10, 1, 1)  # lookback 4 = the last 4 of these
+        >>> SeasonalNaive(4, 3, season=7)(hist[:, -4:], x_hist=hist).flatten().tolist()
+        [3.0, 4.0, 5.0]
     """
 
     def __init__(self, window: int = 96, horizon: int = 96, season: int = 24) -> None:
         super().__init__()
         for name, value in (("window", window), ("horizon", horizon), ("season", season)):
             _check_positive_int(name, value)
-        if season > window:
-            raise ValueError(f"`season` ({season}) must be <= the lookback `window` ({window}).")
         self.window, self.horizon, self.season = window, horizon, season
 
-    def forward(self, x, edge_index=None, edge_weight=None, u=None) -> torch.Tensor:
+    def forward(self, x, edge_index=None, edge_weight=None, u=None, x_hist=None) -> torch.Tensor:
         check_series_input(x, "x", self.window)
-        last = x[:, -self.season :]
+        source = x
+        if self.season > self.window:
+            if x_hist is None or x_hist.shape[1] < self.season:
+                got = "none" if x_hist is None else f"{x_hist.shape[1]} steps"
+                raise ValueError(
+                    f"SeasonalNaive(season={self.season}) is longer than the lookback ({self.window}): it needs "
+                    f"`x_hist` with at least {self.season} steps (got {got}); use "
+                    f"TimeSeriesDataModule(history={self.season}) with the Forecaster."
+                )
+            check_series_input(x_hist, "x_hist")
+            source = x_hist
+        last = source[:, -self.season :]
         reps = -(-self.horizon // self.season)
         return last.repeat(1, reps, 1, 1)[:, : self.horizon]
 
