@@ -476,8 +476,9 @@ class TimeSeriesDataModule(pl.LightningDataModule):
     def _row_borders(self, total: int) -> tuple[int, int, int]:
         if all(isinstance(s, float) for s in self.splits):
             n_train = int(round(self.splits[0] * total))
-            n_val = int(round(self.splits[1] * total))
             n_test = int(round(self.splits[2] * total))
+            # fractions summing to 1 may round to one row too many: the validation split gives it back
+            n_val = min(int(round(self.splits[1] * total)), total - n_train - n_test)
         else:
             n_train, n_val, n_test = (int(s) for s in self.splits)
         if n_train + n_val + n_test > total:

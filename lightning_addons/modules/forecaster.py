@@ -301,13 +301,16 @@ class Forecaster(pl.LightningModule):
             metrics.reset()
         if self.test_horizon is None:
             return
-        res = self.test_horizon.compute()
+        # torchmetrics squeezes one-element results: keep per-step arrays 1-D (horizon 1)
+        res = {k: torch.atleast_1d(v) for k, v in self.test_horizon.compute().items()}
         self.test_horizon.reset()
         self.test_horizon_metrics = {k: v.tolist() for k, v in res.items()}
         if self.test_horizon_original is not None:
             orig = self.test_horizon_original.compute()
             self.test_horizon_original.reset()
-            self.test_horizon_metrics.update({f"{k}_original": v.tolist() for k, v in orig.items()})
+            self.test_horizon_metrics.update(
+                {f"{k}_original": torch.atleast_1d(v).tolist() for k, v in orig.items()}
+            )
         horizon = len(self.test_horizon_metrics["mae"])
         steps = self.hparams.log_horizon_steps
         if steps is None:
