@@ -139,6 +139,121 @@ def part_flops() -> list[dict]:
     return rows
 
 
+MEMORY_CONFIGS = {
+    # name: (STAEformer kwargs, batch, optimizer step)
+    "N=675 1+1 layers B=8": (
+        dict(num_nodes=675, window=12, horizon=12, d_ff=256, n_heads=4, num_layers_t=1, num_layers_s=1),
+        8,
+        False,
+    ),
+    "N=207 paper 3+3 layers B=16 (train step)": (
+        dict(num_nodes=207, window=12, horizon=12, d_ff=256, n_heads=4, num_layers_t=3, num_layers_s=3),
+        16,
+        True,
+    ),
+    "N=2000 1+1 layers B=8": (
+        dict(num_nodes=2000, window=12, horizon=12, d_ff=256, n_heads=4, num_layers_t=1, num_layers_s=1),
+        8,
+        False,
+    ),
+}
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def memory_child(spec: str) -> None:
+    """Run in a fresh process: one STAEformer forward+backward (+ Adam step), print peak extra RSS and time.
+
+    Extra memory = peak RSS during the first full-batch step (``VmHWM``, reset through
+    ``/proc/self/clear_refs``) minus the RSS before it, with the model and batch built and one one-sample
+    warm-up step done (kernel libraries, autograd engine, Adam state); time = median of the following steps.
+    """
+    cfg = json.loads(spec)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    kwargs, batch, step = MEMORY_CONFIGS[cfg["name"]]
+    model = STAEformer(**kwargs, attention_impl=cfg["impl"], checkpoint_chunks=cfg.get("ckpt", 0)).train()
+    n, t = kwargs["num_nodes"], kwargs["window"]
+    x = torch.randn(batch, t, n, 1)
+    u = torch.stack([torch.rand(batch, t), torch.randint(0, 7, (batch, t)).float()], -1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3) if step else None
+
+    def one() -> float:
+        t0 = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        model(x, u=u).square().mean().backward()
+        if opt is not None:
+            opt.step()
+        return time.perf_counter() - t0
+
+    # one-time costs (kernel libraries, autograd engine, optimizer state) are not per-step memory:
+    # warm up on a one-sample batch first, then measure the full batch
+    small = model(x[:1], u=u[:1]).square().mean()
+    small.backward()
+    if opt is not None:
+        opt.step()
+    del small
+    model.zero_grad(set_to_none=True)
+    base = _rss_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:  # resets VmHWM to the current RSS
+        fh.write("5")
+    first = one()
+    peak = _rss_kib("VmHWM")
+    times = [one() for _ in range(cfg["repeats"])]
+    print(
+        "MEMORY_RESULT "
+        + json.dumps(
+            {
+                "extra_mb": (peak - base) / 1024,
+                "base_mb": base / 1024,
+                "first_s": first,
+                "step_s": statistics.median(times) if times else first,
+                "params": sum(p.numel() for p in model.parameters()),
+            }
+        )
+    )
+
+
+def part_memory(names: list[str] | None = None) -> list[dict]:
+    """Peak extra RSS and time of one STAEformer training step, SDPA vs explicit, each in its own process.
+
+    Runs one process at a time (never two big ones at once); 1 CPU thread; dropout 0.1 in train mode.
+    Variants: ``sdpa+ckpt8`` (SDPA, every layer recomputed in 8 chunks in the backward pass), ``sdpa``,
+    ``explicit`` (the reference matmul path).
+    """
+    import subprocess
+
+    rows = []
+    print("\n== STAEformer memory / time per training step (1 thread, each run in a fresh process) ==")
+    print(f"{'config':<42} {'impl':<9} {'extra MB':>9} {'first s':>8} {'step s':>8}")
+    for name in names or list(MEMORY_CONFIGS):
+        variants = [("sdpa", 8)] + ([] if name.startswith("N=2000") else [("sdpa", 0), ("explicit", 0)])
+        for impl_name, ckpt in variants:
+            impl = impl_name if not ckpt else f"{impl_name}+ckpt{ckpt}"
+            spec = json.dumps(
+                {"name": name, "impl": impl_name, "ckpt": ckpt, "repeats": 1}
+            )
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            proc = subprocess.run(
+                [sys.executable, __file__, "--memory-child", spec], capture_output=True, text=True, env=env
+            )
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY_RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                print(f"{name:<42} {impl:<9} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+                rows.append({"config": name, "impl": impl, "error": proc.returncode})
+                continue
+            res = json.loads(line.split(" ", 1)[1])
+            rows.append({"config": name, "impl": impl, **res})
+            print(f"{name:<42} {impl:<9} {res['extra_mb']:>9.0f} {res['first_s']:>8.2f} {res['step_s']:>8.2f}")
+    return rows
+
+
 def _fit_test(module: Forecaster, dm, epochs: int) -> tuple[dict, list[float], list[float], float]:
     t0 = time.perf_counter()
     if epochs > 0 and any(p.requires_grad for p in module.parameters()):
@@ -414,7 +529,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--data", default=None, help="folder with ETTh1.csv and chickenpox.json (default ../shared/data)"
     )
     parser.add_argument("--json", default=None, help="write all rows to this JSON file")
+    parser.add_argument(
+        "--memory-configs", default=None, help=f"';'-separated subset of {list(MEMORY_CONFIGS)} for --parts memory"
+    )
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return {}
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = args.parts.split(",")
@@ -429,6 +551,8 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     if "flops" in parts:
         out["flops"] = part_flops()
+    if "memory" in parts:
+        out["memory"] = part_memory(args.memory_configs.split(";") if args.memory_configs else None)
     rows: list[dict] = []
     if "etth1" in parts:
         only = args.models.split(",") if args.models else None

@@ -16,6 +16,10 @@ _EXPORTS = {
     "ETTh1DataModule": "lightning_addons.datamodules.timeseries",
     "StocksDemoDataModule": "lightning_addons.datamodules.timeseries",
     "TimeSeriesDataModule": "lightning_addons.datamodules.timeseries",
+    "GraphSignalDataModule": "lightning_addons.datamodules.graph_signals",
+    "TrafficGraphDataModule": "lightning_addons.datamodules.graph_signals",
+    "ETTDataModule": "lightning_addons.datamodules.ltsf",
+    "LTSFDataModule": "lightning_addons.datamodules.ltsf",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,7 +3,16 @@
 Batches are dicts: ``x`` ``[B, T, N, F]`` (scaled, missing values filled with 0), ``x_mask`` (bool, same
 shape, ``True`` where observed), ``y`` ``[B, H, N, F]`` (scaled, filled), ``mask`` (``True`` where ``y``
 is observed: metrics and losses ignore the rest) and, when time features exist, ``u`` ``[B, T, k]``
-(``k=2``: time of day in ``[0, 1)``, day of week ``0..6``; the format ``STAEformer`` reads).
+(``k=2``: time of day in ``[0, 1)``, day of week ``0..6``; the format ``STAEformer`` reads) and, with
+``history > 0``, ``x_hist`` ``[B, history, N, F]`` (the ``history`` steps ending where ``x`` ends, reaching
+back before the split's first row; rows before the series start are filled with 0) with ``x_hist_mask``.
+
+Series validation (before any training): inf values, channels never observed (or constant) in the
+training rows, and windows with too few observed values are errors naming the argument or file, unless
+``invalid="mask"``, which treats inf as missing, masks those channels everywhere and drops those windows.
+Time encodings come from the timestamps: :func:`infer_steps_per_day` gives the steps per day of
+the data, which must agree with an explicit ``steps_per_day`` (and with a model's, checked by
+:class:`~lightning_addons.modules.Forecaster`).
 
 Datasets:
 
@@ -25,6 +34,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -108,6 +118,57 @@ def load_stocks_demo() -> pd.DataFrame:
     return df.drop(columns=["DELL"], errors="ignore")
 
 
+def infer_steps_per_day(dates: pd.Series | pd.DatetimeIndex) -> int | None:
+    """Steps per day of regularly spaced timestamps (median step), or ``None`` for steps of a day or more.
+
+    ``None`` also when the step does not divide a day (no time-of-day grid to embed).
+
+    Raises:
+        ValueError: fewer than two timestamps, or timestamps not strictly increasing.
+
+    Example:
+        >>> infer_steps_per_day(pd.date_range("2016-07-01", periods=5, freq="h"))
+        24
+        >>> infer_steps_per_day(pd.date_range("2016-07-01", periods=5, freq="15min"))
+        96
+        >>> infer_steps_per_day(pd.date_range("2005-01-03", periods=5, freq="7D")) is None
+        True
+    """
+    stamps = pd.DatetimeIndex(dates)
+    if len(stamps) < 2:
+        raise ValueError(f"need at least 2 timestamps to infer their frequency, got {len(stamps)}.")
+    steps = np.diff(stamps.as_unit("ns").asi8)
+    if (steps <= 0).any():
+        row = int(np.argmax(steps <= 0)) + 1
+        raise ValueError(
+            f"timestamps must be strictly increasing: row {row} ({stamps[row]}) follows {stamps[row - 1]}."
+        )
+    step_ns = int(np.median(steps))
+    day_ns = 86400 * 10**9
+    if step_ns >= day_ns or day_ns % step_ns:
+        return None
+    return day_ns // step_ns
+
+
+def check_steps_per_day(steps_per_day: int | None, inferred: int | None, source: str = "the timestamps") -> None:
+    """Raise if an explicit ``steps_per_day`` disagrees with the one the timestamps imply.
+
+    Example:
+        >>> check_steps_per_day(24, 24)
+        >>> check_steps_per_day(288, 24)
+        Traceback (most recent call last):
+        ...
+        ValueError: `steps_per_day`=288 disagrees with the timestamps, which have 24 steps per day ...
+    """
+    if steps_per_day is None or inferred is None or steps_per_day == inferred:
+        return
+    raise ValueError(
+        f"`steps_per_day`={steps_per_day} disagrees with {source}, which have {inferred} steps per day "
+        f"(one step = {86400 / inferred:g} s): the time-of-day encoding would be wrong. Pass "
+        f"steps_per_day={inferred} (or None to use the timestamps')."
+    )
+
+
 def time_features(dates: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """``[T, 2]``: time of day as a fraction of 24 h, and day of week (Monday = 0).
 
@@ -169,6 +230,16 @@ class WindowDataset(Dataset):
         horizon: H of a window.
         stride: step between window starts.
         u: optional time features ``[T, k]``.
+        first: first row of the windows (rows before it are only read as ``x_hist``).
+        last: end row (exclusive) of the windows (default: all rows).
+        history: length of ``x_hist`` (0: none), the steps ending where ``x`` ends.
+        starts: explicit window start rows (overrides ``first``/``last``/``stride``).
+
+    Example:
+        >>> ds = WindowDataset(torch.arange(10.0)[:, None, None], torch.ones(10, 1, 1, dtype=torch.bool), 2, 1,
+        ...                    first=4, history=5)
+        >>> len(ds), ds[0]["x"].flatten().tolist(), ds[0]["x_hist"].flatten().tolist()
+        (4, [4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0])
     """
 
     def __init__(
@@ -179,11 +250,17 @@ class WindowDataset(Dataset):
         horizon: int,
         stride: int = 1,
         u: torch.Tensor | None = None,
+        first: int = 0,
+        last: int | None = None,
+        history: int = 0,
+        starts: torch.Tensor | None = None,
     ) -> None:
         self.values, self.mask, self.u = values, mask, u
-        self.lookback, self.horizon = lookback, horizon
-        n = values.shape[0] - lookback - horizon + 1
-        self.starts = torch.arange(0, max(n, 0), stride)
+        self.lookback, self.horizon, self.history = lookback, horizon, history
+        last = values.shape[0] if last is None else last
+        if starts is None:
+            starts = torch.arange(first, max(last - lookback - horizon + 1, first), stride)
+        self.starts = starts
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -199,6 +276,14 @@ class WindowDataset(Dataset):
         }
         if self.u is not None:
             item["u"] = self.u[s : s + t]
+        if self.history:
+            a = s + t - self.history
+            pad = max(0, -a)
+            hist, hist_mask = self.values[max(a, 0) : s + t], self.mask[max(a, 0) : s + t]
+            if pad:
+                hist = torch.cat([hist.new_zeros((pad, *hist.shape[1:])), hist])
+                hist_mask = torch.cat([hist_mask.new_zeros((pad, *hist_mask.shape[1:])), hist_mask])
+            item["x_hist"], item["x_hist_mask"] = hist, hist_mask
         return item
 
 
@@ -235,10 +320,22 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         edge_index: optional ``[2, E]`` graph.
         shuffle: shuffle training windows.
         num_workers: DataLoader workers.
+        dates: optional ``[T]`` timestamps: time features ``u`` are derived from them (unless
+            ``time_feats`` is given) and :attr:`steps_per_day` is inferred from their frequency.
+        steps_per_day: the data's steps per day; with ``dates`` it must agree with their frequency.
+        history: length of ``x_hist`` in batches (0: off; else ``>= lookback``), for baselines whose
+            season is longer than the lookback (e.g. ``SeasonalNaive(season=168)`` at lookback 96).
+        invalid: ``"raise"`` (default): inf values, channels never observed or constant in the training
+            rows, and windows with too few observed values are errors; ``"mask"``: inf values become
+            missing, such channels are masked everywhere, such windows are dropped.
+        min_observed: a window needs more than this fraction of its input values and of its target
+            values observed (default 0: at least one of each).
+        edge_weight: optional ``[E]`` weights of ``edge_index``.
 
     Raises:
         ValueError: non-positive lookback/horizon/batch size, bad splits, a split too short for one
-            window, or a wrongly shaped series.
+            window, or a wrongly shaped series; at setup, invalid values (see ``invalid``) or a
+            ``steps_per_day`` that disagrees with ``dates``.
 
     Example:
         >>> dm = TimeSeriesDataModule(np.sin(np.arange(200.0)), lookback=24, horizon=6, splits=[0.6, 0.2, 0.2])
@@ -261,8 +358,29 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         edge_index=None,
         shuffle: bool = True,
         num_workers: int = 0,
+        dates=None,
+        steps_per_day: int | None = None,
+        history: int = 0,
+        invalid: Literal["raise", "mask"] = "raise",
+        min_observed: float = 0.0,
+        edge_weight=None,
     ) -> None:
         super().__init__()
+        if invalid not in ("raise", "mask"):
+            raise ValueError(f"`invalid` must be one of ['raise', 'mask'], got {invalid!r}.")
+        if isinstance(min_observed, bool) or not isinstance(min_observed, (int, float)) or not 0 <= min_observed < 1:
+            raise ValueError(f"`min_observed` must be a fraction in [0, 1), got {min_observed!r}.")
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ValueError(f"`history` must be a non-negative integer, got {history!r}.")
+        if history and history < lookback:
+            raise ValueError(
+                f"`history` ({history}) must be 0 (off) or at least the lookback ({lookback}): it counts the "
+                "steps of `x_hist`, which ends where `x` ends."
+            )
+        if steps_per_day is not None and (
+            isinstance(steps_per_day, bool) or not isinstance(steps_per_day, int) or steps_per_day <= 0
+        ):
+            raise ValueError(f"`steps_per_day` must be a positive integer or None, got {steps_per_day!r}.")
         for name, value in (
             ("lookback", lookback),
             ("horizon", horizon),
@@ -293,6 +411,17 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         self._edge_index = (
             None if edge_index is None else torch.as_tensor(np.asarray(edge_index), dtype=torch.long)
         )
+        self._edge_weight = (
+            None if edge_weight is None else torch.as_tensor(np.asarray(edge_weight), dtype=torch.float32)
+        )
+        self._dates = None if dates is None else pd.DatetimeIndex(dates)
+        self._steps_per_day = steps_per_day
+        self.history, self.invalid, self.min_observed = history, invalid, float(min_observed)
+        #: how messages name the series (subclasses: the file)
+        self.source = "`values`"
+        #: channels masked by invalid="mask": (node, feature, reason)
+        self.masked_channels: list[tuple[int, int, str]] = []
+        self.dropped_windows: dict[str, int] = {}
         self.scaler: StandardScaler | None = None
         self.datasets: dict[str, WindowDataset] = {}
         self.borders: dict[str, tuple[int, int]] = {}
@@ -309,6 +438,24 @@ class TimeSeriesDataModule(pl.LightningDataModule):
     @property
     def edge_index(self) -> torch.Tensor | None:
         return self._edge_index
+
+    @property
+    def edge_weight(self) -> torch.Tensor | None:
+        return self._edge_weight
+
+    @property
+    def steps_per_day(self) -> int | None:
+        """Steps per day of the data: inferred from the timestamps, else the explicit value, else ``None``.
+
+        Raises:
+            ValueError: the explicit ``steps_per_day`` disagrees with the timestamps.
+        """
+        self._ensure_loaded()
+        if self._dates is None:
+            return self._steps_per_day
+        inferred = infer_steps_per_day(self._dates)
+        check_steps_per_day(self._steps_per_day, inferred, f"the timestamps of {self.source}")
+        return inferred if inferred is not None else self._steps_per_day
 
     @property
     def num_nodes(self) -> int:
@@ -329,8 +476,9 @@ class TimeSeriesDataModule(pl.LightningDataModule):
     def _row_borders(self, total: int) -> tuple[int, int, int]:
         if all(isinstance(s, float) for s in self.splits):
             n_train = int(round(self.splits[0] * total))
-            n_val = int(round(self.splits[1] * total))
             n_test = int(round(self.splits[2] * total))
+            # fractions summing to 1 may round to one row too many: the validation split gives it back
+            n_val = min(int(round(self.splits[1] * total)), total - n_train - n_test)
         else:
             n_train, n_val, n_test = (int(s) for s in self.splits)
         if n_train + n_val + n_test > total:
@@ -339,10 +487,84 @@ class TimeSeriesDataModule(pl.LightningDataModule):
             )
         return n_train, n_val, n_test
 
+    def _channel_name(self, node: int, feat: int) -> str:
+        names = getattr(self, "columns", None) or getattr(self, "node_names", None)
+        label = repr(names[node]) if names is not None and node < len(names) and self._values.shape[2] == 1 else None
+        return label or f"(node {node}, feature {feat})"
+
+    def _validate(self, values: np.ndarray, n_train: int) -> np.ndarray:
+        """Inf values, dead/constant training channels; returns the series with masked entries as NaN."""
+        inf = np.isinf(values)
+        if inf.any():
+            if self.invalid == "raise":
+                row, node, feat = (int(i[0]) for i in np.nonzero(inf))
+                raise ValueError(
+                    f"{self.source} contains {int(inf.sum())} inf value(s), the first at row {row}, channel "
+                    f"{self._channel_name(node, feat)}: inf is never a valid observation. Clean the data or pass "
+                    "invalid='mask' to treat inf as missing."
+                )
+            values = np.where(inf, np.nan, values)
+        train = values[:n_train]
+        counts = np.isfinite(train).sum(axis=0)  # [N, F]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spread = np.nanmax(train, axis=0) - np.nanmin(train, axis=0)
+        problems = [
+            (int(n), int(f), "never observed in the training rows")
+            for n, f in zip(*np.nonzero(counts == 0))
+        ] + [
+            (int(n), int(f), "constant in the training rows")
+            for n, f in zip(*np.nonzero((counts > 0) & (spread == 0)))
+        ]
+        if problems and self.invalid == "raise":
+            shown = ", ".join(f"{self._channel_name(n, f)} is {why}" for n, f, why in problems[:5])
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise ValueError(
+                f"{self.source}: {shown}{more} (training rows 0..{n_train - 1}): such a channel cannot be "
+                "scaled or learned. Drop it, or pass invalid='mask' to mask it everywhere."
+            )
+        if problems:
+            values = values.copy()
+            for n, f, _ in problems:
+                values[:, n, f] = np.nan
+        self.masked_channels = problems
+        return values
+
+    def _window_starts(self, split: str, mask: torch.Tensor, first: int, last: int, stride: int) -> torch.Tensor:
+        """Window starts in ``[first, last)`` with enough observed input and target values."""
+        t, h = self.lookback, self.horizon
+        starts = torch.arange(first, max(last - t - h + 1, first), stride)
+        if not len(starts):
+            return starts
+        per_row = mask.flatten(1).sum(dim=1).double()
+        cum = torch.cat([per_row.new_zeros(1), per_row.cumsum(0)])
+        width = mask[0].numel()
+        frac_x = (cum[starts + t] - cum[starts]) / (t * width)
+        frac_y = (cum[starts + t + h] - cum[starts + t]) / (h * width)
+        bad = (frac_x <= self.min_observed) | (frac_y <= self.min_observed)
+        if bad.any() and self.invalid == "raise":
+            i = int(torch.nonzero(bad)[0])
+            raise ValueError(
+                f"{self.source}: {int(bad.sum())} {split} window(s) have too few observed values, the first "
+                f"starting at row {int(starts[i])} ({float(frac_x[i]):.0%} of its input, {float(frac_y[i]):.0%} "
+                f"of its target observed; `min_observed`={self.min_observed}). Pass invalid='mask' to drop "
+                "such windows."
+            )
+        self.dropped_windows[split] = int(bad.sum())
+        return starts[~bad]
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         self._ensure_loaded()
+        steps_per_day = self.steps_per_day  # checks an explicit value against the timestamps
+        if self._dates is not None and len(self._dates) != self._values.shape[0]:
+            raise ValueError(
+                f"`dates` has {len(self._dates)} timestamps but {self.source} has {self._values.shape[0]} rows."
+            )
+        if self._time_feats is None and self._dates is not None:
+            self._time_feats = time_features(self._dates)
+        del steps_per_day
         values = self._values
         total = values.shape[0]
         n_train, n_val, n_test = self._row_borders(total)
@@ -357,9 +579,10 @@ class TimeSeriesDataModule(pl.LightningDataModule):
             "val": (n_train - self.lookback, n_train + n_val),
             "test": (n_train + n_val - self.lookback, n_train + n_val + n_test),
         }
-        observed = ~np.isnan(values)
+        values = self._validate(values, n_train)
+        observed = np.isfinite(values)
         self.scaler = StandardScaler.fit(values[:n_train]) if self.scale else None
-        tensor = torch.as_tensor(values)
+        tensor = torch.as_tensor(values if values.flags.writeable else values.copy())
         if self.scaler is not None:
             tensor = self.scaler.transform(tensor)
         mask = torch.as_tensor(observed)
@@ -367,14 +590,14 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         u = None if self._time_feats is None else torch.as_tensor(self._time_feats)
         for split, (a, b) in self.borders.items():
             stride = self.stride if split == "train" else 1
-            ds = WindowDataset(
-                tensor[a:b], mask[a:b], self.lookback, self.horizon, stride, None if u is None else u[a:b]
-            )
             if split != "train" and b - a < window and (b - a) > self.lookback:
                 raise ValueError(
                     f"the {split} split has {b - a - self.lookback} rows, fewer than the horizon {self.horizon}."
                 )
-            self.datasets[split] = ds
+            starts = self._window_starts(split, mask, a, b, stride)
+            self.datasets[split] = WindowDataset(
+                tensor, mask, self.lookback, self.horizon, stride, u, history=self.history, starts=starts
+            )
 
     def dataset(self, split: str) -> WindowDataset:
         """The windows of ``"train"``, ``"val"`` or ``"test"``."""
@@ -456,7 +679,8 @@ class ETTh1DataModule(TimeSeriesDataModule):
         cols = [c for c in df.columns if c != "date"] if self.features == "M" else ["OT"]
         self.columns = cols
         self._values = _as_3d(df[cols].to_numpy(dtype=np.float32))
-        self._time_feats = time_features(df["date"])
+        self._dates = pd.DatetimeIndex(df["date"])
+        self.source = f"ETTh1 file {self.path or 'ETTh1.csv (cache)'!s}"
 
 
 class ChickenpoxDataModule(TimeSeriesDataModule):
@@ -499,8 +723,8 @@ class ChickenpoxDataModule(TimeSeriesDataModule):
         self._values = _as_3d(values)
         self._edge_index = torch.as_tensor(edge_index)
         # weekly data: weekday of 2005-01-03 (the first Monday); time of day 0
-        dates = pd.date_range("2005-01-03", periods=values.shape[0], freq="7D")
-        self._time_feats = time_features(dates)
+        self._dates = pd.date_range("2005-01-03", periods=values.shape[0], freq="7D")
+        self.source = f"chickenpox file {self.path or 'chickenpox.json (cache)'!s}"
 
 
 class StocksDemoDataModule(TimeSeriesDataModule):
@@ -538,4 +762,5 @@ class StocksDemoDataModule(TimeSeriesDataModule):
         self.columns = [c for c in df.columns if c != "date"]
         values = df[self.columns].to_numpy(dtype=np.float32)
         self._values = _as_3d(np.log(values) if self.log_prices else values)
-        self._time_feats = time_features(df["date"])
+        self._dates = pd.DatetimeIndex(df["date"])
+        self.source = "matplotlib's Stocks.csv"

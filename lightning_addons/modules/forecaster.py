@@ -15,7 +15,7 @@ from torchmetrics.regression import MeanAbsoluteError, MeanAbsolutePercentageErr
 LOSSES = ("mae", "mse", "huber")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "cosine")
-SPACES = ("scaled", "original")
+SPACES = ("scaled", "original", "both")
 
 
 class HorizonError(Metric):
@@ -54,7 +54,7 @@ class HorizonError(Metric):
         return {"mae": (self.abs_sum / count).float(), "mse": (self.sq_sum / count).float()}
 
 
-def _metrics(prefix: str) -> MetricCollection:
+def _metrics(prefix: str, postfix: str = "") -> MetricCollection:
     return MetricCollection(
         {
             "mae": MeanAbsoluteError(),
@@ -63,6 +63,7 @@ def _metrics(prefix: str) -> MetricCollection:
             "mape": MeanAbsolutePercentageError(),
         },
         prefix=prefix,
+        postfix=postfix or None,
     )
 
 
@@ -72,11 +73,16 @@ class Forecaster(pl.LightningModule):
     Batches are dicts from :class:`~lightning_addons.datamodules.TimeSeriesDataModule` (``x``, ``y``,
     ``mask``, optional ``u``) or tuples ``(x, y)`` / ``(x, y, mask)``. The model is called as
     ``model(x, edge_index=..., edge_weight=..., u=...)`` with only the arguments its ``forward`` accepts
-    (tsl's convention); ``edge_index`` comes from the batch or the datamodule.
+    (tsl's convention); ``edge_index`` comes from the batch or the datamodule; ``x_hist`` (history beyond
+    the lookback, from ``TimeSeriesDataModule(history=...)``) is passed to models that accept it, such as
+    :class:`~lightning_addons.modules.nn.SeasonalNaive`. At setup, a model's ``steps_per_day`` (time-of-day
+    embedding) must agree with the datamodule's, which comes from its timestamps.
 
     Scaler-aware: with ``metrics_space="original"`` the datamodule's ``scaler`` inverts the z-scores
-    before the metrics (the LTSF convention, default ``"scaled"``, reports normalised MSE/MAE). The
-    loss is always computed on the scaled data. ``predict`` returns forecasts ``[B, H, N, F]`` in
+    before the metrics (the LTSF convention, default ``"scaled"``, reports normalised MSE/MAE);
+    ``"both"`` reports both from one run: scaled as ``{val,test}_mae`` etc., original units as
+    ``{val,test}_mae_original`` etc. (and ``mae_original``/``mse_original`` in
+    :attr:`test_horizon_metrics`). The loss is always computed on the scaled data. ``predict`` returns forecasts ``[B, H, N, F]`` in
     original units when a scaler is present.
 
     Logged: ``train_loss``, ``{val,test}_{mae,mse,rmse,mape}``, ``test_{mae,mse}_h{k}`` for the horizon
@@ -90,13 +96,14 @@ class Forecaster(pl.LightningModule):
         weight_decay: weight decay.
         optimizer: ``"adam"`` or ``"adamw"``.
         scheduler: ``"none"`` or ``"cosine"`` (over ``trainer.max_epochs``).
-        metrics_space: ``"scaled"`` or ``"original"``.
+        metrics_space: ``"scaled"``, ``"original"`` or ``"both"``.
         log_horizon_steps: 1-based horizon steps to log in test.
 
     Raises:
         ValueError: unknown choices, non-positive lr; at run time, NaN targets without a mask,
-            ``metrics_space="original"`` without a datamodule scaler, prediction/target shape mismatch,
-            fitting a model without trainable parameters.
+            ``metrics_space="original"``/``"both"`` without a datamodule scaler, prediction/target shape
+            mismatch, fitting a model without trainable parameters, a model ``steps_per_day`` that
+            disagrees with the datamodule's.
 
     Example:
         >>> from lightning_addons.modules.nn import LinearForecaster
@@ -135,15 +142,27 @@ class Forecaster(pl.LightningModule):
             )
         self.save_hyperparameters(ignore=["model"])
         self.model = model
-        self.val_metrics = _metrics("val_")
-        self.test_metrics = _metrics("test_")
+        self._spaces = {"scaled": ("scaled",), "original": ("original",), "both": ("scaled", "original")}[
+            metrics_space
+        ]
+        post = {"scaled": "", "original": "_original" if metrics_space == "both" else ""}
+        self._postfix = post
+        self.val_metrics = _metrics("val_", post[self._spaces[0]])
+        self.test_metrics = _metrics("test_", post[self._spaces[0]])
+        if len(self._spaces) > 1:
+            self.val_metrics_original = _metrics("val_", post["original"])
+            self.test_metrics_original = _metrics("test_", post["original"])
+        self.test_horizon_original: HorizonError | None = None
         self.test_horizon: HorizonError | None = None
         self.test_horizon_metrics: dict[str, list[float]] = {}
         self.scaler = None
         self.edge_index: torch.Tensor | None = None
+        self.edge_weight: torch.Tensor | None = None
         params = inspect.signature(model.forward).parameters
         has_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
-        self._model_kwargs = {k for k in ("edge_index", "edge_weight", "u") if has_kwargs or k in params}
+        self._model_kwargs = {
+            k for k in ("edge_index", "edge_weight", "u", "x_hist") if has_kwargs or k in params
+        }
 
     # -- setup -------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -151,22 +170,36 @@ class Forecaster(pl.LightningModule):
         self.scaler = getattr(dm, "scaler", None)
         if self.edge_index is None and getattr(dm, "edge_index", None) is not None:
             self.edge_index = dm.edge_index
-        if (
-            self.hparams.metrics_space == "original"
-            and self.scaler is None
-            and stage in ("fit", "validate", "test")
-        ):
+        if self.edge_weight is None and getattr(dm, "edge_weight", None) is not None:
+            self.edge_weight = dm.edge_weight
+        if "original" in self._spaces and self.scaler is None and stage in ("fit", "validate", "test"):
             raise ValueError(
-                "metrics_space='original' needs a datamodule with a `scaler` (e.g. TimeSeriesDataModule(scale=True)); "
-                "use metrics_space='scaled' otherwise."
+                f"metrics_space={self.hparams.metrics_space!r} needs a datamodule with a `scaler` (e.g. "
+                "TimeSeriesDataModule(scale=True)); use metrics_space='scaled' otherwise."
+            )
+        model_spd = getattr(self.model, "steps_per_day", None)
+        uses_tod = getattr(self.model, "tod_embedding", None) is not None
+        data_spd = getattr(dm, "steps_per_day", None) if dm is not None else None
+        if uses_tod and model_spd is not None and data_spd is not None and model_spd != data_spd:
+            raise ValueError(
+                f"the model's `steps_per_day`={model_spd} disagrees with the data, which has {data_spd} steps per "
+                f"day ({type(dm).__name__}, from its timestamps): the time-of-day embedding would mis-encode "
+                f"every step. Build the model with steps_per_day={data_spd}."
             )
 
     # -- forward -----------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, edge_index=None, edge_weight=None, u=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edge_index=None, edge_weight=None, u=None, x_hist=None) -> torch.Tensor:
         kwargs = {}
         if edge_index is None and self.edge_index is not None:
             edge_index = self.edge_index.to(x.device)
-        for name, value in (("edge_index", edge_index), ("edge_weight", edge_weight), ("u", u)):
+            if edge_weight is None and self.edge_weight is not None:
+                edge_weight = self.edge_weight.to(x.device)
+        for name, value in (
+            ("edge_index", edge_index),
+            ("edge_weight", edge_weight),
+            ("u", u),
+            ("x_hist", x_hist),
+        ):
             if name in self._model_kwargs and value is not None:
                 kwargs[name] = value
         return self.model(x, **kwargs)
@@ -174,7 +207,7 @@ class Forecaster(pl.LightningModule):
     @staticmethod
     def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, dict]:
         if isinstance(batch, dict):
-            extra = {k: batch[k] for k in ("edge_index", "edge_weight", "u") if k in batch}
+            extra = {k: batch[k] for k in ("edge_index", "edge_weight", "u", "x_hist") if k in batch}
             return batch["x"], batch.get("y"), batch.get("mask"), extra
         if isinstance(batch, (list, tuple)):
             x = batch[0]
@@ -213,10 +246,15 @@ class Forecaster(pl.LightningModule):
             return F.mse_loss(p, t)
         return F.huber_loss(p, t)
 
-    def _to_metric_space(self, *tensors):
-        if self.hparams.metrics_space == "original" and self.scaler is not None:
+    def _to_space(self, space: str, *tensors):
+        if space == "original" and self.scaler is not None:
             return tuple(self.scaler.inverse_transform(t) for t in tensors)
         return tensors
+
+    def _collection(self, stage: str, space: str) -> MetricCollection:
+        if space == self._spaces[0]:
+            return self.val_metrics if stage == "val" else self.test_metrics
+        return self.val_metrics_original if stage == "val" else self.test_metrics_original
 
     # -- steps -------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -229,33 +267,50 @@ class Forecaster(pl.LightningModule):
         pred, y, mask = self._pred_target(batch)
         loss = self._loss(pred, y, mask)
         self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=y.shape[0])
-        p, t = self._to_metric_space(pred.detach(), y)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        if mask.any():
-            metrics.update(p[mask], t[mask])
-        if stage == "test":
-            if self.test_horizon is None or self.test_horizon.horizon != y.shape[1]:
-                self.test_horizon = HorizonError(y.shape[1]).to(self.device)
-            self.test_horizon.update(p, t, mask)
+        for space in self._spaces:
+            p, t = self._to_space(space, pred.detach(), y)
+            if mask.any():
+                self._collection(stage, space).update(p[mask], t[mask])
+            if stage == "test":
+                self._horizon_metric(space, y.shape[1]).update(p, t, mask)
+
+    def _horizon_metric(self, space: str, horizon: int) -> HorizonError:
+        name = "test_horizon" if space == self._spaces[0] else "test_horizon_original"
+        metric = getattr(self, name)
+        if metric is None or metric.horizon != horizon:
+            metric = HorizonError(horizon).to(self.device)
+            setattr(self, name, metric)
+        return metric
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), sync_dist=True, prog_bar=False)
-        self.val_metrics.reset()
+        for space in self._spaces:
+            metrics = self._collection("val", space)
+            self.log_dict(metrics.compute(), sync_dist=True, prog_bar=False)
+            metrics.reset()
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute(), sync_dist=True)
-        self.test_metrics.reset()
+        for space in self._spaces:
+            metrics = self._collection("test", space)
+            self.log_dict(metrics.compute(), sync_dist=True)
+            metrics.reset()
         if self.test_horizon is None:
             return
-        res = self.test_horizon.compute()
+        # torchmetrics squeezes one-element results: keep per-step arrays 1-D (horizon 1)
+        res = {k: torch.atleast_1d(v) for k, v in self.test_horizon.compute().items()}
         self.test_horizon.reset()
         self.test_horizon_metrics = {k: v.tolist() for k, v in res.items()}
+        if self.test_horizon_original is not None:
+            orig = self.test_horizon_original.compute()
+            self.test_horizon_original.reset()
+            self.test_horizon_metrics.update(
+                {f"{k}_original": torch.atleast_1d(v).tolist() for k, v in orig.items()}
+            )
         horizon = len(self.test_horizon_metrics["mae"])
         steps = self.hparams.log_horizon_steps
         if steps is None:

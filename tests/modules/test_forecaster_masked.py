@@ -101,7 +101,7 @@ def test_bad_input_errors():
         module.training_step((torch.zeros(2, 4, 3, 1), torch.zeros(2, 5, 3, 1)), 0)
     with pytest.raises(ValueError, match="metrics_space='original' needs a datamodule with a `scaler`"):
         dm = TimeSeriesDataModule(
-            np.zeros(40, dtype=np.float32), lookback=4, horizon=2, splits=[20, 10, 10], scale=False
+            np.arange(40, dtype=np.float32), lookback=4, horizon=2, splits=[20, 10, 10], scale=False
         )
         _trainer().test(Forecaster(LinearForecaster(4, 2), metrics_space="original"), datamodule=dm)
 

@@ -21,6 +21,8 @@ _EXPORTS = {
     "STAEformer": "lightning_addons.modules.nn.ram",
     "TorchEncoderLayerRAM": "lightning_addons.modules.nn.ram",
     "replace_attention_with_mlp": "lightning_addons.modules.nn.ram",
+    "DLinear": "lightning_addons.modules.nn.baselines",
+    "fit_least_squares": "lightning_addons.modules.nn.baselines",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

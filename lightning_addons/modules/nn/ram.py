@@ -5,9 +5,11 @@ self-attention, then applies a position-wise feed-forward network (FFN); both wi
 and LayerNorm. RAM ("Replace Attention with MLP") removes the whole attention branch (Q, K, V
 projections, scores, score x V and the output projection):
 
-* ``mixer="attention"``: the usual multi-head self-attention, written with explicit matmuls so that
-  :class:`torch.utils.flop_counter.FlopCounterMode` counts it (CPU ``scaled_dot_product_attention`` and
-  the fused ``nn.TransformerEncoderLayer`` fast path count as 0 FLOPs).
+* ``mixer="attention"``: the usual multi-head self-attention, by default through
+  ``torch.nn.functional.scaled_dot_product_attention`` (memory-efficient kernels; query-chunked with
+  recomputation where CPU training would materialise the scores) or, with ``attention_impl="explicit"``,
+  explicit matmuls. :func:`~lightning_addons.modules.nn.count_flops` counts both at the same analytic value
+  (it registers a formula for the CPU kernel that bare ``FlopCounterMode`` counts as 0).
 * ``mixer="mlp"``: RAM proper: no token mixing along that axis; the residual path + LayerNorm remain.
 * ``mixer="ffn"``: a fresh position-wise FFN takes the attention's place (the second ablation).
 
@@ -26,7 +28,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lightning_addons._validate import positive_int as _check_positive_int
 
@@ -96,34 +100,71 @@ def check_series_input(x: torch.Tensor, name: str = "x", steps: int | None = Non
         )
 
 
-class MultiHeadSelfAttention(nn.Module):
-    """Multi-head self-attention over the second-to-last axis, with explicit matmuls.
+ATTENTION_IMPLS = ("sdpa", "explicit")
+#: Score elements (per query chunk) above which the CPU math fallback (attention dropout in training) is
+#: computed in query chunks with recomputation in the backward pass: 2^24 floats = 64 MiB.
+SCORE_CHUNK_ELEMENTS = 1 << 24
 
-    FLOP counters see every operation: 4 projections (``8 d^2`` FLOPs per token), ``Q K^T`` and
-    ``scores x V`` (``4 L d``). Input ``[..., L, d]`` -> output ``[..., L, d]``.
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention over the second-to-last axis, memory-efficient by default.
+
+    ``impl="sdpa"`` (default) computes the scores with
+    :func:`torch.nn.functional.scaled_dot_product_attention`: fused flash/memory-efficient kernels on GPU,
+    the tiled flash kernel on CPU (no ``[..., L, L]`` score tensor is kept). Where the kernel would
+    materialise the scores anyway (CPU training with attention dropout falls back to the math kernel),
+    queries are processed in chunks of at most ``chunk_size`` (default: chunks whose scores fit 64 MiB)
+    and each chunk is recomputed in the backward pass (``torch.utils.checkpoint``, the dropout mask
+    reproduced), so peak memory is one chunk of scores instead of all of them: 675-node spatial
+    attention at batch 8 fits in well under 1 GB. ``impl="explicit"`` is the reference: plain matmuls
+    and softmax. Both give the same outputs (within float rounding) and
+    :func:`~lightning_addons.modules.nn.count_flops` counts both at the same analytic value: 4 projections
+    (``8 d^2`` FLOPs per token), ``Q K^T`` and ``scores x V`` (``4 L d``).
+
+    Input ``[..., L, d]`` -> output ``[..., L, d]``.
 
     Args:
         d_model: token width.
         n_heads: attention heads (must divide ``d_model``).
         dropout: dropout on the attention weights.
         causal: mask future tokens.
+        impl: ``"sdpa"`` or ``"explicit"``.
+        chunk_size: queries per chunk (``None``: automatic, chunking only when the scores would be
+            materialised; an integer forces chunking).
 
     Raises:
-        ValueError: non-positive sizes or ``d_model`` not divisible by ``n_heads``.
+        ValueError: non-positive sizes, ``d_model`` not divisible by ``n_heads``, unknown ``impl``.
 
     Example:
         >>> attn = MultiHeadSelfAttention(16, n_heads=4)
         >>> attn(torch.zeros(2, 5, 16)).shape
         torch.Size([2, 5, 16])
+        >>> ref = MultiHeadSelfAttention(16, n_heads=4, impl="explicit")
+        >>> _ = ref.load_state_dict(attn.state_dict())
+        >>> x = torch.randn(2, 5, 16)
+        >>> torch.allclose(attn(x), ref(x), atol=1e-6)
+        True
     """
 
-    def __init__(self, d_model: int, n_heads: int = 4, dropout: float = 0.0, causal: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int = 4,
+        dropout: float = 0.0,
+        causal: bool = False,
+        impl: Literal["sdpa", "explicit"] = "sdpa",
+        chunk_size: int | None = None,
+    ) -> None:
         super().__init__()
         _check_positive_int("d_model", d_model)
         _check_positive_int("n_heads", n_heads)
+        _check_choice("impl", impl, ATTENTION_IMPLS)
+        if chunk_size is not None:
+            _check_positive_int("chunk_size", chunk_size)
         if d_model % n_heads:
             raise ValueError(f"`d_model` ({d_model}) must be divisible by `n_heads` ({n_heads}).")
         self.d_model, self.n_heads, self.causal = d_model, n_heads, causal
+        self.impl, self.chunk_size = impl, chunk_size
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -135,16 +176,56 @@ class MultiHeadSelfAttention(nn.Module):
         h, dh = self.n_heads, d // self.n_heads
 
         def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(*lead, length, h, dh).transpose(-2, -3)  # [..., h, L, dh]
+            return t.reshape(-1, length, h, dh).transpose(1, 2)  # [B', h, L, dh]
 
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(dh)
-        if self.causal:
-            mask = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
-            scores = scores.masked_fill(mask, float("-inf"))
-        weights = self.dropout(scores.softmax(dim=-1))
-        out = torch.matmul(weights, v).transpose(-2, -3).reshape(*lead, length, d)
+        mix = self._explicit if self.impl == "explicit" else self._sdpa
+        out = mix(q, k, v).transpose(1, 2).reshape(*lead, length, d)
         return self.out_proj(out)
+
+    def _causal_mask(self, start: int, stop: int, length: int, device) -> torch.Tensor:
+        """``True`` where query ``start + i`` may attend key ``j`` (``j <= start + i``)."""
+        rows = torch.arange(start, stop, device=device)[:, None]
+        return torch.arange(length, device=device)[None, :] <= rows
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        length = q.shape[-2]
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if self.causal:
+            scores = scores.masked_fill(~self._causal_mask(0, length, length, q.device), float("-inf"))
+        weights = self.dropout(scores.softmax(dim=-1))
+        return torch.matmul(weights, v)
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        p = self.dropout.p if self.training else 0.0
+        length = q.shape[-2]
+        # The CPU flash kernel has no dropout: with p > 0 the math kernel builds [B', h, L, L] scores.
+        materialises = p > 0 and not q.is_cuda
+        chunk = self.chunk_size
+        if chunk is None and materialises:
+            chunk = max(1, SCORE_CHUNK_ELEMENTS // max(1, q.shape[0] * q.shape[1] * length))
+        if chunk is None or chunk >= length:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
+        recompute = materialises and torch.is_grad_enabled()
+        outs = []
+        for start in range(0, length, chunk):
+            stop = min(length, start + chunk)
+            mask = self._causal_mask(start, stop, length, q.device) if self.causal else None
+            qc = q[:, :, start:stop]
+            if recompute:
+                outs.append(
+                    checkpoint(_sdpa_chunk, qc, k, v, mask, p, use_reentrant=False, preserve_rng_state=True)
+                )
+            else:
+                outs.append(_sdpa_chunk(qc, k, v, mask, p))
+        return torch.cat(outs, dim=2)
+
+    def extra_repr(self) -> str:
+        return f"impl={self.impl!r}, chunk_size={self.chunk_size}"
+
+
+def _sdpa_chunk(q, k, v, mask, p: float) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
 
 
 class FeedForward(nn.Module):
@@ -204,9 +285,16 @@ class MixerEncoderLayer(nn.Module):
         dropout: dropout probability.
         activation: FFN activation.
         causal: causal attention (time axis only).
+        attention_impl: ``"sdpa"`` (memory-efficient, default) or ``"explicit"`` (reference matmuls);
+            see :class:`MultiHeadSelfAttention`.
+        chunk_size: queries per attention chunk (``None``: automatic).
+        checkpoint_chunks: 0 (off) or ``k``: in training, split the independent token groups (all leading
+            axes, e.g. ``B x T`` for spatial mixing) into ``k`` chunks, each recomputed in the backward pass
+            (``torch.utils.checkpoint``): activation memory of one chunk instead of the whole layer, for
+            about one extra forward pass. Outputs and gradients are unchanged.
 
     Raises:
-        ValueError: unknown mixer/axis/activation or bad sizes.
+        ValueError: unknown mixer/axis/activation/attention_impl or bad sizes.
 
     Example:
         >>> layer = MixerEncoderLayer(16, 32, n_heads=4, mixer="mlp")
@@ -224,10 +312,19 @@ class MixerEncoderLayer(nn.Module):
         dropout: float = 0.1,
         activation: Literal["relu", "gelu", "elu"] = "gelu",
         causal: bool = False,
+        attention_impl: Literal["sdpa", "explicit"] = "sdpa",
+        chunk_size: int | None = None,
+        checkpoint_chunks: int = 0,
     ) -> None:
         super().__init__()
+        if isinstance(checkpoint_chunks, bool) or not isinstance(checkpoint_chunks, int) or checkpoint_chunks < 0:
+            raise ValueError(f"`checkpoint_chunks` must be a non-negative integer, got {checkpoint_chunks!r}.")
+        self.checkpoint_chunks = checkpoint_chunks
         _check_choice("mixer", mixer, MIXERS)
         _check_choice("axis", axis, AXES)
+        _check_choice("attention_impl", attention_impl, ATTENTION_IMPLS)
+        if chunk_size is not None:
+            _check_positive_int("chunk_size", chunk_size)
         _check_positive_int("d_model", d_model)
         _check_positive_int("d_ff", d_ff)
         _check_positive_int("n_heads", n_heads)
@@ -235,8 +332,9 @@ class MixerEncoderLayer(nn.Module):
             raise ValueError(f"`d_model` ({d_model}) must be divisible by `n_heads` ({n_heads}).")
         self.d_model, self.d_ff, self.n_heads = d_model, d_ff, n_heads
         self.axis, self.activation, self.causal, self.p = axis, activation, causal, dropout
+        self.attention_impl, self.chunk_size = attention_impl, chunk_size
         self.mixer = "attention"
-        self.attn: nn.Module | None = MultiHeadSelfAttention(d_model, n_heads, dropout, causal)
+        self.attn: nn.Module | None = self._attention()
         self.norm1 = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model, d_ff, dropout, activation)
         self.norm2 = nn.LayerNorm(d_model)
@@ -244,13 +342,18 @@ class MixerEncoderLayer(nn.Module):
         if mixer != "attention":
             self.set_mixer(mixer)
 
+    def _attention(self) -> MultiHeadSelfAttention:
+        return MultiHeadSelfAttention(
+            self.d_model, self.n_heads, self.p, self.causal, self.attention_impl, self.chunk_size
+        )
+
     def set_mixer(self, mixer: Literal["attention", "mlp", "ffn"]) -> None:
         """Switch the token mixer in place (new mixers are freshly initialised; the FFN/norms are kept)."""
         _check_choice("mixer", mixer, MIXERS)
         if mixer == self.mixer:
             return
         if mixer == "attention":
-            self.attn = MultiHeadSelfAttention(self.d_model, self.n_heads, self.p, self.causal)
+            self.attn = self._attention()
         elif mixer == "ffn":
             self.attn = FeedForward(self.d_model, self.d_ff, self.p, self.activation)
         else:
@@ -261,6 +364,17 @@ class MixerEncoderLayer(nn.Module):
         self.mixer = mixer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.checkpoint_chunks
+        if not (k and self.training and torch.is_grad_enabled()):
+            return self._layer(x)
+        flat = x.reshape(-1, *x.shape[-2:])
+        parts = [
+            checkpoint(self._layer, chunk, use_reentrant=False, preserve_rng_state=True)
+            for chunk in flat.chunk(min(k, flat.shape[0]))
+        ]
+        return torch.cat(parts).reshape(x.shape)
+
+    def _layer(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn is not None:
             x = x + self.dropout(self.attn(x))
         x = self.norm1(x)
@@ -315,6 +429,12 @@ class STAEformer(nn.Module):
             ``A x, ..., A^K x`` (sum over in-neighbours, weighted by ``edge_weight``; needs ``edge_index``).
         readout_hidden: 0 (STAEformer's linear readout) or the hidden width of a 2-layer MLP readout
             (a non-linearity after time is mixed: with temporal RAM the readout is the only time mixer).
+        attention_impl: ``"sdpa"`` (memory-efficient, default) or ``"explicit"`` (reference matmuls).
+        spatial_chunk_size: nodes (queries) per spatial attention chunk; ``None``: automatic (chunks only
+            where the attention kernel would hold all ``N x N`` scores).
+        checkpoint_chunks: 0 (off) or ``k``: every layer's independent token groups are split into ``k``
+            chunks recomputed in the backward pass (see :class:`MixerEncoderLayer`); with
+            ``attention_impl="sdpa"`` this keeps a 675-node, batch-8 training step under 1 GB.
 
     Raises:
         ValueError: bad sizes or mixers; at forward time, bad input shapes, NaNs, missing ``u``.
@@ -349,8 +469,14 @@ class STAEformer(nn.Module):
         spatial_mixer: Literal["attention", "mlp", "ffn"] | None = None,
         readout_hidden: int = 0,
         graph_hops: int = 0,
+        attention_impl: Literal["sdpa", "explicit"] = "sdpa",
+        spatial_chunk_size: int | None = None,
+        checkpoint_chunks: int = 0,
     ) -> None:
         super().__init__()
+        _check_choice("attention_impl", attention_impl, ATTENTION_IMPLS)
+        if spatial_chunk_size is not None:
+            _check_positive_int("spatial_chunk_size", spatial_chunk_size)
         for name, value in (
             ("num_nodes", num_nodes),
             ("input_size", input_size),
@@ -391,10 +517,31 @@ class STAEformer(nn.Module):
         if self.adaptive_embedding is not None:
             nn.init.xavier_uniform_(self.adaptive_embedding)
         self.temporal_layers = nn.ModuleList(
-            MixerEncoderLayer(d, d_ff, n_heads, t_mix, "time", dropout) for _ in range(num_layers_t)
+            MixerEncoderLayer(
+                d,
+                d_ff,
+                n_heads,
+                t_mix,
+                "time",
+                dropout,
+                attention_impl=attention_impl,
+                checkpoint_chunks=checkpoint_chunks,
+            )
+            for _ in range(num_layers_t)
         )
         self.spatial_layers = nn.ModuleList(
-            MixerEncoderLayer(d, d_ff, n_heads, s_mix, "space", dropout) for _ in range(num_layers_s)
+            MixerEncoderLayer(
+                d,
+                d_ff,
+                n_heads,
+                s_mix,
+                "space",
+                dropout,
+                attention_impl=attention_impl,
+                chunk_size=spatial_chunk_size,
+                checkpoint_chunks=checkpoint_chunks,
+            )
+            for _ in range(num_layers_s)
         )
         if readout_hidden:
             self.output_proj = nn.Sequential(
@@ -490,6 +637,7 @@ class ITransformer(nn.Module):
         mixer: ``"attention"``, ``"mlp"`` (RAM) or ``"ffn"``.
         use_norm: instance normalisation over the lookback.
         activation: FFN activation.
+        attention_impl: ``"sdpa"`` (memory-efficient, default) or ``"explicit"`` (reference matmuls).
 
     Raises:
         ValueError: bad sizes or mixer; at forward time, bad input shapes or NaNs.
@@ -512,6 +660,7 @@ class ITransformer(nn.Module):
         mixer: Literal["attention", "mlp", "ffn"] = "attention",
         use_norm: bool = True,
         activation: Literal["relu", "gelu", "elu"] = "gelu",
+        attention_impl: Literal["sdpa", "explicit"] = "sdpa",
     ) -> None:
         super().__init__()
         _check_positive_int("window", window)
@@ -523,7 +672,9 @@ class ITransformer(nn.Module):
         self.embed = nn.Linear(window, d_model)
         self.embed_dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            MixerEncoderLayer(d_model, d_ff, n_heads, mixer, "space", dropout, activation)
+            MixerEncoderLayer(
+                d_model, d_ff, n_heads, mixer, "space", dropout, activation, attention_impl=attention_impl
+            )
             for _ in range(num_layers)
         )
         self.projector = nn.Linear(d_model, horizon)
@@ -563,6 +714,7 @@ class PatchTST(nn.Module):
         dropout: dropout probability.
         mixer: ``"attention"``, ``"mlp"`` (RAM) or ``"ffn"``.
         use_norm: instance normalisation.
+        attention_impl: ``"sdpa"`` (memory-efficient, default) or ``"explicit"`` (reference matmuls).
 
     Raises:
         ValueError: lookback shorter than a patch, bad sizes or mixer; bad input at forward time.
@@ -586,6 +738,7 @@ class PatchTST(nn.Module):
         dropout: float = 0.1,
         mixer: Literal["attention", "mlp", "ffn"] = "attention",
         use_norm: bool = True,
+        attention_impl: Literal["sdpa", "explicit"] = "sdpa",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -612,7 +765,8 @@ class PatchTST(nn.Module):
         self.pos = nn.Parameter(torch.empty(self.num_patches, d_model).uniform_(-0.02, 0.02))
         self.embed_dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            MixerEncoderLayer(d_model, d_ff, n_heads, mixer, "time", dropout) for _ in range(num_layers)
+            MixerEncoderLayer(d_model, d_ff, n_heads, mixer, "time", dropout, attention_impl=attention_impl)
+            for _ in range(num_layers)
         )
         self.head = nn.Linear(self.num_patches * d_model, horizon)
 
@@ -666,30 +820,48 @@ class LinearForecaster(nn.Module):
 class SeasonalNaive(nn.Module):
     """Baseline: repeat the value one season ago (``y[t + h] = x[t + h - season]``); no parameters.
 
+    A season longer than the lookback reads ``x_hist`` (``[B, >= season, N, F]``, the steps ending where
+    ``x`` ends), which :class:`~lightning_addons.datamodules.TimeSeriesDataModule` provides with
+    ``history >= season`` and :class:`~lightning_addons.modules.Forecaster` passes on; ``season=1`` is the
+    last-value baseline.
+
     Args:
-        window: lookback T (>= ``season``).
+        window: lookback T.
         horizon: H.
-        season: season length in steps (24 for hourly data with a daily cycle).
+        season: season length in steps (24 for hourly data with a daily cycle, 168 for a weekly one).
 
     Raises:
-        ValueError: ``season`` longer than the lookback, or non-positive sizes.
+        ValueError: non-positive sizes; at forward time, a season longer than the lookback without an
+            ``x_hist`` at least ``season`` steps long.
 
     Example:
         >>> SeasonalNaive(4, 3, season=2)(torch.arange(4.).reshape(1, 4, 1, 1)).flatten().tolist()
         [2.0, 3.0, 2.0]
+        >>> hist = torch.arange(10.).reshape(1, 10, 1, 1)  # lookback 4 = the last 4 of these
+        >>> SeasonalNaive(4, 3, season=7)(hist[:, -4:], x_hist=hist).flatten().tolist()
+        [3.0, 4.0, 5.0]
     """
 
     def __init__(self, window: int = 96, horizon: int = 96, season: int = 24) -> None:
         super().__init__()
         for name, value in (("window", window), ("horizon", horizon), ("season", season)):
             _check_positive_int(name, value)
-        if season > window:
-            raise ValueError(f"`season` ({season}) must be <= the lookback `window` ({window}).")
         self.window, self.horizon, self.season = window, horizon, season
 
-    def forward(self, x, edge_index=None, edge_weight=None, u=None) -> torch.Tensor:
+    def forward(self, x, edge_index=None, edge_weight=None, u=None, x_hist=None) -> torch.Tensor:
         check_series_input(x, "x", self.window)
-        last = x[:, -self.season :]
+        source = x
+        if self.season > self.window:
+            if x_hist is None or x_hist.shape[1] < self.season:
+                got = "none" if x_hist is None else f"{x_hist.shape[1]} steps"
+                raise ValueError(
+                    f"SeasonalNaive(season={self.season}) is longer than the lookback ({self.window}): it needs "
+                    f"`x_hist` with at least {self.season} steps (got {got}); use "
+                    f"TimeSeriesDataModule(history={self.season}) with the Forecaster."
+                )
+            check_series_input(x_hist, "x_hist")
+            source = x_hist
+        last = source[:, -self.season :]
         reps = -(-self.horizon // self.season)
         return last.repeat(1, reps, 1, 1)[:, : self.horizon]
 
