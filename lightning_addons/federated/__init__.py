@@ -24,6 +24,7 @@ from lightning_addons.federated.simulation import (
     FederatedCallback,
     FederatedResult,
     FederatedSimulation,
+    ResumeMismatchError,
     local_only,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "FederatedDataModule",
     "FederatedResult",
     "FederatedSimulation",
+    "ResumeMismatchError",
     "dirichlet_partition",
     "iid_partition",
     "label_histogram",
