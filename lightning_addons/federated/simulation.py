@@ -664,16 +664,7 @@ class FederatedSimulation:
             ids.append(cid)
         if updates:
             self.global_state = self.aggregator.aggregate(self.global_state, updates, weights, ids)
-            for r in self.aggregator.last_rejections:
-                log.warning(
-                    "Round %d: aggregation: client %s, key %s, reason %s: %s",
-                    rnd,
-                    r["client"],
-                    r["key"],
-                    r["reason"],
-                    r["detail"],
-                )
-                rejected.append(dict(r))
+            rejected.extend(dict(r) for r in self.aggregator.last_rejections)  # logged by the aggregator
         else:
             log.warning("Round %d: no client update survived; the global state is unchanged.", rnd)
         record: dict[str, Any] = {
