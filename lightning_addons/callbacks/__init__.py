@@ -10,6 +10,7 @@ _EXPORTS = {
     "FlopsProfiler": "lightning_addons.callbacks.flops",
     "GMMFilterAuditor": "lightning_addons.callbacks.gmm_auditor",
     "AnomalyFilterPruning": "lightning_addons.callbacks.pruning",
+    "CheckpointDigest": "lightning_addons.callbacks.checkpoint_digest",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

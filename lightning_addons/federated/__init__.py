@@ -30,6 +30,7 @@ _EXPORTS = {
     "FederatedResult": "lightning_addons.federated.simulation",
     "FederatedSimulation": "lightning_addons.federated.simulation",
     "local_only": "lightning_addons.federated.simulation",
+    "ResumeMismatchError": "lightning_addons.federated.simulation",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

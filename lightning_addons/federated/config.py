@@ -98,6 +98,15 @@ def build(cfg: Mapping[str, Any]) -> tuple[pl.LightningModule, Any]:
     return module, fdm
 
 
+def _fingerprinted(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a config that determines a run's result (all but ``rounds`` and ``checkpoint_dir``)."""
+    out = {k: v for k, v in cfg.items() if k != "federation"}
+    out["federation"] = {
+        k: v for k, v in dict(cfg.get("federation") or {}).items() if k not in ("rounds", "checkpoint_dir")
+    }
+    return out
+
+
 def build_simulation(cfg: Mapping[str, Any], **overrides: Any):
     """A ready :class:`~lightning_addons.federated.FederatedSimulation` from a loaded config."""
     from lightning_addons.federated.simulation import FederatedSimulation
@@ -124,6 +133,7 @@ def build_simulation(cfg: Mapping[str, Any], **overrides: Any):
         trainer_kwargs=fed["trainer"],
         client_callbacks=callbacks,
         seed=int(cfg.get("seed", 0)),
+        run_config=_fingerprinted(cfg),
     )
     kwargs.update(overrides)
     return FederatedSimulation(module, fdm, **kwargs)

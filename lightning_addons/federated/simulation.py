@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import random
+import re
 import tempfile
 import time
 import warnings
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 
 from lightning_addons._validate import positive_int
-from lightning_addons.data import atomic_torch_save
 from lightning_addons.federated.data import ClientDataModule, FederatedDataModule
 from lightning_addons.federated.meter import CommunicationMeter
+from lightning_addons.integrity import load_verified, save_verified, state_digest
 from lightning_addons.strategies.aggregation import Aggregator, InvalidClientUpdate, validate_update
 from lightning_addons.strategies.state import StateDict, get_federated_state, load_federated_state
 
@@ -45,6 +46,84 @@ _RESERVED_TRAINER_KWARGS = (
     "devices",
 )
 CHECKPOINT_NAME = "federated_state.pt"
+#: How to start over instead of resuming (appended to every resume error).
+FRESH_START = (
+    "To start this run from scratch instead, pass `--no-resume` (lightning-addons federate) or "
+    "`fit(resume=False)` (it overwrites the checkpoint), or use another `checkpoint_dir`."
+)
+#: Arguments left out of the run fingerprint: they change how a run is shown or how long it runs, not its
+#: rounds' results (``rounds`` may grow on resume: round ``r`` does not depend on the total).
+_NOT_FINGERPRINTED = ("rounds", "checkpoint_dir", "logger", "progress_bar", "callbacks")
+
+
+class ResumeMismatchError(ValueError):
+    """The checkpoint in ``checkpoint_dir`` was written by a run with another configuration."""
+
+
+def _describe(value: Any) -> Any:
+    """A deterministic, JSON-like description of a config value (no memory addresses)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _describe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"sha256:{state_digest(value)[:16]}"
+    hparams = getattr(value, "hparams", None)
+    name = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(hparams, Mapping) and hparams:
+        return {"class": name, "hparams": _describe(dict(hparams))}
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+    return f"{name}: {text}" if not text.startswith(type(value).__name__) else text
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, Mapping) and value:
+        for k in sorted(value):
+            _flatten(f"{prefix}.{k}" if prefix else str(k), value[k], out)
+    else:
+        out[prefix] = repr(value)
+
+
+def _callback_settings(callback: Any) -> dict[str, Any]:
+    """A client callback's class and public primitive settings (not its changing tensors)."""
+    settings = {
+        k: v
+        for k, v in sorted(vars(callback).items())
+        if not k.startswith("_") and (v is None or isinstance(v, (bool, int, float, str)))
+    }
+    return {"class": f"{type(callback).__module__}.{type(callback).__qualname__}", **settings}
+
+
+def _client_fingerprint(dm: Any) -> dict[str, Any]:
+    """Size, sampler seed, partition indices, labels and the first/last training items of one client."""
+    train = getattr(dm, "train_set", None)
+    info: dict[str, Any] = {"class": type(dm).__qualname__, "batch_size": getattr(dm, "batch_size", None)}
+    info["seed"], info["client_id"] = getattr(dm, "seed", None), getattr(dm, "client_id", None)
+    if train is None:
+        return {**info, "loader": _describe(dm)}
+    info["num_samples"] = len(train)
+    base, indices = train, None
+    if isinstance(train, torch.utils.data.Subset):
+        base, indices = train.dataset, list(train.indices)
+        info["indices"] = f"sha256:{state_digest(indices)[:16]}"
+    for attr in ("targets", "y", "labels"):
+        labels = getattr(base, attr, None)
+        if isinstance(labels, (torch.Tensor, np.ndarray, list)):
+            labels = torch.as_tensor(np.asarray(labels))
+            picked = labels if indices is None else labels[torch.as_tensor(indices, dtype=torch.long)]
+            info["labels"] = f"sha256:{state_digest(picked)[:16]}"
+            break
+    if len(train):
+        ends = [train[0], train[len(train) - 1]]
+        try:
+            info["items"] = f"sha256:{state_digest(ends)[:16]}"
+        except TypeError:
+            info["items"] = "unhashable"
+    return info
 
 
 class ClientTimeoutError(RuntimeError):
@@ -164,6 +243,15 @@ class FederatedSimulation:
         callbacks: :class:`FederatedCallback` hooks.
         seed: seed of client sampling and local training (client ``c`` in round ``r`` trains with
             ``seed + r * num_clients + c``).
+        run_config: extra description of the run (e.g. the YAML config it was built from), added to
+            its fingerprint.
+
+    The checkpoint carries a sha256 of its content (a flipped bit or truncated file is an
+    :class:`~lightning_addons.integrity.IntegrityError` naming it) and the run's fingerprint
+    (:meth:`fingerprint`: library version, module class, hyper-parameters and initial federated state,
+    every client's data and partition, seeds, aggregator, local training and trainer settings). ``fit``
+    resumes only a checkpoint with the same fingerprint (announced at WARNING); another one raises
+    :class:`ResumeMismatchError` naming the differing keys and how to start fresh.
 
     Raises:
         ValueError: bad arguments (each message names the argument, the allowed values and the value).
@@ -203,6 +291,7 @@ class FederatedSimulation:
         client_callbacks: Sequence[pl.Callback] = (),
         callbacks: Sequence[FederatedCallback] = (),
         seed: int = 0,
+        run_config: Mapping[str, Any] | None = None,
     ) -> None:
         positive_int("rounds", rounds)
         positive_int("local_epochs", local_epochs)
@@ -258,8 +347,11 @@ class FederatedSimulation:
         self.trainer_kwargs = {"accelerator": "cpu", **trainer_kwargs}
         self.client_callbacks, self.callbacks = list(client_callbacks), list(callbacks)
         self.seed = int(seed)
+        self.run_config = dict(run_config or {})
 
         self.global_state: StateDict = get_federated_state(module)
+        self._initial_digest = state_digest(self.global_state)
+        self._fingerprint: dict[str, str] | None = None
         fed_keys = set(self.global_state)
         # tensors that change in training but are not exchanged (buffers, trainable non-federated tensors)
         self._server_local = {
@@ -377,6 +469,7 @@ class FederatedSimulation:
         """The whole federated state: tensors and primitives only (``torch.load(weights_only=True)`` works)."""
         np_state = np.random.get_state()
         return {
+            "fingerprint": self.fingerprint(),
             "round": self.start_round,
             "num_clients": self.num_clients,
             "seed": self.seed,
@@ -424,16 +517,107 @@ class FederatedSimulation:
         np.random.set_state((npy[0], npy[1].numpy().astype(np.uint32), *npy[2:]))
         load_federated_state(self.module, self.global_state)
 
+    def fingerprint(self) -> dict[str, str]:
+        """Everything that determines this run's result, flattened to ``{"dotted.key": repr}``.
+
+        Compared key by key on resume. Left out: ``rounds`` (a run may be extended), where and how it
+        logs (``checkpoint_dir``, ``logger``, ``progress_bar``, runner ``callbacks``).
+        """
+        if self._fingerprint is None:
+            import lightning_addons
+
+            desc: dict[str, Any] = {
+                "library_version": lightning_addons.__version__,
+                "module": {
+                    "class": f"{type(self.module).__module__}.{type(self.module).__qualname__}",
+                    "hparams": _describe(dict(getattr(self.module, "hparams", {}) or {})),
+                    "initial_state": f"sha256:{self._initial_digest[:16]}",
+                },
+                "federation": {
+                    "num_clients": self.num_clients,
+                    "seed": self.seed,
+                    "local_epochs": self.local_epochs,
+                    "local_steps": self.local_steps,
+                    "fraction_fit": self.fraction_fit,
+                    "min_fit_clients": self.min_fit_clients,
+                    "evaluate_every": self.evaluate_every,
+                    "federated_evaluation": self.federated_evaluation,
+                    "monitor": self.monitor,
+                    "mode": self.mode,
+                    "client_timeout": self.client_timeout,
+                    "on_invalid_update": self.on_invalid_update,
+                },
+                "aggregator": self.aggregator.config(),
+                "trainer": _describe(self.trainer_kwargs),
+                "client_callbacks": [_callback_settings(cb) for cb in self.client_callbacks],
+                "eval_data": _describe(self.eval_datamodule),
+                "clients": {str(i): _client_fingerprint(dm) for i, dm in enumerate(self.clients)},
+            }
+            fdm = self.federated_datamodule
+            if fdm is not None:
+                desc["partition"] = {
+                    "method": fdm.method,
+                    "partition_seed": fdm.partition_seed,
+                    **fdm.partition_kwargs,
+                    "local_val_fraction": fdm.local_val_fraction,
+                    "data": _describe(fdm.base),
+                }
+            if self.run_config:
+                desc["config"] = _describe(self.run_config)
+            flat: dict[str, str] = {}
+            _flatten("", desc, flat)
+            self._fingerprint = flat
+        return dict(self._fingerprint)
+
+    def check_fingerprint(self, stored: Mapping[str, str] | None, source: object = "the checkpoint") -> None:
+        """Raise :class:`ResumeMismatchError` unless ``stored`` equals this run's :meth:`fingerprint`."""
+        if not isinstance(stored, Mapping):
+            raise ResumeMismatchError(
+                f"{source} carries no run fingerprint (written by an older version), so it cannot be checked "
+                f"against this run's configuration. {FRESH_START}"
+            )
+        current = self.fingerprint()
+        # settings first, then what they derive (the clients' data follows from the partition settings)
+        differ = sorted(
+            (k for k in set(stored) | set(current) if stored.get(k) != current.get(k)),
+            key=lambda k: (k.startswith("clients."), k),
+        )
+        if differ:
+
+            def short(v: str | None) -> str:
+                v = "(absent)" if v is None else v
+                return v if len(v) <= 60 else v[:57] + "..."
+
+            shown = "; ".join(f"{k}: checkpoint {short(stored.get(k))}, now {short(current.get(k))}" for k in differ[:8])
+            more = f" (and {len(differ) - 8} more)" if len(differ) > 8 else ""
+            raise ResumeMismatchError(
+                f"Refusing to resume from {source}: it was written by a run with another configuration. "
+                f"Differing keys: {differ[:8]}{more}. {shown}. {FRESH_START}"
+            )
+
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is not None:
-            atomic_torch_save(self.state_dict(), self.checkpoint_path)
+            save_verified(self.state_dict(), self.checkpoint_path)
 
     def maybe_resume(self) -> bool:
-        """Load ``checkpoint_dir/federated_state.pt`` if it exists; returns whether it did."""
+        """Load ``checkpoint_dir/federated_state.pt`` if it exists; returns whether it did.
+
+        Raises:
+            IntegrityError: the checkpoint is truncated, unreadable or its content digest does not match.
+            ResumeMismatchError: it was written by a run with another fingerprint.
+        """
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
             return False
-        self.load_state_dict(torch.load(self.checkpoint_path, weights_only=True))
-        log.info("Resumed federated simulation at round %d from %s", self.start_round, self.checkpoint_path)
+        state = load_verified(self.checkpoint_path, fresh_start_hint=FRESH_START)
+        self.check_fingerprint(state.get("fingerprint"), source=str(self.checkpoint_path))
+        self.load_state_dict(state)
+        log.warning(
+            "Resuming the federated run from %s after round %d of %d (same configuration fingerprint). %s",
+            self.checkpoint_path,
+            self.start_round,
+            self.rounds,
+            FRESH_START,
+        )
         return True
 
     # ------------------------------------------------------------------ the loop
@@ -443,7 +627,7 @@ class FederatedSimulation:
         for cb in self.callbacks:
             cb.on_round_start(self, rnd, sampled)
         t0 = time.perf_counter()
-        updates, weights, ids, dropped = [], [], [], []
+        updates, weights, ids, dropped, rejected = [], [], [], [], []
         for cid in sampled:
             down = self.global_state
             try:
@@ -459,8 +643,16 @@ class FederatedSimulation:
             except InvalidClientUpdate as err:
                 if self.on_invalid_update == "raise":
                     raise
-                log.warning("Round %d: update rejected, not aggregated: %s", rnd, err)
+                log.warning(
+                    "Round %d: update rejected, not aggregated (client %s, key %s, reason %s): %s",
+                    rnd,
+                    cid,
+                    err.key,
+                    err.reason,
+                    err,
+                )
                 dropped.append({"client": cid, "reason": str(err)})
+                rejected.append({"client": cid, "key": err.key, "reason": err.reason, "detail": str(err)})
                 self.meter.record(rnd, cid, down, state)
                 continue
             self.meter.record(rnd, cid, down, state)
@@ -469,6 +661,7 @@ class FederatedSimulation:
             ids.append(cid)
         if updates:
             self.global_state = self.aggregator.aggregate(self.global_state, updates, weights, ids)
+            rejected.extend(dict(r) for r in self.aggregator.last_rejections)  # logged by the aggregator
         else:
             log.warning("Round %d: no client update survived; the global state is unchanged.", rnd)
         record: dict[str, Any] = {
@@ -476,6 +669,7 @@ class FederatedSimulation:
             "clients": ids,
             "num_samples": [int(w) for w in weights],
             "dropped": dropped,
+            "rejected": rejected,
             "train_seconds": time.perf_counter() - t0,
         }
         metrics: dict[str, float] = {}
@@ -498,7 +692,10 @@ class FederatedSimulation:
 
         Raises:
             InvalidClientUpdate: with ``on_invalid_update="raise"``.
+            IntegrityError: the checkpoint to resume is truncated, unreadable or corrupt.
+            ResumeMismatchError: the checkpoint was written by a run with another configuration.
         """
+        self.fingerprint()  # taken before any training changes the module or the clients
         if resume:
             self.maybe_resume()
         rounds = range(self.start_round, self.rounds)
@@ -519,6 +716,7 @@ class FederatedSimulation:
                     "clients": float(len(record["clients"])),
                     "dropped": float(len(record["dropped"])),
                     "bytes_total": float(self.meter.total_bytes),
+                    **rejection_metrics(record["rejected"]),
                 }
                 if self.logger is not None:
                     self.logger.log_metrics(log_metrics, step=rnd)
@@ -552,6 +750,20 @@ class FederatedSimulation:
         if self.eval_datamodule is None or not hasattr(self.eval_datamodule, "test_dataloader"):
             return {}
         return self.evaluate(self.best_state, stage="test")
+
+
+def rejection_metrics(rejected: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Per-round metrics of rejected updates: ``rejected_updates`` and one ``rejected_<reason>`` count per reason.
+
+    Example:
+        >>> rejection_metrics([{"client": 3, "key": None, "reason": "norm_outlier"}])
+        {'rejected_updates': 1.0, 'rejected_norm_outlier': 1.0}
+    """
+    out = {"rejected_updates": float(len(rejected))}
+    for r in rejected:
+        name = f"rejected_{r['reason']}"
+        out[name] = out.get(name, 0.0) + 1.0
+    return out
 
 
 def local_only(

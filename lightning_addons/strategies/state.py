@@ -64,27 +64,53 @@ def get_federated_state(module: nn.Module) -> StateDict:
     return out
 
 
+class IncompatibleState(ValueError):
+    """A state that does not match the reference state; ``key`` and ``reason`` say where and why.
+
+    ``reason`` is one of ``"keys"``, ``"type"``, ``"shape"``, ``"dtype"`` or ``"non_finite"``.
+    """
+
+    def __init__(self, message: str, key: str | None, reason: str) -> None:
+        super().__init__(message)
+        self.key, self.reason = key, reason
+
+
 def check_compatible(
     reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], who: str = "state"
 ) -> None:
-    """Raise ``ValueError`` unless ``state`` has the keys, shapes and dtypes of ``reference``, all finite."""
+    """Raise :class:`IncompatibleState` unless ``state`` has the keys, shapes and dtypes of ``reference``, all finite.
+
+    Dtypes must match exactly: a float16 or float64 tensor where the reference holds float32 is rejected,
+    not cast (a cast would hide a client running another precision, or a 1e300 that overflows float32).
+
+    Example:
+        >>> check_compatible({"w": torch.zeros(2)}, {"w": torch.zeros(2, dtype=torch.float64)}, who="update")
+        Traceback (most recent call last):
+        ...
+        lightning_addons.strategies.state.IncompatibleState: update['w'] has dtype torch.float64, expected torch.float32.
+    """
     missing = sorted(set(reference) - set(state))
     extra = sorted(set(state) - set(reference))
     if missing or extra:
-        raise ValueError(f"{who} has the wrong keys: missing {missing}, unexpected {extra}.")
+        key = (missing or extra)[0]
+        raise IncompatibleState(f"{who} has the wrong keys: missing {missing}, unexpected {extra}.", key, "keys")
     for key, ref in reference.items():
         value = state[key]
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{who}[{key!r}] must be a tensor, got {type(value).__name__}.")
+            raise IncompatibleState(f"{who}[{key!r}] must be a tensor, got {type(value).__name__}.", key, "type")
         if tuple(value.shape) != tuple(ref.shape):
-            raise ValueError(
-                f"{who}[{key!r}] has shape {tuple(value.shape)}, expected {tuple(ref.shape)} (the global state's)."
+            raise IncompatibleState(
+                f"{who}[{key!r}] has shape {tuple(value.shape)}, expected {tuple(ref.shape)} (the global state's).",
+                key,
+                "shape",
             )
-        if value.is_floating_point() != ref.is_floating_point():
-            raise ValueError(f"{who}[{key!r}] has dtype {value.dtype}, expected {ref.dtype}.")
+        if value.dtype != ref.dtype:
+            raise IncompatibleState(f"{who}[{key!r}] has dtype {value.dtype}, expected {ref.dtype}.", key, "dtype")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise ValueError(f"{who}[{key!r}] holds {bad} non-finite values (NaN or inf).")
+            raise IncompatibleState(
+                f"{who}[{key!r}] holds {bad} non-finite values (NaN or inf).", key, "non_finite"
+            )
 
 
 @torch.no_grad()

@@ -10,7 +10,9 @@ project trains its own small models on the *public* 30% of scikit-learn's digits
 
 Weights resolve in this order: the files shipped in ``lightning_addons/zoo/weights/`` (produced by
 ``python -m lightning_addons.zoo.build``), then the cache (``lightning_addons.data.cache_dir("zoo")``),
-else they are trained once (a few minutes on 2 CPU cores) and written to the cache.
+else they are trained once (a few minutes on 2 CPU cores) and written to the cache. Every weight file
+is checked against the sha256 recorded beside it (``SHA256SUMS``, written by the build) before it is
+used: a corrupt or unrecorded file is an :class:`~lightning_addons.integrity.IntegrityError` naming it.
 
 Example:
     >>> from lightning_addons.zoo import tiny_clip, DIGIT_CLASS_NAMES
@@ -53,17 +55,25 @@ __all__ = [
 
 
 def _resolve(filename: str, build) -> Path:
-    """Shipped file, else cached file, else build it into the cache."""
+    """Shipped file, else cached file, else build it into the cache; verified against its recorded sha256."""
     from lightning_addons.data import cache_dir
+    from lightning_addons.integrity import record_file_digest, verify_file_digest
 
     if os.environ.get("LIGHTNING_ADDONS_ZOO_IGNORE_SHIPPED") != "1":
         shipped = WEIGHTS_DIR / filename
         if shipped.is_file():
+            verify_file_digest(
+                shipped,
+                remedy="Reinstall lightning-addons, or rebuild the weights with "
+                "`python -m lightning_addons.zoo.build` (it records new digests).",
+            )
             return shipped
     cached = cache_dir("zoo") / filename
     with _LOCK:
         if not cached.is_file():
             build(cached)
+            record_file_digest(cached)
+    verify_file_digest(cached, remedy=f"Delete {str(cached)!r}; it is rebuilt (and recorded) on next use.")
     return cached
 
 

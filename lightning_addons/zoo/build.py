@@ -2,7 +2,8 @@
 
 Trains the tiny CLIP (contrastive, 200 epochs on the public 30% of digits) and the class-conditional
 UNet (DDPM, 3000 steps) with fixed seeds on one CPU thread and writes ``tiny_clip.pt`` and
-``tiny_unet.pt`` (default: the package's ``zoo/weights`` folder, which is what the project ships).
+``tiny_unet.pt`` (default: the package's ``zoo/weights`` folder, which is what the project ships), and
+records their sha256 in ``SHA256SUMS`` beside them (checked before every load).
 Measured CPU time: ~160 s (CLIP) + ~430 s (UNet) on one core; run ``--only clip`` and ``--only unet``
 in parallel to use two cores (~7 minutes wall on an idle 2-core machine).
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> None:
     import torch
 
+    from lightning_addons.integrity import record_file_digest
     from lightning_addons.zoo import TINY_CLIP_FILE, TINY_UNET_FILE, WEIGHTS_DIR
 
     parser = argparse.ArgumentParser(
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         model, init_emb, info = pretrain_tiny_clip()
         path = save_tiny_clip(model, args.out / TINY_CLIP_FILE, init_emb)
+        record_file_digest(path)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t:.0f} s: {info}")
     if args.only in (None, "unet"):
         from lightning_addons.zoo.tinyunet import save_tiny_unet, train_tiny_unet
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         unet, info = train_tiny_unet()
         path = save_tiny_unet(unet, args.out / TINY_UNET_FILE)
+        record_file_digest(path)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - t:.0f} s: {info}")
 
 
