@@ -83,6 +83,7 @@ class HyperTunerSampler(BaseSampler):
         self.include_defaults = include_defaults
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self._fallback = RandomSampler(seed=seed)
+        self._failures: dict[int, BaseException] = {}
         make_optimizer(algorithm, space.dim, self.directions)  # validate the name early
         self.last_weight: float | None = None
 
@@ -91,12 +92,27 @@ class HyperTunerSampler(BaseSampler):
         return self.space.optuna_distributions()
 
     def sample_independent(self, study, trial, param_name, param_distribution):
+        failure = self._failures.pop(trial.number, None)
+        if failure is not None:
+            # sample_relative failed inside ``study.ask()``: raised here, where the tuner holds the trial
+            # and can mark it failed (an exception inside ``ask`` would leave it RUNNING)
+            raise RuntimeError(
+                f"the {self.algorithm} sampler failed for trial {trial.number}: {type(failure).__name__}: "
+                f"{failure}"
+            ) from failure
         # a parameter outside the space (suggested by user code): random
         return self._fallback.sample_independent(study, trial, param_name, param_distribution)
 
     def sample_relative(self, study, trial: FrozenTrial, search_space) -> dict[str, Any]:
-        if not search_space:
+        if not search_space or "fixed_params" in trial.system_attrs:
+            return {}  # an enqueued trial (a lost trial run again) has its parameters
+        try:
+            return self._sample_relative(study, trial)
+        except Exception as err:  # noqa: BLE001 - re-raised by sample_independent, see there
+            self._failures[trial.number] = err
             return {}
+
+    def _sample_relative(self, study, trial: FrozenTrial) -> dict[str, Any]:
         trials = study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
         )
@@ -107,8 +123,8 @@ class HyperTunerSampler(BaseSampler):
                 continue
             if t.state == TrialState.COMPLETE and t.values is not None:
                 done.append(t)
-            elif t.state == TrialState.FAIL:
-                failed.append(t)
+            elif t.state == TrialState.FAIL and not t.user_attrs.get("lost"):
+                failed.append(t)  # a lost trial (its worker died) says nothing about its parameters
             elif t.state == TrialState.RUNNING:
                 running.append(t)
         X_done = np.array([self.space.to_unit(t.params) for t in done]).reshape(-1, self.space.dim)
@@ -180,8 +196,10 @@ class HyperTunerSampler(BaseSampler):
         )
         if len(X_done):
             opt.tell(X_done[:, active], Y_done)
-        if len(X_fail):
-            opt.tell(X_fail[:, active], np.full((len(X_fail), len(self.directions)), np.nan))
+            # failures are only modelled next to successes (imputed worse than the worst): with no
+            # success the optimiser stays in its initial design instead of fitting a model to nothing
+            if len(X_fail):
+                opt.tell(X_fail[:, active], np.full((len(X_fail), len(self.directions)), np.nan))
         # the design is indexed by the trial number: distinct across workers sharing the storage
         opt.n_asked = int(number)
         x = opt.ask(1, pending=X_run[:, active] if len(X_run) else None)[0]

@@ -3,11 +3,18 @@
 A Lightning trial runs in a fresh Python subprocess (``python -m lightning_addons.tuner.trial SPEC OUT``)
 so that per-process knobs (torch threads, interop threads, ``OMP_NUM_THREADS``, matmul precision,
 ``torch.compile``) are applied before any training starts and cannot leak into the next trial.
+
+A trial process cannot outlive the process that started it: it runs in its own process group (so its
+dataloader workers are killed with it), asks Linux for ``SIGKILL`` when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``) and runs a watchdog thread that kills its process group when its parent
+changes (the same guarantee off Linux). Its result file carries a SHA-256 digest of its content,
+verified on load (:func:`read_result`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -15,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -214,6 +222,9 @@ def run_lightning_trial(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 def _main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - runs in the trial subprocess
     argv = list(sys.argv[1:] if argv is None else argv)
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        _start_parent_watchdog(int(parent))
     spec = json.loads(Path(argv[0]).read_text())
     try:
         result = run_lightning_trial(spec)
@@ -224,9 +235,157 @@ def _main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - runs
             "error": f"{'OOM: ' if oom else ''}{type(err).__name__}: {err}",
             "traceback": traceback.format_exc(limit=20),
         }
-    tmp = argv[1] + ".tmp"
-    Path(tmp).write_text(json.dumps(result, default=float))
-    os.replace(tmp, argv[1])
+    write_result(argv[1], result)
+
+# ----------------------------------------------------------------------------- result files, processes
+_DIGEST_PREFIX = b"sha256:"
+#: Environment variable holding the pid of the process that started a trial (read by the trial's watchdog).
+PARENT_ENV = "LIGHTNING_ADDONS_TRIAL_PARENT"
+
+
+def write_result(path: str | os.PathLike, result: Mapping[str, Any]) -> Path:
+    """Write a trial result atomically as ``sha256:<hex digest of the payload>\\n<JSON payload>``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = write_result(pathlib.Path(tempfile.mkdtemp()) / "r.json", {"status": "ok", "time": 1.5})
+        >>> read_result(p)["time"]
+        1.5
+    """
+    path = Path(path)
+    payload = json.dumps(dict(result), default=float).encode()
+    data = _DIGEST_PREFIX + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_result(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a result file written by :func:`write_result`, verifying its digest.
+
+    Raises:
+        ValueError: the file is torn (truncated), corrupt (digest mismatch, e.g. a flipped bit) or not a
+            result file; the message names the file.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    head, sep, payload = data.partition(b"\n")
+    if not sep or not head.startswith(_DIGEST_PREFIX):
+        raise ValueError(
+            f"trial result file {str(path)!r} is corrupt or torn: it must start with 'sha256:<digest>' and "
+            f"a newline ({len(data)} bytes read); the result is not used."
+        )
+    want = head[len(_DIGEST_PREFIX) :].decode("ascii", "replace")
+    got = hashlib.sha256(payload).hexdigest()
+    if got != want:
+        raise ValueError(
+            f"trial result file {str(path)!r} is corrupt or torn: its SHA-256 digest {got} does not match the "
+            f"recorded {want} ({len(payload)} payload bytes); the result is not used."
+        )
+    result = json.loads(payload)
+    if not isinstance(result, dict) or "status" not in result:
+        raise ValueError(f"trial result file {str(path)!r} holds no trial result (no `status` key).")
+    return result
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, from ``/proc``), None where unknown.
+
+    With the pid it identifies a process even after its pid is reused.
+    """
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` (started at ``start``, see :func:`process_start_time`) still runs.
+
+    A zombie counts as dead; so does a live process with another start time (the pid was reused).
+    """
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] in ("Z", "X"):
+        return False
+    return start is None or fields[19] == start
+
+
+def kill_process_group(pid: int, start: str | None = None, wait: float = 10.0) -> bool:
+    """SIGKILL the process group led by ``pid`` (a trial process) and wait up to ``wait`` seconds for the
+    leader to be gone; True when it is gone."""
+    if start is not None and not process_alive(pid, start):
+        return True
+    try:
+        os.killpg(int(pid), signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    deadline = time.monotonic() + wait
+    while process_alive(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+_PRCTL: Any = None
+
+
+def _prctl():
+    """libc's ``prctl`` resolved in the parent (before any fork), or None off Linux/glibc."""
+    global _PRCTL
+    if _PRCTL is None:
+        _PRCTL = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+            except (OSError, AttributeError):
+                _PRCTL = False
+    return _PRCTL or None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """``preexec_fn`` of a trial process: SIGKILL when the parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    prctl = _prctl()
+
+    def preexec() -> None:  # pragma: no cover - runs in the forked child
+        if prctl is not None:
+            prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(137)
+
+    return preexec
+
+
+def _start_parent_watchdog(parent: int, interval: float = 0.5) -> None:  # pragma: no cover - trial process
+    """Kill this process's group as soon as its parent changes (the parent died): the portable twin of
+    ``PR_SET_PDEATHSIG``, which also takes the dataloader workers along."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                if os.getpgrp() == os.getpid():
+                    os.killpg(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="trial-parent-watchdog", daemon=True).start()
 
 
 # ----------------------------------------------------------------------------- runners
@@ -289,6 +448,10 @@ class LightningTrialRunner(TrialRunner):
         timeout: seconds per trial (killed and marked failed beyond), or None.
         watts_per_core: for the CPU-time energy estimate.
         workdir: folder for the trial spec/result files.
+
+    A trial process dies with the process that started it (own process group, ``PR_SET_PDEATHSIG`` and a
+    watchdog thread); its process group is killed when it ends, so no straggler runs beside the next
+    trial. A result file whose digest does not match is a failed trial naming the file.
     """
 
     def __init__(
@@ -310,6 +473,9 @@ class LightningTrialRunner(TrialRunner):
         self.watts_per_core = watts_per_core
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="hypertuner_"))
         self.python = python or sys.executable
+        #: called with ``{pid, start, result, log}`` as soon as a trial process started (the tuner records
+        #: it in the study, so that a restart can recover or reap the trial)
+        self.on_start: Callable[[dict[str, Any]], None] | None = None
 
     def __call__(self, params, trial_number):
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -329,6 +495,7 @@ class LightningTrialRunner(TrialRunner):
             [pkg_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
         )
         log_path = self.workdir / f"trial_{trial_number}.log"
+        env[PARENT_ENV] = str(os.getpid())
         t0 = time.perf_counter()
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
@@ -336,12 +503,22 @@ class LightningTrialRunner(TrialRunner):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                start_new_session=True,
+                start_new_session=True,  # its own process group: its dataloader workers die with it
+                preexec_fn=_die_with_parent(os.getpid()),
             )
             try:
+                if self.on_start is not None:
+                    self.on_start(
+                        {
+                            "pid": proc.pid,
+                            "start": process_start_time(proc.pid),
+                            "result": str(out_path.resolve()),
+                            "log": str(log_path.resolve()),
+                        }
+                    )
                 rc = proc.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_process_group(proc.pid)
                 proc.wait()
                 return {
                     "status": "fail",
@@ -350,8 +527,16 @@ class LightningTrialRunner(TrialRunner):
                     "wall": time.perf_counter() - t0,
                 }
             except BaseException:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_process_group(proc.pid)
+                proc.wait()
                 raise
+            finally:
+                # nothing of this trial (dataloader workers, grandchildren) outlives it: the next trial's
+                # time and energy are measured alone
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         if not out_path.exists():
             tail = log_path.read_text()[-2000:] if log_path.exists() else ""
             return {
@@ -359,7 +544,10 @@ class LightningTrialRunner(TrialRunner):
                 "error": f"trial process exited with code {rc} without a result",
                 "log": tail,
             }
-        result = json.loads(out_path.read_text())
+        try:
+            result = read_result(out_path)
+        except ValueError as err:
+            return {"status": "fail", "error": str(err), "log": str(log_path)}
         result["log"] = str(log_path)
         return result
 

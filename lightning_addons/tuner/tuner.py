@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import inspect
+import json
+import logging
 import math
 import os
+import re
+import socket
+import tempfile
 import threading
+import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +35,17 @@ from lightning_addons.tuner.trial import (
     LightningTrialRunner,
     Objective,
     TrialRunner,
+    build_trial_config,
     class_config,
+    kill_process_group,
     parse_objectives,
+    process_alive,
+    process_start_time,
+    read_result,
+    resolve_class,
 )
+
+log = logging.getLogger(__name__)
 
 OPTUNA_ALGORITHMS = ("tpe", "nsga2", "gp", "optuna_random")
 #: System knobs applied through the trial's config (the others are applied inside the trial process).
@@ -40,6 +57,16 @@ _CONFIG_TARGETS = {
     "devices": "trainer.devices",
     "strategy": "trainer.strategy",
 }
+#: Trial system attribute: the worker running the trial ``{host, pid, start}``.
+WORKER_ATTR = "hypertuner_worker"
+#: Trial system attribute: its trial process ``{pid, start, result, log}`` (Lightning trials).
+PROCESS_ATTR = "hypertuner_process"
+#: Study user attribute: the fingerprint of the configuration that determines the study's results.
+CONFIG_ATTR = "hypertuner_config"
+#: (storage URL, trial id) of the trials this process is running now.
+_ACTIVE: set[tuple[str, int]] = set()
+#: Trainer arguments with process-wide side effects, left out of the dry ``Trainer`` built by the checks.
+_GLOBAL_TRAINER_ARGS = ("deterministic", "benchmark", "detect_anomaly")
 
 
 @dataclass
@@ -75,6 +102,219 @@ class TuningResult:
         return pd.DataFrame(rows)
 
 
+# ----------------------------------------------------------------------------- checks before work
+def _did_you_mean(name: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+
+
+def _resolve(path: Any, where: str) -> type:
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"`{where}` must be a class path string, got {path!r}.")
+    try:
+        return resolve_class(path)
+    except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ValueError of the resolver
+        raise ValueError(f"`{where}`: cannot resolve class_path {path!r}: {type(err).__name__}: {err}") from err
+
+
+def _arguments(cls: Any) -> tuple[dict[str, inspect.Parameter], bool]:
+    """(keyword parameters of ``cls(...)``, whether it takes ``**kwargs``); ``({}, True)`` when unknown."""
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return {}, True
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return params, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def _check_class_configs(node: Any, where: str) -> None:
+    """Every ``{class_path, init_args}`` below ``node`` resolves, and its ``init_args`` fit the signature."""
+    if isinstance(node, Mapping):
+        if "class_path" not in node:
+            for k, v in node.items():
+                _check_class_configs(v, f"{where}.{k}" if where else str(k))
+            return
+        extra = sorted(set(node) - {"class_path", "init_args"})
+        if extra:
+            raise ValueError(
+                f"`{where}` has keys {extra} beside `class_path` and `init_args`; constructor arguments go "
+                "under `init_args`."
+            )
+        cls = _resolve(node["class_path"], f"{where}.class_path")
+        args = node.get("init_args") or {}
+        if not isinstance(args, Mapping):
+            raise ValueError(f"`{where}.init_args` must be a mapping, got {args!r}.")
+        params, var_kw = _arguments(cls)
+        name = getattr(cls, "__name__", str(cls))
+        if not var_kw:
+            for k in args:
+                if k not in params:
+                    raise ValueError(
+                        f"`{where}.init_args.{k}`: {name} has no argument {k!r}{_did_you_mean(k, params)} "
+                        f"Its arguments: {sorted(params)}."
+                    )
+        missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in args]
+        if missing:
+            raise ValueError(f"`{where}.init_args`: {name} needs the argument(s) {missing}, which are not set.")
+        for k, v in args.items():
+            _check_class_configs(v, f"{where}.init_args.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_class_configs(v, f"{where}[{i}]")
+
+
+def _trainer_class() -> type:
+    import lightning.pytorch as pl
+
+    return pl.Trainer
+
+
+def _check_target(config: Mapping[str, Any], path: str, pname: str) -> None:
+    """The dotted ``path`` names an existing config key, or an argument the owning class accepts."""
+    keys = path.split(".")
+    node: Any = config
+    owner: Any = None  # the class whose keyword arguments `node` holds
+    for i, k in enumerate(keys):
+        where = ".".join(keys[:i])
+        last = i == len(keys) - 1
+        if isinstance(node, Mapping) and "class_path" in node and k == "init_args":
+            owner = _resolve(node["class_path"], f"{where}.class_path")
+            node = node.get("init_args") or {}
+            continue
+        if isinstance(node, Mapping) and k in node:
+            owner = _trainer_class() if (i == 0 and k == "trainer") else None
+            node = node[k]
+            continue
+        if i == 0 and k == "trainer":  # no trainer section: Trainer's defaults
+            node, owner = {}, _trainer_class()
+            continue
+        params: dict[str, Any] = {}
+        if owner is not None:
+            params, var_kw = _arguments(owner)
+            if last and (k in params or var_kw):
+                return
+        if not isinstance(node, Mapping):
+            raise ValueError(
+                f"space parameter {pname!r}: `target` {path!r} does not exist in the config: "
+                f"`{where}` is {node!r}, not a section with keys."
+            )
+        candidates = sorted({*map(str, node), *params})
+        raise ValueError(
+            f"space parameter {pname!r}: `target` {path!r} does not exist in the config: "
+            f"`{where or '<top level>'}` has no key {k!r}{_did_you_mean(k, candidates)} Keys there: {candidates}."
+        )
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _dry_trainer(tcfg: Mapping[str, Any], what: str) -> None:
+    """Build (not fit) a Trainer from a trial's trainer section: Lightning checks its ranges and values."""
+    Trainer = _trainer_class()
+    params, _ = _arguments(Trainer)
+    for k in tcfg:
+        if k not in params:
+            raise ValueError(
+                f"`trainer.{k}`: Trainer has no argument {k!r}{_did_you_mean(k, params)} "
+                f"Its arguments: {sorted(params)}."
+            )
+    kw = {
+        k: v
+        for k, v in tcfg.items()
+        if k not in ("callbacks", "logger", "plugins", *_GLOBAL_TRAINER_ARGS)
+        and not (isinstance(v, Mapping) and "class_path" in v)
+    }
+    kw.update(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    with _quiet_lightning(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            Trainer(**kw)
+        except Exception as err:  # noqa: BLE001 - Lightning's MisconfigurationException, ValueError, ...
+            raise ValueError(f"the trainer config {what} is invalid: {type(err).__name__}: {err}") from err
+
+
+def _check_writable(path: str | os.PathLike, what: str) -> None:
+    """``path`` (a folder, created later if absent) can be written: a file is created and removed in it or
+    in its nearest existing ancestor."""
+    path = Path(path).absolute()
+    anc = path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise NotADirectoryError(f"{what} {str(path)!r} cannot be created: {str(anc)!r} is not a folder.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=anc, prefix=".hypertuner-write-check-"):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"{what} {str(path)!r} is not writable ({err.strerror or err} in {str(anc)!r}); "
+            "choose a writable folder."
+        ) from err
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    import optuna
+
+    errs: list[type[BaseException]] = [optuna.exceptions.StorageInternalError, sqlite3.Error]
+    try:
+        import sqlalchemy.exc
+
+        errs.append(sqlalchemy.exc.SQLAlchemyError)
+    except ImportError:  # pragma: no cover - optuna needs sqlalchemy for RDB storages
+        pass
+    return tuple(errs)
+
+
+def _error_key(error: str) -> str:
+    """An error with its numbers masked: two trials failing alike give the same key."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return re.sub(r"0x[0-9a-f]+|\d+(\.\d+)?(e[-+]?\d+)?", "#", first, flags=re.I)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    if isinstance(obj, list) and obj and any(isinstance(v, (Mapping, list)) for v in obj):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: obj}
+
+
+def _config_diff(stored: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    a, b = _flatten(stored), _flatten(now)
+    missing = object()
+    return [
+        f"{k} (stored {a.get(k, '<absent>')!r}, now {b.get(k, '<absent>')!r})"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    ]
+
+
 class HyperTuner:
     """Tune model and system parameters of a Lightning run for several objectives at once.
 
@@ -85,7 +325,18 @@ class HyperTuner:
     source). Trials live in an Optuna study (SQLite file by default; PostgreSQL/MySQL URLs for many
     workers); suggestions come from :class:`~lightning_addons.tuner.sampler.HyperTunerSampler`
     (ADUMBO + MOPIR) or one of Optuna's samplers. Failed trials (exception, OOM, NaN loss, timeout) are
-    recorded as ``FAIL`` and the study goes on; a killed run resumes from the storage.
+    recorded as ``FAIL`` and the study goes on, until ``max_consecutive_failures`` trials in a row fail
+    with the same error, which then stops the study.
+
+    Before the first trial everything checkable is checked (:meth:`validate`): class paths resolve and
+    their ``init_args`` fit the constructors, every ``target`` exists in the config, the Trainer accepts
+    the trainer section at the space's defaults and extremes (``max_epochs: -3`` is an error), and the
+    output and SQLite folders are writable. The study stores a fingerprint of everything that determines
+    its results (:meth:`fingerprint`) and refuses to resume with another one, naming the differing keys.
+
+    A killed run resumes from the storage: a trial process dies with its worker, a trial left running by
+    a dead worker is recovered from its result file (digest verified) or failed with the reason and run
+    again (such *lost* trials do not count towards ``n_trials``).
 
     Args:
         space: a :class:`SearchSpace` or its YAML mapping.
@@ -112,10 +363,15 @@ class HyperTuner:
         heartbeat_interval: seconds between heartbeats of a running trial; a trial silent for twice this is
             failed by the next worker (a killed run's last trial).
         optimizer_kwargs: extra options of the ask/tell optimiser (``tau``, ``w0``, ``beta``, ...).
+        seed_everything: ``seed_everything`` of each Lightning trial (default ``seed``).
+        max_consecutive_failures: stop the study when this many trials in a row failed with the same
+            error (numbers in the message aside); None never stops.
 
     Raises:
         ValueError: bad space/objectives/algorithm/n_trials, an unknown system parameter, ``devices``
-            tuned on a machine with one device, neither ``model`` nor ``trial_fn`` given.
+            tuned on a machine with one device, neither ``model`` nor ``trial_fn`` given; a class path
+            that does not resolve, an ``init_args`` key the class does not take, a ``target`` missing
+            from the config, a trainer section the Trainer rejects (with "did you mean").
         ModuleNotFoundError: Optuna/BoTorch missing (names the extra ``tune``), at :meth:`run`.
 
     Example:
@@ -153,6 +409,7 @@ class HyperTuner:
         heartbeat_interval: int = 10,
         optimizer_kwargs: Mapping[str, Any] | None = None,
         seed_everything: int | None = None,
+        max_consecutive_failures: int | None = 3,
     ) -> None:
         self.actuators = list(actuators or [])
         extra = [n for a in self.actuators for n in a.parameters]
@@ -169,6 +426,12 @@ class HyperTuner:
             raise ValueError(f"`n_init` must be an integer >= 1 or None, got {n_init!r}.")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"`timeout` must be > 0 seconds or None, got {timeout!r}.")
+        if max_consecutive_failures is not None and (
+            not isinstance(max_consecutive_failures, int) or max_consecutive_failures < 1
+        ):
+            raise ValueError(
+                f"`max_consecutive_failures` must be an integer >= 1 or None, got {max_consecutive_failures!r}."
+            )
         if (model is None) == (trial_fn is None):
             raise ValueError(
                 "give exactly one of `model` (a LightningModule class or {class_path, init_args}) "
@@ -177,6 +440,8 @@ class HyperTuner:
         self.algorithm = algorithm
         self.n_trials = n_trials
         self.n_init = n_init if n_init is not None else min(10, max(2, n_trials // 3))
+        self._n_init_given = n_init is not None
+        self.max_consecutive_failures = max_consecutive_failures
         self.seed = int(seed)
         self.output_dir = Path(output_dir)
         self.storage = storage or f"sqlite:///{(self.output_dir / 'study.db').as_posix()}"
@@ -218,6 +483,7 @@ class HyperTuner:
                 watts_per_core=watts_per_core,
                 workdir=self.output_dir / "trials",
             )
+            self._check_config()
         self._checked_names = False
 
     # ----------------------------------------------------------------------------- checks
@@ -233,6 +499,121 @@ class HyperTuner:
                         f"has {n} CUDA device(s). Remove {name!r} from the space."
                     )
 
+    def _check_config(self) -> None:
+        """Class paths, ``init_args``, targets and the trainer section, at the space's defaults and at the
+        extremes of every parameter written to the trainer section (no model is built, nothing is fit)."""
+        runner = self.runner
+        assert isinstance(runner, LightningTrialRunner)
+        base = runner.config
+        for section in ("model", "data"):
+            cfg = base.get(section)
+            if cfg is None:
+                continue
+            if not isinstance(cfg, Mapping) or "class_path" not in cfg:
+                raise ValueError(f"`{section}` must be a {{class_path, init_args}} mapping, got {cfg!r}.")
+        for name, target in runner.targets.items():
+            _check_target(base, target, name)
+        defaults = self.space.defaults()
+        cfg = build_trial_config(base, defaults, runner.targets)
+        for section in ("model", "data", "trainer"):
+            _check_class_configs(cfg.get(section), section)
+        _dry_trainer(cfg.get("trainer") or {}, "(at the space's defaults)")
+        for p in self.space.params:
+            target = runner.targets.get(p.name, "")
+            if not target.startswith("trainer."):
+                continue
+            for value in p.choices if p.type == "categorical" else (p.low, p.high):
+                cfg = build_trial_config(base, {**defaults, p.name: value}, runner.targets)
+                _dry_trainer(cfg.get("trainer") or {}, f"with {p.name}={value!r}")
+
+    def _sqlite_path(self) -> Path | None:
+        if self.storage.startswith("sqlite:///") and ":memory:" not in self.storage:
+            return Path(self.storage[len("sqlite:///") :])
+        return None
+
+    def validate(self) -> None:
+        """Check everything checkable before the first trial (:meth:`run` calls it first).
+
+        The config checks of the constructor (class paths, ``init_args``, targets, trainer ranges) plus:
+        ``output_dir`` and the SQLite storage's folder (and file) are writable. Nothing is created.
+
+        Raises:
+            ValueError: see the class; PermissionError / NotADirectoryError: a path that cannot be
+                written, named.
+        """
+        if isinstance(self.runner, LightningTrialRunner):
+            self._check_config()
+        _check_writable(self.output_dir, "`output_dir`")
+        db = self._sqlite_path()
+        if db is not None:
+            _check_writable(db.parent, f"the folder of the SQLite `storage` {self.storage!r}:")
+            if db.exists():
+                try:
+                    open(db, "r+b").close()
+                except OSError as err:
+                    raise PermissionError(
+                        f"the SQLite `storage` file {str(db)!r} is not writable ({err.strerror or err})."
+                    ) from err
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that determines the study's results (objectives, space, sampler settings, model,
+        data and trainer config or the trial function's name, energy model, library version). Stored in
+        the study; a resumed study must have the same one. ``n_trials``, ``timeout``, storage and output
+        folder are not part of it."""
+        from lightning_addons import __version__
+
+        fp: dict[str, Any] = {
+            "objectives": [
+                {"name": o.name, "direction": o.direction, "log_scale": o.log_scale} for o in self.objectives
+            ],
+            "space": self.space.to_dict(),
+            "algorithm": self.algorithm,
+            "seed": self.seed,
+            "n_init": self.n_init,
+            "mopir": self.mopir_options,
+            "optimizer_kwargs": self.optimizer_kwargs,
+            "watts_per_core": self.watts_per_core,
+            "lightning_addons": __version__,
+        }
+        if isinstance(self.runner, LightningTrialRunner):
+            fp.update(
+                config=self.runner.config,
+                targets=self.runner.targets,
+                process_knobs=self.runner.system_names,
+            )
+        elif isinstance(self.runner, FunctionTrialRunner):
+            fn = self.runner.fn
+            fp["trial_fn"] = getattr(fn, "__name__", type(fn).__name__)
+        return json.loads(json.dumps(fp, default=repr))
+
+    def _check_fingerprint(self, study) -> None:
+        fp = self.fingerprint()
+        stored = study.user_attrs.get(CONFIG_ATTR)
+        if stored is None:
+            legacy = study.user_attrs.get("hypertuner_space")
+            if legacy is not None and legacy != self.space.to_dict():
+                raise ValueError(
+                    f"study {self.study_name!r} was created with another search space: {legacy}; "
+                    f"use a new `study_name` or the same space."
+                )
+            study.set_user_attr(CONFIG_ATTR, fp)
+            study.set_user_attr("hypertuner_space", self.space.to_dict())
+            return
+        if not self._n_init_given and stored.get("n_init") != fp["n_init"]:
+            # n_init derived from n_trials: a study extended with more trials keeps its initial design
+            self.n_init = int(stored["n_init"])
+            fp["n_init"] = self.n_init
+            study.sampler = self._make_sampler()
+        diff = _config_diff(stored, fp)
+        if diff:
+            shown = "; ".join(diff[:12]) + (f"; and {len(diff) - 12} more" if len(diff) > 12 else "")
+            raise ValueError(
+                f"study {self.study_name!r} in {_redact(self.storage)} was created with a different "
+                f"configuration; differing keys: {shown}. To resume it, restore those values; to start "
+                "fresh, use another `study_name` or `output_dir` (or delete the study: optuna delete-study "
+                f"--storage URL --study-name {self.study_name})."
+            )
+
     def _check_logged(self, result: Mapping[str, Any]) -> None:
         logged = sorted(result.get("metrics", {}))
         missing = [
@@ -246,11 +627,63 @@ class HyperTuner:
 
     # ----------------------------------------------------------------------------- study
     def create_study(self):
-        """Create or load the Optuna study (``load_if_exists``)."""
+        """Create or load the Optuna study (``load_if_exists``), checking its stored fingerprint.
+
+        Workers starting at the same instant on an empty database are safe: on PostgreSQL the creation
+        of the tables and of the study runs under an advisory lock, elsewhere it is retried.
+
+        Raises:
+            ValueError: the stored study has other directions or another configuration (differing keys
+                named).
+            RuntimeError: the storage fails (named, password hidden).
+        """
         optuna = require("optuna", feature="HyperTuner")
         require("botorch", feature="HyperTuner")
-        if self.storage.startswith("sqlite:///") and ":memory:" not in self.storage:
-            Path(self.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        db = self._sqlite_path()
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        errors = _storage_errors()
+        for attempt in range(6):
+            try:
+                with self._creation_lock():
+                    study = self._open_study(optuna)
+                break
+            except errors as err:
+                if attempt == 5 or not self._is_creation_race(err):
+                    raise self._storage_failure(err, "opening the study") from err
+                time.sleep(0.2 * (attempt + 1))
+        return study
+
+    @staticmethod
+    def _is_creation_race(err: BaseException) -> bool:
+        text = f"{type(err).__name__} {err}".lower()
+        return any(
+            s in text
+            for s in ("uniqueviolation", "integrityerror", "already exists", "duplicate", "database is locked")
+        )
+
+    @contextlib.contextmanager
+    def _creation_lock(self) -> Iterator[None]:
+        """A PostgreSQL advisory lock around table and study creation (a no-op for other storages)."""
+        if not self.storage.startswith(("postgresql", "postgres")):
+            yield
+            return
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        engine = sqlalchemy.create_engine(self.storage, poolclass=NullPool)
+        key = 0x48797065  # "Hype"
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        finally:
+            engine.dispose()
+
+    def _open_study(self, optuna):
         if "://" in self.storage:
             storage = optuna.storages.RDBStorage(
                 self.storage,
@@ -267,21 +700,22 @@ class HyperTuner:
             sampler=self._make_sampler(),
             load_if_exists=True,
         )
+        self._check_fingerprint(study)  # names every differing key, directions included
         if [d.name.lower() for d in study.directions] != directions:
             raise ValueError(
                 f"study {self.study_name!r} in the storage has directions "
                 f"{[d.name.lower() for d in study.directions]}, the objectives need {directions}."
             )
-        study.set_metric_names([o.name for o in self.objectives])
-        stored = study.user_attrs.get("hypertuner_space")
-        if stored is None:
-            study.set_user_attr("hypertuner_space", self.space.to_dict())
-        elif stored != self.space.to_dict():
-            raise ValueError(
-                f"study {self.study_name!r} was created with another search space: {stored}; "
-                f"use a new `study_name` or the same space."
-            )
+        if study.metric_names != [o.name for o in self.objectives]:
+            study.set_metric_names([o.name for o in self.objectives])
         return study
+
+    def _storage_failure(self, err: BaseException, doing: str, note: str = "") -> RuntimeError:
+        return RuntimeError(
+            f"the study storage {_redact(self.storage)} failed while {doing}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}. Check that its disk is not full, that it is "
+            f"writable and reachable.{note}"
+        )
 
     def _make_sampler(self):
         from lightning_addons.tuner.sampler import HyperTunerSampler, optuna_sampler
@@ -302,45 +736,114 @@ class HyperTuner:
 
     # ----------------------------------------------------------------------------- run
     def run(self) -> TuningResult:
-        """Run trials until the study holds ``n_trials`` finished ones; returns the :class:`TuningResult`."""
+        """Run trials until the study holds ``n_trials`` finished ones; returns the :class:`TuningResult`.
+
+        Raises:
+            ValueError / PermissionError: a check of :meth:`validate` or of the stored fingerprint fails.
+            RuntimeError: ``max_consecutive_failures`` trials in a row failed with the same error (named),
+                or the storage failed (named; the running trial is marked failed when the storage allows).
+        """
         optuna = require("optuna", feature="HyperTuner")
-        from optuna.storages import fail_stale_trials
         from optuna.trial import TrialState
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # we record heartbeats ourselves (ask/tell); Optuna warns that heartbeats are meant for optimize()
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        self.validate()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         study = self.create_study()
-        finished = (TrialState.COMPLETE, TrialState.FAIL)
+        errors = _storage_errors()
         bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            n_done = len(study.get_trials(deepcopy=False, states=finished))
-            bar = tqdm(
-                total=self.n_trials, initial=min(n_done, self.n_trials), desc="HyperTuner", unit="trial"
-            )
+        trial = None
+        streak: tuple[str | None, int] = (None, 0)
         try:
+            self._reap(study)
+            n_done = self._n_counted(study, (TrialState.COMPLETE, TrialState.FAIL))
+            if n_done or study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                log.warning(
+                    "HyperTuner: resuming study %r in %s with %d finished trial(s); it runs until %d are "
+                    "finished. Use another `study_name` or `output_dir` to start fresh.",
+                    self.study_name,
+                    _redact(self.storage),
+                    n_done,
+                    self.n_trials,
+                )
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(
+                    total=self.n_trials, initial=min(n_done, self.n_trials), desc="HyperTuner", unit="trial"
+                )
             while True:
-                if "://" in self.storage:
-                    fail_stale_trials(study)
-                states = (*finished, TrialState.RUNNING)
-                if len(study.get_trials(deepcopy=False, states=states)) >= self.n_trials:
+                self._reap(study)
+                if self._n_counted(study, (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)) >= (
+                    self.n_trials
+                ):
                     break
                 trial = study.ask()
-                params = {p.name: self._suggest(trial, p) for p in self.space.params}
-                record = self._run_trial(study, trial, params)
+                _ACTIVE.add((self.storage, trial._trial_id))
+                record = self._run_trial(study, trial)
+                _ACTIVE.discard((self.storage, trial._trial_id))
+                trial = None
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(self._best_str(study))
                 if record.get("fatal"):
                     raise record["fatal"]
+                if record["state"] == "FAIL":
+                    key = _error_key(record["error"])
+                    streak = (key, streak[1] + 1 if key == streak[0] else 1)
+                    if self.max_consecutive_failures and streak[1] >= self.max_consecutive_failures:
+                        raise RuntimeError(
+                            f"HyperTuner stopped study {self.study_name!r}: the last {streak[1]} trials failed "
+                            f"with the same error: {record['error'][:1500]} (set `max_consecutive_failures` to "
+                            "change this limit; the trials' logs are in "
+                            f"{str(self.output_dir / 'trials')!r})."
+                        )
+                else:
+                    streak = (None, 0)
+        except errors as err:
+            note = ""
+            if trial is not None:
+                ok = self._fail_quietly(study, trial, f"the study storage failed: {type(err).__name__}: {err}")
+                note = (
+                    f" Trial {trial.number} was marked failed."
+                    if ok
+                    else f" Trial {trial.number} could not be marked failed; the next start reaps it."
+                )
+            raise self._storage_failure(err, "recording trials", note) from err
+        except BaseException as err:
+            if trial is not None:
+                self._fail_quietly(
+                    study, trial, f"interrupted: {type(err).__name__}: {str(err)[:500]}", lost=True
+                )
+            raise
         finally:
+            if trial is not None:
+                _ACTIVE.discard((self.storage, trial._trial_id))
             if bar is not None:
                 bar.close()
         return self.result(study)
+
+    @staticmethod
+    def _n_counted(study, states) -> int:
+        """Trials that count towards ``n_trials``: lost trials (their worker died) do not."""
+        return sum(
+            1 for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("lost")
+        )
+
+    def _fail_quietly(self, study, trial, error: str, lost: bool = False) -> bool:
+        """Mark a running trial failed if the storage lets us; True on success."""
+        from optuna.trial import TrialState
+
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "error", error[:2000])
+            if lost:
+                study._storage.set_trial_user_attr(trial._trial_id, "lost", True)
+            return bool(study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL))
+        except Exception:  # noqa: BLE001 - the storage itself is what failed
+            return False
 
     @staticmethod
     def _suggest(trial, p):
@@ -350,12 +853,34 @@ class HyperTuner:
             return trial.suggest_int(p.name, p.low, p.high, log=p.log)
         return trial.suggest_float(p.name, p.low, p.high, log=p.log)
 
-    def _run_trial(self, study, trial, params) -> dict[str, Any]:
+    def _outcome(self, result: Mapping[str, Any]) -> tuple[list[float] | None, str | None]:
+        """(objective values, None) for a good result, (None, error) for a failed one."""
+        if result.get("status") != "ok":
+            return None, str(result.get("error", "unknown failure"))
+        values = []
+        for o in self.objectives:
+            v = (
+                {"time": result.get("time"), "energy": result.get("energy")}.get(o.name)
+                if o.name in BUILTIN_OBJECTIVES
+                else result.get("metrics", {}).get(o.name)
+            )
+            values.append(float("nan") if v is None else float(v))
+        if all(math.isfinite(v) for v in values):
+            return values, None
+        return None, f"non-finite objective values {dict(zip([o.name for o in self.objectives], values))}"
+
+    def _run_trial(self, study, trial) -> dict[str, Any]:
         from optuna.trial import TrialState
 
+        storage = study._storage
+        storage.set_trial_system_attr(
+            trial._trial_id,
+            WORKER_ATTR,
+            {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start_time(os.getpid())},
+        )
+        params = {p.name: self._suggest(trial, p) for p in self.space.params}
         stop = threading.Event()
         hb = None
-        storage = study._storage
         if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
 
             def beat():
@@ -368,6 +893,10 @@ class HyperTuner:
             storage.record_heartbeat(trial._trial_id)
             hb = threading.Thread(target=beat, daemon=True)
             hb.start()
+        if isinstance(self.runner, LightningTrialRunner):
+            self.runner.on_start = lambda info: storage.set_trial_system_attr(
+                trial._trial_id, PROCESS_ATTR, info
+            )
         applied = []
         try:
             for act in self.actuators:
@@ -386,33 +915,115 @@ class HyperTuner:
         trial.set_user_attr("metrics", result.get("metrics", {}))
         if "applied" in result:
             trial.set_user_attr("applied", result["applied"])
-        fatal = None
-        if result.get("status") == "ok":
-            if not self._checked_names:
-                try:
-                    self._check_logged(result)
-                except ValueError as err:
-                    trial.set_user_attr("error", str(err))
-                    study.tell(trial, state=TrialState.FAIL)
-                    return {"fatal": err}
-                self._checked_names = True
-            values = []
-            for o in self.objectives:
-                v = (
-                    {"time": result.get("time"), "energy": result.get("energy")}.get(o.name)
-                    if o.name in BUILTIN_OBJECTIVES
-                    else result["metrics"].get(o.name)
-                )
-                values.append(float("nan") if v is None else float(v))
-            if all(math.isfinite(v) for v in values):
-                study.tell(trial, values)
-                return {"state": "COMPLETE"}
-            result["error"] = (
-                f"non-finite objective values {dict(zip([o.name for o in self.objectives], values))}"
-            )
-        trial.set_user_attr("error", str(result.get("error", "unknown failure"))[:2000])
+        if result.get("status") == "ok" and not self._checked_names:
+            try:
+                self._check_logged(result)
+            except ValueError as err:
+                trial.set_user_attr("error", str(err))
+                study.tell(trial, state=TrialState.FAIL)
+                return {"state": "FAIL", "error": str(err), "fatal": err}
+            self._checked_names = True
+        values, error = self._outcome(result)
+        if values is not None:
+            study.tell(trial, values)
+            return {"state": "COMPLETE"}
+        trial.set_user_attr("error", str(error)[:2000])
         study.tell(trial, state=TrialState.FAIL)
-        return {"state": "FAIL", "fatal": fatal}
+        return {"state": "FAIL", "error": str(error)}
+
+    # ----------------------------------------------------------------------------- dead workers
+    def _reap(self, study) -> None:
+        """Settle the running trials of dead workers: a worker on this host whose process is gone (or an
+        earlier run in this process), or any worker whose heartbeat is older than the grace period."""
+        from optuna.trial import TrialState
+
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        storage = study._storage
+        stale: set[int] = set()
+        if hasattr(storage, "_get_stale_trial_ids") and storage.get_heartbeat_interval():
+            stale = set(storage._get_stale_trial_ids(study._study_id))
+        host, pid, start = socket.gethostname(), os.getpid(), process_start_time(os.getpid())
+        for t in running:
+            w = t.system_attrs.get(WORKER_ATTR) or {}
+            reason = None
+            if w.get("host") == host and w.get("pid") is not None:
+                if w["pid"] == pid and w.get("start") == start:
+                    if (self.storage, t._trial_id) not in _ACTIVE:
+                        reason = (
+                            f"an earlier run in this process (pid {pid}) left it running (interrupted, or "
+                            "its storage failed)"
+                        )
+                elif not process_alive(w["pid"], w.get("start")):
+                    reason = (
+                        f"its worker process {w['pid']} on {host} died (killed, crashed or out of memory) "
+                        "while the trial ran"
+                    )
+            elif t._trial_id in stale:
+                reason = (
+                    f"its worker {w.get('host', '?')}:{w.get('pid', '?')} sent no heartbeat for more than "
+                    f"{2 * self.heartbeat_interval} s (it died or lost the storage)"
+                )
+            if reason is not None:
+                self._settle(study, t, reason, same_host=w.get("host") == host)
+
+    def _settle(self, study, t, reason: str, same_host: bool) -> None:
+        """Recover a dead worker's trial from its result file, or fail it with ``reason`` and queue its
+        parameters again (a lost trial does not count towards ``n_trials``)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        storage = study._storage
+        proc = t.system_attrs.get(PROCESS_ATTR) or {}
+        if same_host and proc.get("pid") and process_alive(proc["pid"], proc.get("start")):
+            # an orphaned trial process would run beside the next trial and skew its time and energy
+            kill_process_group(proc["pid"], proc.get("start"))
+            reason += f"; its trial process {proc['pid']} was still running and was killed"
+        values, error = None, None
+        result_path = proc.get("result")
+        if result_path and Path(result_path).is_file():
+            try:
+                result = read_result(result_path)
+            except (OSError, ValueError) as err:
+                reason += f"; {err}"
+            else:
+                values, error = self._outcome(result)
+                attrs = {"energy_source": result.get("energy_source"), "metrics": result.get("metrics", {})}
+                if "applied" in result:
+                    attrs["applied"] = result["applied"]
+        elif proc.get("log") and Path(proc["log"]).is_file():
+            tail = Path(proc["log"]).read_text(errors="replace")[-600:].strip()
+            if tail:
+                reason += f"; last lines of its log {proc['log']}:\n{tail}"
+        tid = t._trial_id
+        try:
+            if values is not None or error is not None:  # the trial had finished: its own outcome
+                for k, v in attrs.items():
+                    storage.set_trial_user_attr(tid, k, v)
+                storage.set_trial_user_attr(tid, "recovered", f"recorded after its worker died: {reason}")
+                if values is not None:
+                    done = storage.set_trial_state_values(tid, TrialState.COMPLETE, values)
+                else:
+                    storage.set_trial_user_attr(tid, "error", str(error)[:2000])
+                    done = storage.set_trial_state_values(tid, TrialState.FAIL)
+                if done:
+                    log.warning(
+                        "HyperTuner: trial %d recovered from its result file %s (%s)",
+                        t.number,
+                        result_path,
+                        "COMPLETE" if values is not None else "FAIL",
+                    )
+                return
+            storage.set_trial_user_attr(tid, "error", f"lost: {reason}"[:2000])
+            storage.set_trial_user_attr(tid, "lost", True)
+            done = storage.set_trial_state_values(tid, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # another worker settled it first
+        if done:
+            log.warning("HyperTuner: trial %d is lost and runs again: %s", t.number, reason.splitlines()[0])
+            if t.params and all(n in t.params for n in self.space.names):
+                study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
 
     def _best_str(self, study) -> str:
         from optuna.trial import TrialState
@@ -451,6 +1062,7 @@ class HyperTuner:
                     "error": t.user_attrs.get("error"),
                     "metrics": t.user_attrs.get("metrics", {}),
                     "applied": t.user_attrs.get("applied"),
+                    "lost": bool(t.user_attrs.get("lost")),
                 }
             )
         complete = [h for h in history if h["state"] == "COMPLETE"]

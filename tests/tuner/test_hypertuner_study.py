@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -125,7 +125,7 @@ def test_optuna_samplers_run_through_the_same_study_api(tmp_path):
     assert len(res.history) == 6 and len({tuple(sorted(h["params"].items())) for h in res.history}) == 6
 
 
-def test_killed_run_resumes_with_every_finished_trial_kept(tmp_path):
+def test_killed_run_resumes_keeping_every_finished_trial_and_runs_the_lost_one_again(tmp_path):
     db = tmp_path / "s.db"
     script = textwrap.dedent(f"""
         import math, os, signal
@@ -153,7 +153,7 @@ def test_killed_run_resumes_with_every_finished_trial_kept(tmp_path):
     before = optuna.load_study(study_name="hypertuner", storage=f"sqlite:///{db}")
     finished = {t.number: t.values for t in before.trials if t.state.name == "COMPLETE"}
     assert len(finished) == 4 and [t.state.name for t in before.trials].count("RUNNING") == 1
-    time.sleep(2.5)  # the killed trial's heartbeat expires (grace period 2 s)
+    lost_params = before.trials[4].params
 
     def fn(p):
         return {"f1": p["x"], "f2": 1 - math.sqrt(p["x"]) + p["y"]}
@@ -171,5 +171,9 @@ def test_killed_run_resumes_with_every_finished_trial_kept(tmp_path):
     after = {h["number"]: h for h in res.history}
     for number, values in finished.items():
         assert after[number]["state"] == "COMPLETE" and list(after[number]["values"].values()) == values
-    assert after[4]["state"] == "FAIL"  # the stale running trial
-    assert len(res.history) == 7 and sum(h["state"] == "COMPLETE" for h in res.history) == 6
+    # the killed worker's trial: failed with its real reason at once (no heartbeat wait), not counted
+    assert after[4]["state"] == "FAIL" and after[4]["lost"]
+    assert re.match(r"lost: its worker process \d+ on .* died", after[4]["error"])
+    # ... and run again with the same parameters, so 7 trials count, all complete
+    assert after[5]["params"] == lost_params and after[5]["state"] == "COMPLETE"
+    assert len(res.history) == 8 and sum(h["state"] == "COMPLETE" for h in res.history) == 7
