@@ -22,6 +22,7 @@ from lightning_addons.strategies.aggregation import (
 )
 from lightning_addons.strategies.fedavg import FedAvgStrategy
 from lightning_addons.strategies.fedprox import FedProx
+from lightning_addons.strategies.privacy import ClientDP
 from lightning_addons.strategies.state import get_federated_state, load_federated_state
 
 FedAvgStrategy.register_strategies(StrategyRegistry)
@@ -39,6 +40,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Aggregator",
+    "ClientDP",
     "ClientDataModule",
     "CommunicationMeter",
     "FederatedDataModule",
