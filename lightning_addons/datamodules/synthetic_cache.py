@@ -87,8 +87,14 @@ class TinyUNetGenerator(CacheGenerator):
 class DiffusersPipelineGenerator(CacheGenerator):
     """Any diffusers text-to-image pipeline (e.g. Stable Diffusion from a local folder), one prompt per class.
 
+    The pipeline is loaded on first use (``DiffusionPipeline.from_pretrained``), called once per class and
+    refill round with ``num_images_per_prompt=n``, ``output_type="pt"`` and a CPU ``torch.Generator``
+    seeded by the caller (so a cache set is reproducible across devices), and its images are returned as
+    ``[n, C, H, W]`` floats in [0, 1] on the CPU.
+
     Args:
-        pipeline: a local folder or hub id for ``DiffusionPipeline.from_pretrained`` (or a pipeline object).
+        pipeline: a local folder or hub id for ``DiffusionPipeline.from_pretrained`` (or a pipeline object,
+            any callable with the diffusers text-to-image signature).
         prompt: prompt template with one ``{}`` for the class name.
         num_inference_steps, guidance_scale, height, width: passed to the pipeline.
         output_size: resize the images to this side length (``None`` keeps the pipeline's size).
@@ -97,9 +103,22 @@ class DiffusersPipelineGenerator(CacheGenerator):
         local_files_only: never download (default True: point ``pipeline`` at a local folder).
 
     Raises:
-        ValueError: a prompt without exactly one ``{}``.
-        FileNotFoundError: ``pipeline`` is a local path (``/``, ``./``, ``../``, ``~``) that does not exist.
+        ValueError: a prompt without exactly one ``{}``; an empty ``pipeline`` string or one that is neither
+            a string nor callable; ``num_inference_steps < 1``, ``guidance_scale < 0``, a non-positive
+            ``height``/``width``/``output_size``, an unknown ``torch_dtype``.
+        FileNotFoundError: ``pipeline`` is a local path (``/``, ``./``, ``../``, ``~``) that does not exist;
+            at first use, a pipeline that cannot be loaded (names the value and ``local_files_only``).
+
+    Example:
+        >>> import torch
+        >>> def pipe(prompt, num_images_per_prompt, generator, output_type, **kw):  # a stand-in pipeline
+        ...     return (torch.rand(num_images_per_prompt, 3, 16, 16, generator=generator),)
+        >>> gen = DiffusersPipelineGenerator(pipe, output_size=8, grayscale=True)
+        >>> tuple(gen.generate(0, "cat", n=2, seed=0).shape)
+        (2, 1, 8, 8)
     """
+
+    DTYPES = ("float32", "float16", "bfloat16")
 
     def __init__(
         self,
@@ -117,35 +136,78 @@ class DiffusersPipelineGenerator(CacheGenerator):
     ) -> None:
         if not isinstance(prompt, str) or prompt.count("{}") != 1:
             raise ValueError(f"`prompt` must hold exactly one '{{}}' for the class name, got {prompt!r}.")
-        if isinstance(pipeline, str) and pipeline.startswith(("/", "./", "../", "~")):
-            from pathlib import Path
-
-            if not Path(pipeline).expanduser().is_dir():
-                raise FileNotFoundError(
-                    f"`pipeline` folder {pipeline!r} does not exist (a local diffusers pipeline)."
+        if isinstance(pipeline, str):
+            if not pipeline.strip():
+                raise ValueError(
+                    "`pipeline` must be a local diffusers pipeline folder, a hub id or a pipeline object, "
+                    f"got the empty string {pipeline!r}."
                 )
+            if pipeline.startswith(("/", "./", "../", "~")):
+                from pathlib import Path
+
+                if not Path(pipeline).expanduser().is_dir():
+                    raise FileNotFoundError(
+                        f"`pipeline` folder {pipeline!r} does not exist (a local diffusers pipeline)."
+                    )
+        elif not callable(pipeline):
+            raise ValueError(
+                "`pipeline` must be a local diffusers pipeline folder, a hub id or a callable pipeline object, "
+                f"got {type(pipeline).__name__}."
+            )
+        if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
+        if not (isinstance(guidance_scale, (int, float)) and guidance_scale >= 0):
+            raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}.")
+        for name, value in (("height", height), ("width", width), ("output_size", output_size)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"`{name}` must be None or an integer >= 1, got {value!r}.")
+        if torch_dtype not in self.DTYPES:
+            raise ValueError(f"`torch_dtype` must be one of {list(self.DTYPES)}, got {torch_dtype!r}.")
         self.pipeline_ref, self.prompt = pipeline, prompt
-        self.kwargs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+        self.kwargs: dict[str, Any] = {
+            "num_inference_steps": num_inference_steps,
+            "guidance_scale": float(guidance_scale),
+        }
         if height is not None:
             self.kwargs["height"] = height
         if width is not None:
             self.kwargs["width"] = width
         self.output_size, self.grayscale = output_size, grayscale
         self.device, self.torch_dtype, self.local_files_only = device, torch_dtype, local_files_only
+        #: images the pipeline's safety checker flagged (and blanked), over all calls
+        self.nsfw_flagged = 0
         self._pipe = None if isinstance(pipeline, str) else pipeline
+        if self._pipe is not None and hasattr(self._pipe, "set_progress_bar_config"):
+            self._pipe.set_progress_bar_config(disable=True)
 
     def _pipeline(self):
         if self._pipe is None:
+            import re
+
             diffusers = require("diffusers", feature="DiffusersPipelineGenerator")
             dtype = getattr(torch, self.torch_dtype)
-            self._pipe = diffusers.DiffusionPipeline.from_pretrained(
-                self.pipeline_ref, torch_dtype=dtype, local_files_only=self.local_files_only
-            ).to(self.device)
+            # diffusers renamed `torch_dtype` to `dtype` (and deprecated the old name); older releases
+            # ignore an unknown `dtype`, so pass the name this release documents
+            doc = diffusers.DiffusionPipeline.from_pretrained.__doc__ or ""
+            dtype_key = "dtype" if re.search(r"^\s+dtype \(", doc, flags=re.M) else "torch_dtype"
+            try:
+                pipe = diffusers.DiffusionPipeline.from_pretrained(
+                    self.pipeline_ref, local_files_only=self.local_files_only, **{dtype_key: dtype}
+                )
+            except (OSError, ValueError) as err:
+                raise FileNotFoundError(
+                    f"`pipeline` {self.pipeline_ref!r} could not be loaded as a diffusers pipeline "
+                    f"(local_files_only={self.local_files_only}; a folder needs model_index.json, a hub id "
+                    f"must be in the local cache unless local_files_only=False): {err}"
+                ) from err
+            self._pipe = pipe.to(self.device)
             if hasattr(self._pipe, "set_progress_bar_config"):
                 self._pipe.set_progress_bar_config(disable=True)
         return self._pipe
 
     def generate(self, class_index: int, class_name: str, n: int, seed: int) -> torch.Tensor:
+        import warnings
+
         pipe = self._pipeline()
         g = torch.Generator(device="cpu").manual_seed(seed)
         out = pipe(
@@ -156,6 +218,16 @@ class DiffusersPipelineGenerator(CacheGenerator):
             **self.kwargs,
         )
         images = out.images if hasattr(out, "images") else out[0]
+        flagged = getattr(out, "nsfw_content_detected", None)
+        if flagged:
+            count = sum(bool(f) for f in flagged)
+            if count:
+                self.nsfw_flagged += count
+                warnings.warn(
+                    f"The pipeline's safety checker blanked {count} of {n} images of class {class_name!r}: "
+                    "they enter the cache set as black images unless a fidelity filter rejects them.",
+                    stacklevel=2,
+                )
         images = torch.as_tensor(images).float().cpu()
         if images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
             images = images.permute(0, 3, 1, 2)  # NHWC -> NCHW
@@ -168,7 +240,8 @@ class DiffusersPipelineGenerator(CacheGenerator):
         return images.clamp(0, 1)
 
     def describe(self) -> str:
-        return f"diffusers pipeline {self.pipeline_ref!r} (prompt {self.prompt!r})"
+        ref = self.pipeline_ref if isinstance(self.pipeline_ref, str) else type(self.pipeline_ref).__name__
+        return f"diffusers pipeline {ref!r} (prompt {self.prompt!r})"
 
 
 class FewShotGenerator(CacheGenerator):
@@ -453,6 +526,20 @@ class SyntheticCacheDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"`generator` must be one of {list(GENERATORS)}, 'diffusers:PATH_OR_ID' or a CacheGenerator, got {generator!r}."
             )
+        if not isinstance(generator, str) and not callable(getattr(generator, "generate", None)):
+            raise ValueError(
+                f"`generator` must be one of {list(GENERATORS)}, 'diffusers:PATH_OR_ID' or a CacheGenerator "
+                f"(an object with `generate(class_index, class_name, n, seed)`), got {type(generator).__name__}."
+            )
+        self._diffusers: DiffusersPipelineGenerator | None = None
+        if isinstance(generator, str) and generator.startswith("diffusers:"):
+            try:  # checks the folder now (nothing is loaded before the cache set is built)
+                self._diffusers = DiffusersPipelineGenerator(generator[len("diffusers:") :])
+            except (ValueError, FileNotFoundError) as err:
+                raise type(err)(
+                    f"`generator` {generator!r} names no usable diffusers pipeline "
+                    f"('diffusers:' followed by a local folder or a hub id): {err}"
+                ) from err
         if fidelity_judge not in ("reference", "zero-shot", "none"):
             raise ValueError(
                 f"`fidelity_judge` must be one of ['reference', 'zero-shot', 'none'], got {fidelity_judge!r}."
@@ -551,7 +638,7 @@ class SyntheticCacheDataModule(pl.LightningDataModule):
         if gen == "tiny-unet":
             return TinyUNetGenerator()
         if gen.startswith("diffusers:"):
-            return DiffusersPipelineGenerator(gen[len("diffusers:") :])
+            return self._diffusers
         split = gen.split(":", 1)[1]
         x, y = self.split_tensors(split)
         return FewShotGenerator(x, y)

@@ -27,6 +27,7 @@ from lightning_addons.federated.data import ClientDataModule, FederatedDataModul
 from lightning_addons.federated.meter import CommunicationMeter
 from lightning_addons.integrity import load_verified, save_verified, state_digest
 from lightning_addons.strategies.aggregation import Aggregator, InvalidClientUpdate, validate_update
+from lightning_addons.strategies.privacy import ClientDP
 from lightning_addons.strategies.state import StateDict, get_federated_state, load_federated_state
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class FederatedResult:
     best_state: StateDict
     communication: dict[str, float] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
+    privacy: dict[str, float] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -245,6 +247,10 @@ class FederatedSimulation:
             ``seed + r * num_clients + c``).
         run_config: extra description of the run (e.g. the YAML config it was built from), added to
             its fingerprint.
+        privacy: a :class:`~lightning_addons.strategies.privacy.ClientDP` (client-level DP-FedAvg): clients
+            are then Poisson-sampled at its ``sample_rate``, updates clipped and the sum noised by it (the
+            aggregator's server optimiser still applies), and the spent ``epsilon`` is logged per round
+            and kept in checkpoints.
 
     The checkpoint carries a sha256 of its content (a flipped bit or truncated file is an
     :class:`~lightning_addons.integrity.IntegrityError` naming it) and the run's fingerprint
@@ -292,6 +298,7 @@ class FederatedSimulation:
         callbacks: Sequence[FederatedCallback] = (),
         seed: int = 0,
         run_config: Mapping[str, Any] | None = None,
+        privacy: ClientDP | None = None,
     ) -> None:
         positive_int("rounds", rounds)
         positive_int("local_epochs", local_epochs)
@@ -313,6 +320,17 @@ class FederatedSimulation:
             raise ValueError(
                 f"`monitor` must be a validation metric (the best round never looks at test), got {monitor!r}."
             )
+        if privacy is not None:
+            if fraction_fit != 1.0 or min_fit_clients != 1:
+                raise ValueError(
+                    "With `privacy`, clients are Poisson-sampled at `privacy.sample_rate`: leave `fraction_fit`=1.0 "
+                    f"and `min_fit_clients`=1, got {fraction_fit!r} and {min_fit_clients!r}."
+                )
+            if aggregator is not None and (aggregator.clip_norm is not None or aggregator.noise_multiplier > 0):
+                raise ValueError(
+                    "With `privacy`, clipping and noise are the ClientDP's: the `aggregator` must have "
+                    f"clip_norm=None and noise_multiplier=0, got {aggregator.clip_norm!r} and {aggregator.noise_multiplier!r}."
+                )
         trainer_kwargs = dict(trainer_kwargs or {})
         reserved = sorted(set(trainer_kwargs) & set(_RESERVED_TRAINER_KWARGS))
         if reserved:
@@ -348,6 +366,7 @@ class FederatedSimulation:
         self.client_callbacks, self.callbacks = list(client_callbacks), list(callbacks)
         self.seed = int(seed)
         self.run_config = dict(run_config or {})
+        self.privacy = privacy
 
         self.global_state: StateDict = get_federated_state(module)
         self._initial_digest = state_digest(self.global_state)
@@ -374,6 +393,8 @@ class FederatedSimulation:
     def sample_clients(self, round: int) -> list[int]:
         """The clients of a round: ``max(min_fit_clients, ceil(fraction_fit * n))``, seeded by (seed, round)."""
         n = self.num_clients
+        if self.privacy is not None:
+            return self.privacy.sample_clients(round, n)
         m = min(n, max(self.min_fit_clients, math.ceil(self.fraction_fit * n - 1e-9)))
         if m == n:
             return list(range(n))
@@ -480,6 +501,7 @@ class FederatedSimulation:
             "aggregator": self.aggregator.state_dict(),
             "history": copy.deepcopy(self.history),
             "meter": self.meter.state_dict(),
+            "privacy": self.privacy.state_dict() if self.privacy is not None else None,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "python": list(random.getstate()[1]) + [random.getstate()[2]],
@@ -502,6 +524,14 @@ class FederatedSimulation:
             validate_update(ref, state["global_state"], client="checkpoint")
         except InvalidClientUpdate as err:
             raise ValueError(f"The checkpoint does not match this module's federated state: {err}") from None
+        dp_state = state.get("privacy")
+        if (dp_state is None) != (self.privacy is None):
+            raise ValueError(
+                f"The checkpoint was written {'without' if dp_state is None else 'with'} client-level DP and this "
+                f"simulation runs {'with' if dp_state is None else 'without'} it: resume with the same `privacy`."
+            )
+        if self.privacy is not None:
+            self.privacy.load_state_dict(dp_state)
         self.start_round = int(state["round"])
         self.global_state = {k: v.clone() for k, v in state["global_state"].items()}
         self.best_state = {k: v.clone() for k, v in state["best_state"].items()}
@@ -659,7 +689,10 @@ class FederatedSimulation:
             updates.append(state)
             weights.append(n)
             ids.append(cid)
-        if updates:
+        if self.privacy is not None:  # DP-FedAvg runs (and is accounted) even when no update survived
+            noisy_average = self.privacy.aggregate(self.global_state, updates, rnd, self.num_clients)
+            self.global_state = self.aggregator.server.step(self.global_state, noisy_average)
+        elif updates:
             self.global_state = self.aggregator.aggregate(self.global_state, updates, weights, ids)
             rejected.extend(dict(r) for r in self.aggregator.last_rejections)  # logged by the aggregator
         else:
@@ -672,6 +705,8 @@ class FederatedSimulation:
             "rejected": rejected,
             "train_seconds": time.perf_counter() - t0,
         }
+        if self.privacy is not None:
+            record["privacy"] = self.privacy.report()
         metrics: dict[str, float] = {}
         if (rnd + 1) % self.evaluate_every == 0 or rnd == self.rounds - 1:
             metrics.update(self.evaluate(stage="val"))
@@ -718,6 +753,8 @@ class FederatedSimulation:
                     "bytes_total": float(self.meter.total_bytes),
                     **rejection_metrics(record["rejected"]),
                 }
+                if "privacy" in record:
+                    log_metrics["epsilon"] = record["privacy"]["epsilon"]
                 if self.logger is not None:
                     self.logger.log_metrics(log_metrics, step=rnd)
                 for cb in self.callbacks:
@@ -743,6 +780,7 @@ class FederatedSimulation:
             best_state={k: v.clone() for k, v in self.best_state.items()},
             communication=self.meter.summary(),
             test_metrics=test_metrics,
+            privacy=self.privacy.report() if self.privacy is not None else {},
         )
 
     def test(self) -> dict[str, float]:
