@@ -20,6 +20,7 @@ PACKAGES = [
     ("lightning_addons.gmm", "GMM maths (pure PyTorch)", "Mixture fits, PCA panels, rules, per-layer audits."),
     ("lightning_addons.strategies", "Strategies and aggregation", "FedAvg strategy, FedProx, aggregation maths."),
     ("lightning_addons.federated", "Federated simulation", "In-process runner, partitions, byte meter."),
+    ("lightning_addons.energy", "Energy meters (pure)", "NVML, RAPL and CPU-time energy meters, wall clock."),
     ("lightning_addons.tuner", "HyperTuner", "Search space, objectives, ADUMBO, MOPIR, reports."),
     ("lightning_addons.zoo", "Zoo", "The embedded tiny world: tiny open_clip model and class-conditional UNet."),
 ]
