@@ -134,3 +134,81 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the config must be a YAML mapping (key: value), got a {type(data).__name__}.")
     return data
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Dotted command-line overrides as LightningCLI takes them: ``--a.b VALUE`` or ``--a.b=VALUE``.
+
+    Values are read as YAML (``2`` -> int, ``[zero_shot,cachefl]`` -> list, ``null`` -> None).
+
+    Raises:
+        ConfigError: an argument that is not ``--dotted.key`` or one without a value.
+
+    Examples:
+        >>> parse_overrides(["--cachefl.rounds", "2", "--trainer.logger=false", "--cachefl.baselines", "[a,b]"])
+        {'cachefl.rounds': 2, 'trainer.logger': False, 'cachefl.baselines': ['a', 'b']}
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, eq, value = arg.partition("=")
+        if not key.startswith("--") or "." not in key[2:] or key[2:].startswith("."):
+            raise ConfigError(
+                f"unrecognized argument {arg!r}: overrides are dotted config keys such as --trainer.max_epochs 3"
+            )
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override {arg} needs a value (e.g. {arg} 3 or {arg}=3)")
+            i += 1
+            value = args[i]
+        try:
+            out[key[2:]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {key}: value {value!r} is not valid YAML") from None
+        i += 1
+    return out
+
+
+def apply_overrides(
+    config: dict[str, Any], overrides: Mapping[str, Any], sections: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Set each dotted key of ``overrides`` in a copy of ``config``; every parent must exist as a mapping
+    (``init_args`` and the top-level ``sections`` named are created when absent). Unknown leaf keys are
+    left to the command's own validation, which knows the allowed ones.
+
+    Raises:
+        ConfigError: a parent key that is missing or not a mapping, with "did you mean" over its siblings.
+
+    Examples:
+        >>> cfg = {"model": {"class_path": "LeNet5", "init_args": {"width": 1.0}}, "trainer": {"max_epochs": 3}}
+        >>> apply_overrides(cfg, {"trainer.max_epochs": 1, "model.init_args.width": 0.5})["model"]["init_args"]
+        {'width': 0.5}
+        >>> apply_overrides(cfg, {"modle.init_args.width": 2})
+        Traceback (most recent call last):
+        ...
+        lightning_addons.resolve.ConfigError: override --modle.init_args.width: no key 'modle' in the config; did you mean 'model'? (keys there: ['model', 'trainer'])
+    """
+    import copy
+
+    out = copy.deepcopy(dict(config))
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = out
+        for depth, part in enumerate(parts[:-1]):
+            if part not in node and ((depth == 0 and part in sections) or part == "init_args"):
+                node[part] = {}
+            if not isinstance(node.get(part), dict):
+                keys = sorted(node)
+                close = difflib.get_close_matches(part, keys, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                what = "no key" if part not in node else "not a mapping at key"
+                where = ".".join(parts[:depth]) or "the config"
+                raise ConfigError(
+                    f"override --{dotted}: {what} {part!r} in {where}{hint} (keys there: {keys})"
+                )
+            node = node[part]
+        node[parts[-1]] = value
+    return out

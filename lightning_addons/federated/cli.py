@@ -4,6 +4,9 @@
     lightning-addons federate --config my_fl.yaml --out runs/fl.json
     lightning-addons federate --config my_fl.yaml --flower-app runs/flower_app --result runs/flower.json
 
+Any key of the config takes a dotted override as in LightningCLI (``--federation.rounds 2``,
+``--cachefl.seeds [0]``, ``--model.init_args.lr 0.01``).
+
 A config with a ``cachefl:`` section runs the CacheFL experiment (:func:`lightning_addons.federated.cachefl.run_cachefl`);
 otherwise it holds ``model``/``data``/``federation`` sections (:mod:`lightning_addons.federated.config`).
 """
@@ -16,7 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from lightning_addons.resolve import load_yaml
+from lightning_addons.resolve import apply_overrides, load_yaml, parse_overrides
+
+#: Top-level sections of a federate config (a dotted override may create them).
+FEDERATE_SECTIONS = ("model", "data", "federation", "trainer", "cachefl")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -37,11 +43,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="cachefl: override `seeds`")
     parser.add_argument("--no-resume", action="store_true", help="ignore an existing federation checkpoint")
     parser.add_argument("--print_config", action="store_true", help="validate the config, print it and exit")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     path = Path(args.config)
     if not path.is_file():
         parser.error(f"--config {str(path)!r} does not exist")
     raw = load_yaml(path)  # malformed YAML: ConfigError naming the file and line
+    raw = apply_overrides(raw, parse_overrides(rest), sections=FEDERATE_SECTIONS)
     if "cachefl" in raw:
         from lightning_addons.federated.cachefl import run_cachefl
 

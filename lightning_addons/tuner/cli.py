@@ -13,7 +13,9 @@ The YAML holds the usual ``model``/``data``/``trainer``/``seed_everything`` sect
         lr: {type: float, low: 1.0e-4, high: 0.03, log: true, default: 0.001}
         batch_size: {type: categorical, choices: [16, 32, 64, 128], default: 64, layer: system}
 
-Command-line flags override the ``tune`` section (``--n_trials 4 --storage sqlite:///x.db``). Running the
+Command-line flags override the ``tune`` section (``--n_trials 4 --storage sqlite:///x.db``), and any key of
+the config takes a dotted override as in LightningCLI (``--trainer.max_epochs 2 --tune.space.lr.high 0.01
+--model.init_args.model.init_args.width 0.5``). Running the
 same command again resumes the study; starting it on several machines with one PostgreSQL URL shares it.
 """
 
@@ -40,6 +42,10 @@ TUNE_KEYS = {
     "heartbeat_interval",
     "optimizer_kwargs",
 }
+
+
+#: Top-level sections of a tune config (a dotted override may create them).
+TUNE_SECTIONS = ("tune", "model", "data", "trainer")
 
 
 def build_tuner(config: dict, overrides: dict | None = None):
@@ -75,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightning-addons tune``."""
     import yaml
 
-    from lightning_addons.resolve import load_yaml
+    from lightning_addons.resolve import apply_overrides, load_yaml, parse_overrides
 
     ap = argparse.ArgumentParser(
         prog="lightning-addons tune",
@@ -93,11 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float)
     ap.add_argument("--no_progress", action="store_true")
     ap.add_argument("--print_config", action="store_true", help="validate the config, print it and exit")
-    args = ap.parse_args(list(argv) if argv is not None else None)
+    args, rest = ap.parse_known_args(list(argv) if argv is not None else None)
     path = Path(args.config)
     if not path.is_file():
         raise FileNotFoundError(f"--config: no such file {str(path)!r}")
     config = load_yaml(path)  # malformed YAML: ConfigError naming the file and line
+    config = apply_overrides(config, parse_overrides(rest), sections=TUNE_SECTIONS)
     overrides = {
         k: getattr(args, k)
         for k in ("n_trials", "n_init", "algorithm", "storage", "study_name", "output_dir", "seed", "timeout")
