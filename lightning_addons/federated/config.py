@@ -45,6 +45,7 @@ FEDERATION_KEYS = {
     "checkpoint_dir": None,
     "trainer": {},
     "fedprox_mu": 0.0,
+    "logger": None,
 }
 
 
@@ -99,10 +100,13 @@ def build(cfg: Mapping[str, Any]) -> tuple[pl.LightningModule, Any]:
 
 
 def _fingerprinted(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a config that determines a run's result (all but ``rounds`` and ``checkpoint_dir``)."""
+    """The part of a config that determines a run's result (all but ``rounds``, ``checkpoint_dir`` and
+    ``logger``)."""
     out = {k: v for k, v in cfg.items() if k != "federation"}
     out["federation"] = {
-        k: v for k, v in dict(cfg.get("federation") or {}).items() if k not in ("rounds", "checkpoint_dir")
+        k: v
+        for k, v in dict(cfg.get("federation") or {}).items()
+        if k not in ("rounds", "checkpoint_dir", "logger")
     }
     return out
 
@@ -134,6 +138,7 @@ def build_simulation(cfg: Mapping[str, Any], **overrides: Any):
         client_callbacks=callbacks,
         seed=int(cfg.get("seed", 0)),
         run_config=_fingerprinted(cfg),
+        logger=instantiate(fed["logger"]) if fed["logger"] is not None else None,
     )
     kwargs.update(overrides)
     return FederatedSimulation(module, fdm, **kwargs)

@@ -41,6 +41,8 @@ TUNE_KEYS = {
     "progress",
     "heartbeat_interval",
     "optimizer_kwargs",
+    "max_consecutive_failures",
+    "logger",
 }
 
 

@@ -366,6 +366,9 @@ class HyperTuner:
         seed_everything: ``seed_everything`` of each Lightning trial (default ``seed``).
         max_consecutive_failures: stop the study when this many trials in a row failed with the same
             error (numbers in the message aside); None never stops.
+        logger: a Lightning logger (``CSVLogger``, ``TensorBoardLogger``, W&B, MLflow, ...) or its
+            ``{class_path, init_args}`` config: each finished trial logs its objective values, its numeric
+            metrics and ``trial_failed`` at step = trial number, as the trial finishes.
 
     Raises:
         ValueError: bad space/objectives/algorithm/n_trials, an unknown system parameter, ``devices``
@@ -410,6 +413,7 @@ class HyperTuner:
         optimizer_kwargs: Mapping[str, Any] | None = None,
         seed_everything: int | None = None,
         max_consecutive_failures: int | None = 3,
+        logger: Any = None,
     ) -> None:
         self.actuators = list(actuators or [])
         extra = [n for a in self.actuators for n in a.parameters]
@@ -452,6 +456,14 @@ class HyperTuner:
         self.timeout = timeout
         self.watts_per_core = watts_per_core
         self.progress = progress
+        if logger is not None and not (isinstance(logger, Mapping) and "class_path" in logger) and not all(
+            hasattr(logger, m) for m in ("log_metrics", "log_hyperparams")
+        ):
+            raise ValueError(
+                "`logger` must be a Lightning logger (e.g. CSVLogger(save_dir=...)) or its "
+                f"{{class_path, init_args}} config, got {logger!r}."
+            )
+        self.logger = logger
         self.heartbeat_interval = int(heartbeat_interval)
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self._check_devices()
@@ -785,6 +797,7 @@ class HyperTuner:
                 _ACTIVE.add((self.storage, trial._trial_id))
                 record = self._run_trial(study, trial)
                 _ACTIVE.discard((self.storage, trial._trial_id))
+                self._log_trial(study, trial)
                 trial = None
                 if bar is not None:
                     bar.update(1)
@@ -825,6 +838,28 @@ class HyperTuner:
             if bar is not None:
                 bar.close()
         return self.result(study)
+
+    def _log_trial(self, study, trial) -> None:
+        """Send a finished trial's objective values and metrics to ``logger`` (step = trial number)."""
+        if self.logger is None:
+            return
+        if isinstance(self.logger, Mapping):  # a {class_path, init_args} config: built once, on first use
+            from lightning_addons.resolve import instantiate
+
+            self.logger = instantiate(self.logger)
+            self.logger.log_hyperparams(
+                {"algorithm": self.algorithm, "n_trials": self.n_trials, "seed": self.seed,
+                 "objectives": [f"{o.name}:{o.direction}" for o in self.objectives]}  # fmt: skip
+            )
+        frozen = study._storage.get_trial(trial._trial_id)
+        metrics: dict[str, float] = {"trial_failed": float(frozen.state.name == "FAIL")}
+        if frozen.values is not None:
+            metrics.update({o.name: float(v) for o, v in zip(self.objectives, frozen.values)})
+        for name, value in (frozen.user_attrs.get("metrics") or {}).items():
+            if isinstance(value, (int, float)) and name not in metrics:
+                metrics[name] = float(value)
+        self.logger.log_metrics(metrics, step=frozen.number)
+        self.logger.save()
 
     @staticmethod
     def _n_counted(study, states) -> int:
