@@ -46,14 +46,17 @@ class LightningAddonsCLI(LightningCLI):
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> LightningAddonsCLI:
     """Build (and by default run) the CLI; ``args`` as for ``LightningCLI``."""
+    from lightning_addons._quiet import quiet_upstream
+
     import_public_classes()
-    return LightningAddonsCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    with quiet_upstream():
+        return LightningAddonsCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
