@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -23,6 +24,8 @@ from typing import Any, NamedTuple
 from lightning_addons.resolve import PUBLIC_MODULES, ConfigError  # noqa: F401  (PUBLIC_MODULES: old name)
 
 PROG = "lightning-addons"
+#: Set to 1 for full tracebacks and jsonargparse's full output instead of one-line errors.
+DEBUG_ENV = "LIGHTNING_ADDONS_DEBUG"
 _LIGHTNING = "lightning_addons.lightning_cli:cli_main"
 
 
@@ -92,8 +95,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         _call(cmd.target, args[1:])
-    except ConfigError as err:  # malformed YAML: one line naming the file and line, no traceback
+    except (ConfigError, ValueError, FileNotFoundError, PermissionError, ModuleNotFoundError) as err:
+        # a bad config, argument or path: the one line that names it; the traceback only on request
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
         print(f"{PROG} {args[0]}: error: {err}", file=sys.stderr)
+        if not isinstance(err, ConfigError):  # a YAML error's one line already names the file and line
+            print(f"({DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -6,11 +6,16 @@ other subcommands do not pay for importing Lightning and jsonargparse.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
+import re
+import sys
 
 import lightning.pytorch as pl
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_addons.cli import DEBUG_ENV
 from lightning_addons.resolve import PUBLIC_MODULES
 
 
@@ -21,6 +26,48 @@ def import_public_classes() -> None:
         module = importlib.import_module(name)
         for attr in getattr(module, "__all__", ()):
             getattr(module, attr)
+
+
+
+
+def summarise_parser_error(message: str) -> str:
+    r"""The line of a jsonargparse error that matters, first: the key, what was expected and the value given,
+    with "did you mean" for an unknown short ``class_path``.
+
+    Examples:
+        >>> summarise_parser_error('Parser key "trainer.callbacks":\n  Does not validate\n'
+        ...     "    Expected a typing.Literal['anomaly', 'l1']. Got value: chh\n  Given value: x")
+        "trainer.callbacks: Expected a typing.Literal['anomaly', 'l1']. Got value: chh"
+        >>> summarise_parser_error('Parser key "model":\n  Expected a dot import path string: LeNet6')
+        "model: unknown class_path 'LeNet6': did you mean 'LeNet5'?"
+    """
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    key = keys[0] if keys else None
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    path = re.search(r"Expected a dot import path string: (\S+)", message)
+    if path:
+        from lightning_addons.resolve import short_names
+
+        close = difflib.get_close_matches(path.group(1), list(short_names()), n=3, cutoff=0.6)
+        hint = f": did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return f"{key}: unknown class_path {path.group(1)!r}{hint}" if key else f"unknown class_path{hint}"
+    for pattern in (r"Got value:", r"^Expected", r"not a valid|Unrecognized|unrecognized|does not exist|Invalid"):
+        hit = next((line for line in lines if re.search(pattern, line)), None)
+        if hit:
+            return f"{key}: {hit}" if key and not hit.startswith(key) else hit
+    return lines[0] if lines else message
+
+
+class _OneLineErrorParser(LightningArgumentParser):
+    """Prints the line that matters first, then the details, without the 50-line usage block."""
+
+    def error(self, message: str, ex: Exception | None = None):  # noqa: D401 - argparse API
+        if os.environ.get(DEBUG_ENV) == "1":
+            return super().error(message, ex)
+        sys.stderr.write(f"{self.prog}: error: {summarise_parser_error(message)}\n")
+        sys.stderr.write("details:\n  " + "\n  ".join(message.splitlines()) + "\n")
+        sys.stderr.write(f"(see `{self.prog} --help`; {DEBUG_ENV}=1 shows the parser's full output)\n")
+        raise SystemExit(2)
 
 
 class LightningAddonsCLI(LightningCLI):
@@ -59,4 +106,5 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LightningAddons
             run=run,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            parser_class=_OneLineErrorParser,
         )

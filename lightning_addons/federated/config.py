@@ -11,6 +11,7 @@ resolve for every class exported by our subpackages) and adds a ``federation`` s
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from lightning_addons.federated.partition import PARTITIONS
 from lightning_addons.resolve import SHORT_NAME_MODULES, instantiate, load_yaml, resolve_class  # noqa: F401
 
 FEDERATION_KEYS = {
@@ -66,7 +68,16 @@ def load_config(path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     fed = dict(cfg.get("federation") or {})
     unknown = sorted(set(fed) - set(FEDERATION_KEYS))
     if unknown:
-        raise ValueError(f"Unknown `federation` keys {unknown}; allowed: {sorted(FEDERATION_KEYS)}.")
+        hints = {k: difflib.get_close_matches(k, list(FEDERATION_KEYS), n=1) for k in unknown}
+        hint = "".join(f" ({k!r}: did you mean {v[0]!r}?)" for k, v in hints.items() if v)
+        raise ValueError(f"Unknown `federation` keys {unknown}{hint}; allowed: {sorted(FEDERATION_KEYS)}.")
+    partition = fed.get("partition", FEDERATION_KEYS["partition"])
+    if partition not in PARTITIONS:  # checked here, before any model or data is built
+        close = difflib.get_close_matches(str(partition), PARTITIONS, n=1)
+        hint = f" did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"`federation.partition` must be one of {list(PARTITIONS)}, got {partition!r}.{hint}"
+        )
     cfg["federation"] = {**FEDERATION_KEYS, **fed}
     cfg.setdefault("seed", 0)
     return cfg

@@ -78,4 +78,32 @@ def test_a_mistyped_override_section_fails_in_one_line_before_any_work(command, 
     out = _cli(command, "--config", str(CONFIGS / config), "--modle.init_args.lr", "0.1")
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "did you mean 'model'?" in lines[0] and "Traceback" not in out.stderr
+    assert "did you mean 'model'?" in lines[0] and "Traceback" not in out.stderr
+    assert lines[1:] == ["(LIGHTNING_ADDONS_DEBUG=1 shows the traceback)"]
+
+
+def test_a_bad_literal_in_a_fit_config_is_reported_in_its_first_line():
+    out = _cli(
+        "fit", "--config", str(CONFIGS / "gmm_audit_digits.yaml"), "--trainer.callbacks.init_args.criterion", "chh"
+    )
+    assert out.returncode == 2
+    first = out.stderr.strip().splitlines()[0]
+    assert "criterion" in first and "Got value: chh" in first and "'anomaly'" in first
+    assert "usage:" not in out.stderr  # no 50-line usage block in front of it
+
+
+def test_an_unknown_class_path_in_a_fit_config_suggests_the_close_name(tmp_path):
+    cfg = yaml.safe_load((CONFIGS / "digits_lenet.yaml").read_text())
+    cfg["model"]["init_args"]["model"]["class_path"] = "LeNet6"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = _cli("fit", "--config", str(path))
+    assert out.returncode == 2
+    assert "unknown class_path 'LeNet6': did you mean 'LeNet5'?" in out.stderr.strip().splitlines()[0]
+
+
+def test_a_mistyped_federated_partition_fails_in_one_line_with_a_suggestion():
+    out = _cli("federate", "--config", str(CONFIGS / "fedavg_digits.yaml"), "--federation.partition", "dirichlt")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    first = out.stderr.strip().splitlines()[0]
+    assert "`federation.partition` must be one of" in first and "did you mean 'dirichlet'?" in first
