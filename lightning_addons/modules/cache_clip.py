@@ -18,6 +18,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_addons._imports import require
 from lightning_addons.modules.nn.cache import (
+    CacheSetSource,
+    EncoderClient,
     cache_affinity_logits,
     resolve_templates,
     tip_adapter_logits,
@@ -519,8 +521,15 @@ class CacheCLIPAdapter(pl.LightningModule):
         self.last_search = result
         return result
 
+    def _attached_trainer(self) -> pl.Trainer | None:
+        """The Trainer this module is attached to, or None (public API: ``trainer`` raises when detached)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def _val_loader(self):
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         if dm is not None and hasattr(dm, "val_dataloader"):
             return dm.val_dataloader()
@@ -529,10 +538,11 @@ class CacheCLIPAdapter(pl.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str) -> None:
         self._ensure_clip()
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and hasattr(dm, "attach_encoder"):
+        trainer = self._attached_trainer()
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if isinstance(dm, EncoderClient):
             dm.attach_encoder(self.encode_images, self.encoder_fingerprint, zero_shot=self._zero_shot_predict)
-        if not self.has_cache and dm is not None and hasattr(dm, "cache_set"):
+        if not self.has_cache and isinstance(dm, CacheSetSource):
             images, labels = dm.cache_set()
             self.build_cache(images, labels)
 
@@ -651,7 +661,7 @@ class CacheCLIPAdapter(pl.LightningModule):
             raise RuntimeError("Nothing to train: set `train_keys=True` or `train_alpha_beta=True`.")
         hp = self.hparams
         opt = torch.optim.AdamW(params, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
-        if hp.scheduler == "cosine" and self._trainer is not None and self.trainer.max_epochs:
+        if hp.scheduler == "cosine" and self._attached_trainer() is not None and self.trainer.max_epochs:
             steps = self.trainer.estimated_stepping_batches
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(steps)))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

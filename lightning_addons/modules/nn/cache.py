@@ -17,6 +17,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +40,32 @@ TEMPLATES: dict[str, list[str]] = {
     # CLIP's MNIST template (the tiny world is pre-trained with it).
     "digits": ['a photo of the number: "{}".'],
 }
+
+
+@runtime_checkable
+class EncoderClient(Protocol):
+    """A datamodule that serves features from the adapter's CLIP encoder (the CacheCLIPAdapter contract).
+
+    ``CacheCLIPAdapter.setup`` calls ``attach_encoder(encode_images, fingerprint, zero_shot=...)``;
+    a new ``fingerprint`` must invalidate features computed with an older encoder. ``zero_shot`` (or None)
+    predicts class scores from images, for generators that filter their samples with the CLIP judge.
+    """
+
+    def attach_encoder(
+        self,
+        encoder: Callable[[torch.Tensor], torch.Tensor],
+        fingerprint: str,
+        zero_shot: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class CacheSetSource(Protocol):
+    """A datamodule that provides the images the adapter builds its cache keys from."""
+
+    def cache_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images [N*K, C, H, W], labels [N*K])``."""
+        ...
 
 
 def resolve_templates(templates: str | list[str]) -> list[str]:
