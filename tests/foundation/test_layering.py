@@ -95,10 +95,7 @@ def test_the_import_walker_sees_lazy_and_relative_imports(tmp_path):
 
 @pytest.mark.parametrize("module", PURE_MODULES)
 def test_pure_core_imports_no_lightning_cli_or_optional_framework(module):
-    code = (
-        f"import sys, {module}\n"
-        f"print(' '.join(m for m in {FORBIDDEN!r} if m in sys.modules))"
-    )
+    code = f"import sys, {module}\nprint(' '.join(m for m in {FORBIDDEN!r} if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [], f"importing {module} loaded {proc.stdout.split()}"
@@ -171,6 +168,9 @@ def test_moved_names_warn_with_their_new_location():
     import lightning_addons.strategies as strategies
     from lightning_addons.federated import FederatedSimulation
 
-    with pytest.warns(DeprecationWarning, match=r"`lightning_addons.strategies.FederatedSimulation` moved: import it from `lightning_addons.federated`"):
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"`lightning_addons.strategies.FederatedSimulation` moved: import it from `lightning_addons.federated`",
+    ):
         assert strategies.FederatedSimulation is FederatedSimulation
     assert "FederatedSimulation" not in strategies.__all__

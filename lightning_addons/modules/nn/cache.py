@@ -135,6 +135,45 @@ def tip_adapter_logits(
     return zero_shot + alpha * cache_affinity_logits(features, keys, values, beta)
 
 
+@torch.no_grad()
+def search_alpha_beta(
+    zero_shot_logits: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    alpha_grid: list[float],
+    beta_grid: list[float],
+) -> dict[str, float]:
+    """Grid search of the Tip-Adapter ``alpha`` x ``beta`` maximising accuracy of
+    ``zero_shot_logits + alpha * cache_affinity_logits(features, keys, values, beta)`` on ``labels``.
+
+    Ties keep the first grid point (smallest alpha index, then the first beta). Returns ``{"alpha", "beta",
+    "val_acc", "val_acc_zero_shot"}``.
+
+    Example:
+        >>> f = torch.eye(3)
+        >>> out = search_alpha_beta(torch.zeros(3, 3), f, torch.arange(3), f, torch.eye(3), [0.0, 1.0], [1.0])
+        >>> out["alpha"], out["val_acc"], round(out["val_acc_zero_shot"], 3)
+        (1.0, 1.0, 0.333)
+    """
+    best = (-1.0, 0.0, 0.0)
+    alphas = torch.tensor(alpha_grid, device=features.device)
+    for beta in beta_grid:
+        cache = cache_affinity_logits(features, keys, values, beta)
+        logits = zero_shot_logits.unsqueeze(0) + alphas.view(-1, 1, 1) * cache.unsqueeze(0)  # [A, B, N]
+        accs = (logits.argmax(-1) == labels.unsqueeze(0)).float().mean(1)
+        i = int(accs.argmax())
+        if float(accs[i]) > best[0]:
+            best = (float(accs[i]), float(alpha_grid[i]), float(beta))
+    return {
+        "alpha": best[1],
+        "beta": best[2],
+        "val_acc": best[0],
+        "val_acc_zero_shot": float((zero_shot_logits.argmax(-1) == labels).float().mean()),
+    }
+
+
 class CacheModel(nn.Module):
     """Cache keys (trainable or frozen parameter) and one-hot values (a buffer that never changes).
 
