@@ -19,6 +19,22 @@ def _module():
     return ImageClassifier(LeNet5(width=0.5), lr=3e-3, optimizer="adam")
 
 
+def _one_rank_trainer(**kwargs):
+    return Trainer(
+        strategy=FedAvgStrategy(round_every_n_epochs=1),
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        **kwargs,
+    )
+
+
 def test_fedavg_is_registered_by_name():
     for name in ("fedavg", "fedavg_spawn", "fedavg_fork"):
         assert name in StrategyRegistry
@@ -96,20 +112,7 @@ def test_a_rank_with_a_nan_state_is_not_averaged_in(caplog):
 
     module = _module()
     start = get_federated_state(module)
-    trainer = Trainer(
-        strategy=FedAvgStrategy(round_every_n_epochs=1),
-        accelerator="cpu",
-        use_distributed_sampler=False,
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[Poison()],
-    )
+    trainer = _one_rank_trainer(use_distributed_sampler=False, callbacks=[Poison()])
     fdm = FederatedDataModule(DigitsDataModule(resize=32), num_clients=1)
     with caplog.at_level("WARNING"):
         trainer.fit(module, datamodule=fdm)
@@ -117,22 +120,6 @@ def test_a_rank_with_a_nan_state_is_not_averaged_in(caplog):
     end = get_federated_state(module)
     assert all(torch.equal(start[k], end[k]) for k in start)  # the round kept the last global state
     assert trainer.strategy.rounds_done == 1
-
-
-def _one_rank_trainer(**kwargs):
-    return Trainer(
-        strategy=FedAvgStrategy(round_every_n_epochs=1),
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        **kwargs,
-    )
 
 
 def test_fit_without_use_distributed_sampler_false_fails_before_training():
