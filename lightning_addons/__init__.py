@@ -15,7 +15,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("callbacks", "modules", "datamodules", "strategies", "tuner", "data", "cli", "zoo", "federated")
+_SUBPACKAGES = (
+    "callbacks",
+    "modules",
+    "datamodules",
+    "strategies",
+    "tuner",
+    "data",
+    "cli",
+    "zoo",
+    "federated",
+    "energy",
+    "gmm",
+    "resolve",
+)
 
 __all__ = ["__version__", *_SUBPACKAGES]
 

@@ -19,10 +19,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def check_number(name: str, value: Any, minimum: float, what: str, kind: type = int, strict: bool = False) -> Any:
+def check_number(
+    name: str, value: Any, minimum: float, what: str, kind: type = int, strict: bool = False
+) -> Any:
     """``value`` if it is a ``kind`` (never a bool) and ``>= minimum`` (``> minimum`` when ``strict``);
     else ``ValueError("`name` must be WHAT, got VALUE.")``."""
-    if isinstance(value, bool) or not isinstance(value, kind) or (value <= minimum if strict else value < minimum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or (value <= minimum if strict else value < minimum)
+    ):
         raise ValueError(f"`{name}` must be {what}, got {value!r}.")
     return value
 

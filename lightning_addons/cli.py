@@ -42,7 +42,8 @@ COMMANDS: dict[str, Command] = {
     "predict": Command(_LIGHTNING, "Run inference on a prediction set (LightningCLI)."),
     "tune": Command("lightning_addons.tuner.cli:main", "Run a HyperTuner study (multi-objective tuning)."),
     "federate": Command(
-        "lightning_addons.federated.cli:main", "Run a federated config in simulation, or write its Flower app."
+        "lightning_addons.federated.cli:main",
+        "Run a federated config in simulation, or write its Flower app.",
     ),
 }
 

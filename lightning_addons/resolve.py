@@ -132,7 +132,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: the config must be a YAML mapping (key: value), got a {type(data).__name__}.")
+        raise ConfigError(
+            f"{p}: the config must be a YAML mapping (key: value), got a {type(data).__name__}."
+        )
     return data
 
 

@@ -512,14 +512,15 @@ class GMMFilterAuditor(pl.Callback):
             for row in r["filters"]:
                 writer.writerow({**row, "flagged_ids": " ".join(map(str, row["flagged_ids"]))})
             _atomic_write(stem.with_suffix(".csv"), buf.getvalue())
+        from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger  # classes only: no wandb import
+
         for logger in trainer.loggers:
-            kind = type(logger).__name__
             rows = [row for row in r["filters"] if row["anomaly"]]
-            if kind == "TensorBoardLogger":
+            if isinstance(logger, TensorBoardLogger):
                 lines = ["| layer | filter | k | ch | score | n_flagged |", "|---|---|---|---|---|---|"]
                 lines += [f"| {x['layer']} | {x['filter']} | {x['k']} | {x['ch']:.1f} | {x['score']:.3f} | {x['n_flagged']} |" for x in rows]
                 logger.experiment.add_text("gmm/anomaly_filters", "\n".join(lines), r["step"])
-            elif kind == "WandbLogger":
+            elif isinstance(logger, WandbLogger):
                 cols = [c for c in FILTER_FIELDS]
                 logger.log_table(key="gmm/audit", columns=cols, data=[[x[c] for c in cols] for x in r["filters"]])
 

@@ -32,7 +32,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_addons.federated.data import ClientDataModule
 from lightning_addons.federated.partition import dirichlet_partition
-from lightning_addons.federated.simulation import FederatedSimulation, _quiet_lightning, local_only
+from lightning_addons.federated.quiet import quiet_lightning
+from lightning_addons.federated.simulation import FederatedSimulation, local_only
 from lightning_addons.strategies.state import get_federated_state, state_nbytes
 
 
@@ -124,7 +125,7 @@ def build_world(shots: int = 16, lr: float = 1e-3, seed: int = 0, fidelity_filte
     sdm = SyntheticCacheDataModule(
         generator="tiny-unet", shots=shots, fidelity_filter=fidelity_filter, seed=seed
     )
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = pl.Trainer(
             accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
         )
@@ -175,7 +176,7 @@ def run_cachefl(
     adapter, feats, images = build_world(shots=shots, lr=lr)
     eval_features = TensorSplitsDataModule(feats)
     cache_bytes = state_nbytes(get_federated_state(adapter))
-    with _quiet_lightning():
+    with quiet_lightning():
         base = pl.Trainer(
             accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
         )
@@ -235,7 +236,7 @@ def run_cachefl(
                     torch.randint(len(idx), (len(adapter.cache_labels),), generator=g)
                 ]
                 skew.set_cache(x_tr[pick], y_tr[pick])
-                with _quiet_lightning():
+                with quiet_lightning():
                     tf = pl.Trainer(
                         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
                     ).test(skew, datamodule=eval_features, verbose=False)[0]

@@ -3,7 +3,6 @@ aggregation, evaluation and an atomic checkpoint of the whole federated state.""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -12,7 +11,6 @@ import random
 import re
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from lightning_addons._validate import positive_int
 from lightning_addons.federated.data import ClientDataModule, FederatedDataModule
 from lightning_addons.federated.meter import CommunicationMeter
+from lightning_addons.federated.quiet import quiet_lightning as _quiet_lightning
 from lightning_addons.integrity import load_verified, save_verified, state_digest
 from lightning_addons.strategies.aggregation import Aggregator, InvalidClientUpdate, validate_update
 from lightning_addons.strategies.privacy import ClientDP
@@ -173,26 +172,6 @@ class FederatedResult:
     communication: dict[str, float] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
     privacy: dict[str, float] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def _quiet_lightning():
-    """Silence the per-Trainer info lines and data-loader hints that would repeat for every client."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        warnings.filterwarnings("ignore", message=".*`max_epochs` was not set.*")
-        warnings.filterwarnings("ignore", message=".*Total length of .* across ranks is zero.*")
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-        try:
-            yield
-        finally:
-            for lg, lvl in zip(loggers, levels):
-                lg.setLevel(lvl)
 
 
 def _to_primitive(value: Any) -> Any:

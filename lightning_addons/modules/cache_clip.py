@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -16,118 +12,23 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_addons._imports import require
+from lightning_addons.modules.clip_backbone import (  # noqa: F401  (re-exported: their old home)
+    TINY_WORLD_TAG,
+    clip_preprocess,
+    load_clip,
+    validate_clip_reference,
+)
 from lightning_addons.modules.nn.cache import (
-    cache_affinity_logits,
+    CacheSetSource,
+    EncoderClient,
     resolve_templates,
+    search_alpha_beta,
     tip_adapter_logits,
     validate_class_names,
 )
 
-#: ``pretrained`` tag of the project's own tiny-world weights.
-TINY_WORLD_TAG = "lightning-addons"
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-
 DEFAULT_ALPHA_GRID = [round(0.25 * i, 4) for i in range(0, 81)]  # 0 .. 20
 DEFAULT_BETA_GRID = [round(0.5 * i, 4) for i in range(1, 25)]  # 0.5 .. 12
-
-
-def _is_factory_reference(name: str) -> bool:
-    return ":" in name and not name.startswith(("local-dir:", "hf-hub:"))
-
-
-def validate_clip_reference(clip_model: str, pretrained: str | None) -> None:
-    """Check ``clip_model``/``pretrained`` without building the model (no download).
-
-    Raises:
-        ValueError: unknown open_clip model name (close matches listed), unknown pretrained tag,
-            malformed factory reference.
-        FileNotFoundError: a ``local-dir:`` folder or a checkpoint path that does not exist.
-    """
-    if not isinstance(clip_model, str) or not clip_model:
-        raise ValueError(f"`clip_model` must be a non-empty string, got {clip_model!r}.")
-    if _is_factory_reference(clip_model):
-        module, _, func = clip_model.partition(":")
-        if not module or not func:
-            raise ValueError(
-                f"`clip_model` factory reference must look like 'package.module:function', got {clip_model!r}."
-            )
-        return
-    if clip_model.startswith("local-dir:"):
-        folder = Path(clip_model[len("local-dir:") :]).expanduser()
-        if not (folder / "open_clip_config.json").is_file():
-            raise FileNotFoundError(
-                f"`clip_model`={clip_model!r}: folder {str(folder)!r} does not exist or holds no open_clip_config.json."
-            )
-        return
-    if clip_model.startswith("hf-hub:"):
-        return
-    open_clip = require("open_clip", feature="CacheCLIPAdapter")
-    from lightning_addons.zoo import register_tiny_clip
-
-    register_tiny_clip()
-    known = open_clip.list_models()
-    cleaned = clip_model.replace("/", "-")
-    if cleaned not in known:
-        close = difflib.get_close_matches(cleaned, known, n=5, cutoff=0.5)
-        hint = f" Close matches: {close}." if close else ""
-        raise ValueError(
-            f"`clip_model`={clip_model!r} is not an open_clip model name.{hint} Use a name from "
-            f"open_clip.list_models(), 'local-dir:PATH', 'hf-hub:ORG/REPO' or a factory 'package.module:function'."
-        )
-    if pretrained is None:
-        return
-    if not isinstance(pretrained, str) or not pretrained:
-        raise ValueError(
-            f"`pretrained` must be None, an open_clip tag or a checkpoint path, got {pretrained!r}."
-        )
-    if cleaned == "tiny-digits-clip" and pretrained == TINY_WORLD_TAG:
-        return
-    tags = open_clip.list_pretrained_tags_by_model(cleaned)
-    if pretrained in tags:
-        return
-    looks_like_path = os.sep in pretrained or "/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
-    if looks_like_path:
-        if not Path(pretrained).expanduser().is_file():
-            raise FileNotFoundError(f"`pretrained` checkpoint path {pretrained!r} does not exist.")
-        return
-    allowed = tags + ([TINY_WORLD_TAG] if cleaned == "tiny-digits-clip" else [])
-    raise ValueError(
-        f"`pretrained`={pretrained!r} is neither a checkpoint file nor a tag of {cleaned!r}; known tags: {allowed}."
-    )
-
-
-def load_clip(clip_model: str, pretrained: str | None):
-    """Build ``(model, tokenizer)`` for a validated reference (see :class:`CacheCLIPAdapter`)."""
-    if _is_factory_reference(clip_model):
-        module, _, func = clip_model.partition(":")
-        out = getattr(importlib.import_module(module), func)()
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise ValueError(
-                f"The factory {clip_model!r} must return (model, tokenizer), got {type(out).__name__}."
-            )
-        return out
-    open_clip = require("open_clip", feature="CacheCLIPAdapter")
-    cleaned = clip_model.replace("/", "-")
-    if cleaned == "tiny-digits-clip":
-        from lightning_addons.zoo.tinyclip import create_tiny_clip
-
-        if pretrained == TINY_WORLD_TAG:
-            return create_tiny_clip(pretrained=True)
-        if pretrained is not None and _is_compact_tiny_file(pretrained):
-            return create_tiny_clip(weights=pretrained)
-    schema = clip_model.startswith(("local-dir:", "hf-hub:"))
-    name = clip_model if schema else cleaned
-    model = open_clip.create_model(name, pretrained=None if schema else pretrained)
-    return model, open_clip.get_tokenizer(name)
-
-
-def _is_compact_tiny_file(path: str) -> bool:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not our format: let open_clip load it
-        return False
-    return isinstance(state, dict) and "token_embedding.rows" in state
 
 
 class CacheCLIPAdapter(pl.LightningModule):
@@ -319,17 +220,7 @@ class CacheCLIPAdapter(pl.LightningModule):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 1|3, H, W]`` in [0, 1] -> CLIP input (3 channels, model size, normalised)."""
-        from lightning_addons.zoo.tinyclip import preprocess_tensor
-
-        model = self.clip
-        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-        mean = cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))
-        std = cfg.get("std", (0.26862954, 0.26130258, 0.27577711))
-        size = model.visual.image_size
-        size = size[0] if isinstance(size, (tuple, list)) else int(size)
-        if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"Images must be [B, 1|3, H, W], got shape {tuple(images.shape)}.")
-        return preprocess_tensor(images.float(), size, mean, std)
+        return clip_preprocess(self.clip, images)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -496,22 +387,9 @@ class CacheCLIPAdapter(pl.LightningModule):
         """
         feats, labels = self.collect_features(val_loader)
         keys = self.cache_keys.detach() if keys is None else keys
-        zs = self.zero_shot_logits(feats)
-        best = (-1.0, 0.0, 0.0)
-        alphas = torch.tensor(self.alpha_grid, device=feats.device)
-        for beta in self.beta_grid:
-            cache = cache_affinity_logits(feats, keys, self.cache_values, beta)
-            logits = zs.unsqueeze(0) + alphas.view(-1, 1, 1) * cache.unsqueeze(0)  # [A, B, N]
-            accs = (logits.argmax(-1) == labels.unsqueeze(0)).float().mean(1)
-            i = int(accs.argmax())
-            if float(accs[i]) > best[0]:
-                best = (float(accs[i]), float(self.alpha_grid[i]), float(beta))
-        result = {
-            "alpha": best[1],
-            "beta": best[2],
-            "val_acc": best[0],
-            "val_acc_zero_shot": float((zs.argmax(-1) == labels).float().mean()),
-        }
+        result = search_alpha_beta(
+            self.zero_shot_logits(feats), feats, labels, keys, self.cache_values, self.alpha_grid, self.beta_grid
+        )
         if apply:
             self.alpha.fill_(result["alpha"])
             self.beta.fill_(result["beta"])
@@ -519,8 +397,15 @@ class CacheCLIPAdapter(pl.LightningModule):
         self.last_search = result
         return result
 
+    def _attached_trainer(self) -> pl.Trainer | None:
+        """The Trainer this module is attached to, or None (public API: ``trainer`` raises when detached)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def _val_loader(self):
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None
         if dm is not None and hasattr(dm, "val_dataloader"):
             return dm.val_dataloader()
@@ -529,10 +414,11 @@ class CacheCLIPAdapter(pl.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str) -> None:
         self._ensure_clip()
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and hasattr(dm, "attach_encoder"):
+        trainer = self._attached_trainer()
+        dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if isinstance(dm, EncoderClient):
             dm.attach_encoder(self.encode_images, self.encoder_fingerprint, zero_shot=self._zero_shot_predict)
-        if not self.has_cache and dm is not None and hasattr(dm, "cache_set"):
+        if not self.has_cache and isinstance(dm, CacheSetSource):
             images, labels = dm.cache_set()
             self.build_cache(images, labels)
 
@@ -651,7 +537,7 @@ class CacheCLIPAdapter(pl.LightningModule):
             raise RuntimeError("Nothing to train: set `train_keys=True` or `train_alpha_beta=True`.")
         hp = self.hparams
         opt = torch.optim.AdamW(params, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
-        if hp.scheduler == "cosine" and self._trainer is not None and self.trainer.max_epochs:
+        if hp.scheduler == "cosine" and self._attached_trainer() is not None and self.trainer.max_epochs:
             steps = self.trainer.estimated_stepping_batches
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(steps)))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch.utils.data import DistributedSampler
 
 from lightning_addons.strategies.aggregation import Aggregator, InvalidClientUpdate, validate_update
 from lightning_addons.strategies.state import StateDict, get_federated_state, load_federated_state
@@ -28,12 +29,13 @@ class FedAvgStrategy(DDPStrategy):
     """Federated averaging across DDP ranks (CPU/gloo or GPU/NCCL, single or multi-node).
 
     Registered as ``"fedavg"`` (launch with ``popen`` like ``"ddp"``), ``"fedavg_spawn"`` and
-    ``"fedavg_fork"`` once :mod:`lightning_addons.strategies` is imported.
+    ``"fedavg_fork"`` once :mod:`lightning_addons.strategies.fedavg` is imported (also by
+    ``import lightning_addons.strategies`` when Lightning is already loaded, and by the CLI).
 
     Each rank must load its own client's data (e.g.
     :class:`~lightning_addons.federated.FederatedDataModule` with ``client_id=None`` picks
-    ``trainer.global_rank``); the strategy turns off Lightning's ``DistributedSampler`` injection so a
-    rank sees its whole partition. Ranks start from rank 0's federated state (broadcast). At a round
+    ``trainer.global_rank``); build the Trainer with ``use_distributed_sampler=False`` so a rank sees its
+    whole partition (a ``DistributedSampler`` found at fit start is an error). Ranks start from rank 0's federated state (broadcast). At a round
     boundary each rank validates its local state (a NaN/inf state gets weight 0 and is logged, never
     averaged in), the contributions are summed with one all-reduce per tensor, and the optimiser state
     is cleared (``reset_optimizer_state``) so each round starts like a fresh local ``Trainer.fit``.
@@ -57,7 +59,7 @@ class FedAvgStrategy(DDPStrategy):
         ValueError: non-positive round lengths, unknown weighting/server optimiser.
 
     Example:
-        >>> import lightning_addons.strategies  # registers "fedavg"
+        >>> import lightning_addons.strategies.fedavg  # registers "fedavg"
         >>> strategy = FedAvgStrategy(round_every_n_epochs=2, start_method="fork")
         >>> strategy.round_every_n_epochs
         2
@@ -120,17 +122,44 @@ class FedAvgStrategy(DDPStrategy):
 
     # ------------------------------------------------------------------ no DDP wrapper, no sampler injection
     def setup(self, trainer: pl.Trainer) -> None:
-        # every rank is a client with its own partition: Lightning must not split it again
-        connector = getattr(trainer, "_accelerator_connector", None)
-        if connector is not None and hasattr(connector, "use_distributed_sampler"):
-            connector.use_distributed_sampler = False
         # Lightning >= 2.5 broadcasts a SIGTERM flag from rank 0 before *every* training batch. Clients hold
         # different numbers of batches, so that per-batch collective would deadlock; fedavg ranks only meet at
         # round boundaries (and at epoch-end metric syncs). SIGTERM is then handled by each rank on its own.
+        # There is no public switch for this: if Lightning renames the internal, fail here rather than
+        # deadlock later.
         epoch_loop = trainer.fit_loop.epoch_loop
-        if hasattr(epoch_loop, "_broadcast_sigterm_tensor"):
-            epoch_loop._broadcast_sigterm_tensor = lambda: None
+        if not callable(getattr(epoch_loop, "_broadcast_sigterm_tensor", None)):
+            import lightning
+
+            raise RuntimeError(
+                f"FedAvgStrategy needs Lightning's `_TrainingEpochLoop._broadcast_sigterm_tensor` (Lightning 2.5-2.6) "
+                f"to skip the per-batch SIGTERM broadcast, which deadlocks clients with different numbers of "
+                f"batches; Lightning {lightning.__version__} has no such method. Install a supported Lightning "
+                f"version (pip install 'lightning>=2.5,<2.7') or report this incompatibility."
+            )
+        epoch_loop._broadcast_sigterm_tensor = lambda: None
         super().setup(trainer)
+
+    def process_dataloader(self, dataloader: Any) -> Any:
+        # Every rank is a client with its own partition: a DistributedSampler would split it again.
+        # Lightning injects one unless the Trainer was built with use_distributed_sampler=False.
+        sampler = getattr(dataloader, "sampler", None)
+        batch_sampler = getattr(dataloader, "batch_sampler", None)
+        if isinstance(sampler, DistributedSampler) or isinstance(
+            getattr(batch_sampler, "sampler", None), DistributedSampler
+        ):
+            raise ValueError(
+                "FedAvgStrategy: each rank is a federated client with its own data, but the data loader has a "
+                "DistributedSampler that would split it again across ranks. Build the Trainer with "
+                "`Trainer(strategy=..., use_distributed_sampler=False)` (and do not add a DistributedSampler)."
+            )
+        return super().process_dataloader(dataloader)
+
+    @property
+    def round_start_state(self) -> StateDict | None:
+        """The federated state at the start of the current round (None before training starts); read-only
+        for callbacks such as :class:`~lightning_addons.strategies.FedProx`."""
+        return self._round_start
 
     def configure_ddp(self) -> None:
         # No DistributedDataParallel wrapper: gradients are never all-reduced; ranks train independently.

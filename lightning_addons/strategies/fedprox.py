@@ -51,7 +51,9 @@ class FedProx(pl.Callback):
         self._anchor = {k: p.detach().clone() for k, p in self._params.items()}
 
     def _current_anchor(self, trainer: pl.Trainer) -> dict[str, torch.Tensor]:
-        round_start = getattr(trainer.strategy, "_round_start", None)
+        # A federated strategy exposes the round's global state (FedAvgStrategy.round_start_state);
+        # otherwise the anchor is the state at the start of fit (one-process simulation rounds).
+        round_start = getattr(trainer.strategy, "round_start_state", None)
         if isinstance(round_start, dict):
             return round_start
         return self._anchor

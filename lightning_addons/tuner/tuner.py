@@ -756,12 +756,21 @@ class HyperTuner:
                 or the storage failed (named; the running trial is marked failed when the storage allows).
         """
         optuna = require("optuna", feature="HyperTuner")
+        verbosity = optuna.logging.get_verbosity()
+        # scoped to this run: the caller's warning filters and Optuna's verbosity are restored afterwards
+        with warnings.catch_warnings():
+            # we record heartbeats ourselves (ask/tell); Optuna warns that heartbeats are meant for optimize()
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            try:
+                return self._run()
+            finally:
+                optuna.logging.set_verbosity(verbosity)
+
+    def _run(self) -> TuningResult:
         from optuna.trial import TrialState
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        # we record heartbeats ourselves (ask/tell); Optuna warns that heartbeats are meant for optimize()
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.validate()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         study = self.create_study()

@@ -69,12 +69,17 @@ def create_tiny_clip(pretrained: bool = True, weights: str | os.PathLike | None 
     register_tiny_clip()
     import logging
 
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that no pretrained weights were loaded
+    # open_clip warns through the root logger that no pretrained weights were loaded (ours load below):
+    # drop that one record while the model is built; every other record and the logger's level are untouched.
+    def not_the_random_init_warning(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(f"No pretrained weights loaded for model '{TINY_CLIP_NAME}'")
+
+    root = logging.getLogger()
+    root.addFilter(not_the_random_init_warning)
     try:
         model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
     finally:
-        logging.getLogger().setLevel(level)
+        root.removeFilter(not_the_random_init_warning)
     tokenizer = open_clip.get_tokenizer(TINY_CLIP_NAME)
     if weights is not None or pretrained:
         if weights is None:

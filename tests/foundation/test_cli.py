@@ -153,3 +153,14 @@ def test_fit_tune_and_federate_share_one_resolver():
 
     assert trial.resolve_class is resolve.resolve_class is fed_config.resolve_class
     assert trial.instantiate is resolve.instantiate is fed_config.instantiate
+
+
+def test_a_config_that_is_not_a_mapping_is_rejected_naming_the_file(tmp_path):
+    from lightning_addons.resolve import ConfigError, load_yaml
+
+    path = tmp_path / "list.yaml"
+    path.write_text("- model\n- data\n")
+    with pytest.raises(ConfigError, match=r"list.yaml: the config must be a YAML mapping \(key: value\), got a list"):
+        load_yaml(path)
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_yaml(tmp_path / "empty.yaml") == {}

@@ -19,6 +19,22 @@ def _module():
     return ImageClassifier(LeNet5(width=0.5), lr=3e-3, optimizer="adam")
 
 
+def _one_rank_trainer(**kwargs):
+    return Trainer(
+        strategy=FedAvgStrategy(round_every_n_epochs=1),
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        **kwargs,
+    )
+
+
 def test_fedavg_is_registered_by_name():
     for name in ("fedavg", "fedavg_spawn", "fedavg_fork"):
         assert name in StrategyRegistry
@@ -63,6 +79,7 @@ def test_two_rank_fedavg_matches_the_simulation(server_optimizer):
     trainer = Trainer(
         strategy=strategy,
         accelerator="cpu",
+        use_distributed_sampler=False,
         devices=2,
         max_epochs=rounds * local_epochs,
         logger=False,
@@ -95,19 +112,7 @@ def test_a_rank_with_a_nan_state_is_not_averaged_in(caplog):
 
     module = _module()
     start = get_federated_state(module)
-    trainer = Trainer(
-        strategy=FedAvgStrategy(round_every_n_epochs=1),
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[Poison()],
-    )
+    trainer = _one_rank_trainer(use_distributed_sampler=False, callbacks=[Poison()])
     fdm = FederatedDataModule(DigitsDataModule(resize=32), num_clients=1)
     with caplog.at_level("WARNING"):
         trainer.fit(module, datamodule=fdm)
@@ -115,3 +120,31 @@ def test_a_rank_with_a_nan_state_is_not_averaged_in(caplog):
     end = get_federated_state(module)
     assert all(torch.equal(start[k], end[k]) for k in start)  # the round kept the last global state
     assert trainer.strategy.rounds_done == 1
+
+
+def test_fit_without_use_distributed_sampler_false_fails_before_training():
+    trainer = _one_rank_trainer(limit_train_batches=1)
+    fdm = FederatedDataModule(DigitsDataModule(resize=32), num_clients=1)
+    with pytest.raises(ValueError, match=r"DistributedSampler .*`Trainer\(strategy=\.\.\., use_distributed_sampler=False\)`"):
+        trainer.fit(_module(), datamodule=fdm)
+    assert trainer.global_step == 0 and trainer.strategy.rounds_done == 0
+
+
+def test_missing_lightning_sigterm_internal_is_a_loud_error(monkeypatch):
+    from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+
+    monkeypatch.delattr(_TrainingEpochLoop, "_broadcast_sigterm_tensor")
+    trainer = _one_rank_trainer(use_distributed_sampler=False)
+    with pytest.raises(RuntimeError, match=r"needs Lightning's `_TrainingEpochLoop._broadcast_sigterm_tensor`"):
+        trainer.strategy.setup(trainer)
+
+
+def test_fedprox_anchors_on_the_public_round_start_state():
+    from lightning_addons.strategies import FedProx
+
+    strategy = FedAvgStrategy()
+    assert strategy.round_start_state is None
+    state = {"w": torch.zeros(1)}
+    strategy._round_start = state
+    trainer = type("T", (), {"strategy": strategy})()
+    assert FedProx(0.1)._current_anchor(trainer) is state

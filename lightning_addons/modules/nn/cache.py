@@ -17,6 +17,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +40,32 @@ TEMPLATES: dict[str, list[str]] = {
     # CLIP's MNIST template (the tiny world is pre-trained with it).
     "digits": ['a photo of the number: "{}".'],
 }
+
+
+@runtime_checkable
+class EncoderClient(Protocol):
+    """A datamodule that serves features from the adapter's CLIP encoder (the CacheCLIPAdapter contract).
+
+    ``CacheCLIPAdapter.setup`` calls ``attach_encoder(encode_images, fingerprint, zero_shot=...)``;
+    a new ``fingerprint`` must invalidate features computed with an older encoder. ``zero_shot`` (or None)
+    predicts class scores from images, for generators that filter their samples with the CLIP judge.
+    """
+
+    def attach_encoder(
+        self,
+        encoder: Callable[[torch.Tensor], torch.Tensor],
+        fingerprint: str,
+        zero_shot: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None: ...
+
+
+@runtime_checkable
+class CacheSetSource(Protocol):
+    """A datamodule that provides the images the adapter builds its cache keys from."""
+
+    def cache_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images [N*K, C, H, W], labels [N*K])``."""
+        ...
 
 
 def resolve_templates(templates: str | list[str]) -> list[str]:
@@ -104,6 +133,45 @@ def tip_adapter_logits(
     if isinstance(alpha, (int, float)) and alpha == 0:
         return zero_shot
     return zero_shot + alpha * cache_affinity_logits(features, keys, values, beta)
+
+
+@torch.no_grad()
+def search_alpha_beta(
+    zero_shot_logits: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    alpha_grid: list[float],
+    beta_grid: list[float],
+) -> dict[str, float]:
+    """Grid search of the Tip-Adapter ``alpha`` x ``beta`` maximising accuracy of
+    ``zero_shot_logits + alpha * cache_affinity_logits(features, keys, values, beta)`` on ``labels``.
+
+    Ties keep the first grid point (smallest alpha index, then the first beta). Returns ``{"alpha", "beta",
+    "val_acc", "val_acc_zero_shot"}``.
+
+    Example:
+        >>> f = torch.eye(3)
+        >>> out = search_alpha_beta(torch.zeros(3, 3), f, torch.arange(3), f, torch.eye(3), [0.0, 1.0], [1.0])
+        >>> out["alpha"], out["val_acc"], round(out["val_acc_zero_shot"], 3)
+        (1.0, 1.0, 0.333)
+    """
+    best = (-1.0, 0.0, 0.0)
+    alphas = torch.tensor(alpha_grid, device=features.device)
+    for beta in beta_grid:
+        cache = cache_affinity_logits(features, keys, values, beta)
+        logits = zero_shot_logits.unsqueeze(0) + alphas.view(-1, 1, 1) * cache.unsqueeze(0)  # [A, B, N]
+        accs = (logits.argmax(-1) == labels.unsqueeze(0)).float().mean(1)
+        i = int(accs.argmax())
+        if float(accs[i]) > best[0]:
+            best = (float(accs[i]), float(alpha_grid[i]), float(beta))
+    return {
+        "alpha": best[1],
+        "beta": best[2],
+        "val_acc": best[0],
+        "val_acc_zero_shot": float((zero_shot_logits.argmax(-1) == labels).float().mean()),
+    }
 
 
 class CacheModel(nn.Module):

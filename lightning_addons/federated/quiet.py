@@ -1,0 +1,43 @@
+"""Quieter many-Trainer runs: silence the per-Trainer info lines and data-loader hints that Lightning repeats
+for every client of a simulation, inside a ``with`` block only (levels and warning filters are restored).
+
+Example:
+    >>> import logging
+    >>> with quiet_lightning():
+    ...     logging.getLogger("lightning.pytorch").level
+    30
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+
+#: Lightning warnings that repeat for every client Trainer (matched by message, as Lightning has no
+#: dedicated warning categories for them).
+REPEATED_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*smaller than the logging interval.*",
+    ".*`max_epochs` was not set.*",
+    ".*Total length of .* across ranks is zero.*",
+    r".*isinstance\(treespec, LeafSpec\).*",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within the block: Lightning's loggers at WARNING and :data:`REPEATED_WARNINGS` ignored."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for message in REPEATED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            yield
+        finally:
+            for lg, lvl in zip(loggers, levels):
+                lg.setLevel(lvl)
