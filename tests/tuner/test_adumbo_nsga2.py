@@ -33,22 +33,28 @@ def test_crowding_distance_gives_the_boundary_points_infinity():
 
 @pytest.mark.stochastic
 def test_nsga2_returns_mutually_non_dominated_points_close_to_the_zdt1_front(seed_offset):
-    """Three seeds, 3840 evaluations each (32 x 120). Every seed: an exact, mutually non-dominated archive
-    on the true front (x[1:] = 0), never beaten by a random sample. Spread (both ends within 0.05, no
-    gap in f1 wider than 0.15) in at least 2 of 3 seeds: it held in 60 of 60 seeds (ends 1.0 and 0.0,
-    widest gap <= 0.06); 64 x 60, the same budget, reached x0 > 0.95 in only 3 of 4 seeds."""
+    """Three seeds at 3840 evaluations each (32 x 120; 64 x 60, the same budget, reached x0 > 0.95 in only
+    3 of 4 seeds). Every seed: an exact, mutually non-dominated archive on the true front (x[1:] = 0) that
+    no random point beats. Spread in at least 2 of 3 seeds: both ends within 0.05, no gap in f1 wider than
+    0.15 and IGD (mean distance from 201 true-front points to the archive) < 0.01. Over 60 seeds the real
+    NSGA-II had ends 0 and 1, widest gap <= 0.06, IGD <= 0.0051, median max x[1:] <= 1e-4; without elitism
+    or with crowding distances of unsorted neighbours the median IGD was about 0.02."""
     R = _zdt1_max(np.random.default_rng(1 + seed_offset).random((4000, 6)))
+    t = np.linspace(0.0, 1.0, 201)
+    true_front = np.stack([t, 1 - np.sqrt(t)], 1)  # minimisation convention
     spread = []
     for seed in range(3):
         X, F = nsga2(_zdt1_max, 6, np.random.default_rng(100 + seed + seed_offset), pop_size=32, n_gen=120)
         np.testing.assert_allclose(F, _zdt1_max(X))
         assert pareto_mask(F).all()  # brute-force check: no returned point dominates another
         # the true front has x[1:] = 0 (g = 1): the archive front must be close to it
-        assert np.median(X[:, 1:].max(1)) < 0.05, seed
+        assert np.median(X[:, 1:].max(1)) < 0.01, seed
         # no point of a large random sample dominates any returned point by a visible margin
         assert not np.any(np.all(R[:, None, :] > F[None, :, :] + 1e-3, axis=-1)), seed
         f1 = np.sort(np.concatenate([[0.0, 1.0], X[:, 0]]))
-        spread.append(X[:, 0].min() < 0.05 and X[:, 0].max() > 0.95 and np.diff(f1).max() < 0.15)
+        igd = np.linalg.norm(true_front[:, None, :] + F[None, :, :], axis=-1).min(1).mean()
+        ends = X[:, 0].min() < 0.05 and X[:, 0].max() > 0.95
+        spread.append(bool(ends and np.diff(f1).max() < 0.15 and igd < 0.01))
     assert sum(spread) >= 2, spread
 
 
