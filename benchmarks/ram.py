@@ -180,7 +180,12 @@ def memory_child(spec: str) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     kwargs, batch, step = MEMORY_CONFIGS[cfg["name"]]
-    model = STAEformer(**kwargs, attention_impl=cfg["impl"], checkpoint_chunks=cfg.get("ckpt", 0)).train()
+    model = STAEformer(
+        **kwargs,
+        attention_impl=cfg["impl"],
+        checkpoint_chunks=cfg.get("ckpt", 0),
+        attention_dropout=cfg.get("attention_dropout"),
+    ).train()
     n, t = kwargs["num_nodes"], kwargs["window"]
     x = torch.randn(batch, t, n, 1)
     u = torch.stack([torch.rand(batch, t), torch.randint(0, 7, (batch, t)).float()], -1)
@@ -222,7 +227,9 @@ def memory_child(spec: str) -> None:
     )
 
 
-def part_memory(names: list[str] | None = None, mmap_threshold: int | None = None) -> list[dict]:
+def part_memory(
+    names: list[str] | None = None, mmap_threshold: int | None = None, attention_dropout: float | None = None
+) -> list[dict]:
     """Peak extra RSS and time of one STAEformer training step, SDPA vs explicit, each in its own process.
 
     Runs one process at a time (never two big ones at once); 1 CPU thread; dropout 0.1 in train mode.
@@ -240,7 +247,15 @@ def part_memory(names: list[str] | None = None, mmap_threshold: int | None = Non
         variants = [("sdpa", 8)] + ([] if name.startswith("N=2000") else [("sdpa", 0), ("explicit", 0)])
         for impl_name, ckpt in variants:
             impl = impl_name if not ckpt else f"{impl_name}+ckpt{ckpt}"
-            spec = json.dumps({"name": name, "impl": impl_name, "ckpt": ckpt, "repeats": 1})
+            spec = json.dumps(
+                {
+                    "name": name,
+                    "impl": impl_name,
+                    "ckpt": ckpt,
+                    "repeats": 1,
+                    "attention_dropout": attention_dropout,
+                }
+            )
             env = dict(os.environ, OMP_NUM_THREADS="1")
             if mmap_threshold:  # fixed glibc threshold: freed large buffers go back to the OS at once
                 env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
@@ -253,7 +268,15 @@ def part_memory(names: list[str] | None = None, mmap_threshold: int | None = Non
                 rows.append({"config": name, "impl": impl, "error": proc.returncode})
                 continue
             res = json.loads(line.split(" ", 1)[1])
-            rows.append({"config": name, "impl": impl, **res})
+            rows.append(
+                {
+                    "config": name,
+                    "impl": impl,
+                    "attention_dropout": attention_dropout,
+                    "malloc_mmap_threshold": mmap_threshold,
+                    **res,
+                }
+            )
             print(
                 f"{name:<42} {impl:<9} {res['extra_mb']:>9.0f} {res['first_s']:>8.2f} {res['step_s']:>8.2f}"
             )
@@ -688,6 +711,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="MALLOC_MMAP_THRESHOLD_ for the memory children (default: glibc's dynamic threshold)",
     )
+    parser.add_argument(
+        "--attention-dropout",
+        type=float,
+        default=None,
+        help="attention-weight dropout of the memory part's STAEformers (default: dropout 0.1; the paper: 0)",
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -724,7 +753,9 @@ def main(argv: list[str] | None = None) -> dict:
         out["flops"] = part_flops()
     if "memory" in parts:
         out["memory"] = part_memory(
-            args.memory_configs.split(";") if args.memory_configs else None, args.malloc_mmap_threshold
+            args.memory_configs.split(";") if args.memory_configs else None,
+            args.malloc_mmap_threshold,
+            args.attention_dropout,
         )
     rows: list[dict] = []
     if "etth1" in parts:
