@@ -110,7 +110,6 @@ def datasets(args) -> dict:
                 d_ff=64,
                 num_layers_t=1,
                 num_layers_s=1,
-                checkpoint_chunks=4,
             ),
             2e-3,
         )
