@@ -42,7 +42,7 @@ def gaussian_kernel_edges(dist: np.ndarray, threshold: float = 0.1) -> tuple[np.
     Example:
         >>> d = np.array([[0.0, 1.0, np.inf], [1.0, 0.0, 3.0], [np.inf, 3.0, 0.0]])
         >>> ei, ew = gaussian_kernel_edges(d)
-        >>> ei.tolist(), np.round(ew, 3).tolist()
+        >>> ei.tolist(), [round(float(w), 3) for w in ew]
         ([[0, 1], [1, 0]], [0.525, 0.525])
     """
     dist = np.asarray(dist, dtype=np.float64)

@@ -176,3 +176,14 @@ def test_checkpointed_layer_chunks_give_the_same_outputs_and_gradients():
         torch.testing.assert_close(pc.grad, pp.grad, atol=1e-5, rtol=1e-5, msg=name)
     with pytest.raises(ValueError, match=r"`checkpoint_chunks` must be a non-negative integer, got -1"):
         STAEformer(num_nodes=3, checkpoint_chunks=-1)
+
+
+def test_attention_dropout_overrides_the_layer_dropout_on_the_weights_only():
+    model = STAEformer(num_nodes=3, window=4, horizon=2, dropout=0.3, attention_dropout=0.0)
+    attn = [m for m in model.modules() if isinstance(m, MultiHeadSelfAttention)]
+    assert len(attn) == 6 and all(m.dropout.p == 0.0 for m in attn)
+    assert all(layer.dropout.p == 0.3 for layer in model.temporal_layers)
+    default = STAEformer(num_nodes=3, window=4, horizon=2, dropout=0.3)
+    assert {m.dropout.p for m in default.modules() if isinstance(m, MultiHeadSelfAttention)} == {0.3}
+    with pytest.raises(ValueError, match=r"`attention_dropout` must be in \[0, 1\) or None, got 1.5"):
+        STAEformer(num_nodes=3, attention_dropout=1.5)

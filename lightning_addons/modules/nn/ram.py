@@ -292,6 +292,8 @@ class MixerEncoderLayer(nn.Module):
             axes, e.g. ``B x T`` for spatial mixing) into ``k`` chunks, each recomputed in the backward pass
             (``torch.utils.checkpoint``): activation memory of one chunk instead of the whole layer, for
             about one extra forward pass. Outputs and gradients are unchanged.
+        attention_dropout: dropout on the attention weights (``None``: ``dropout``). 0 keeps CPU training
+            on the fused flash kernel (no score tensor at all); STAEformer's reference code uses none.
 
     Raises:
         ValueError: unknown mixer/axis/activation/attention_impl or bad sizes.
@@ -315,8 +317,11 @@ class MixerEncoderLayer(nn.Module):
         attention_impl: Literal["sdpa", "explicit"] = "sdpa",
         chunk_size: int | None = None,
         checkpoint_chunks: int = 0,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
+        if attention_dropout is not None and not 0 <= attention_dropout < 1:
+            raise ValueError(f"`attention_dropout` must be in [0, 1) or None, got {attention_dropout!r}.")
         if isinstance(checkpoint_chunks, bool) or not isinstance(checkpoint_chunks, int) or checkpoint_chunks < 0:
             raise ValueError(f"`checkpoint_chunks` must be a non-negative integer, got {checkpoint_chunks!r}.")
         self.checkpoint_chunks = checkpoint_chunks
@@ -333,6 +338,7 @@ class MixerEncoderLayer(nn.Module):
         self.d_model, self.d_ff, self.n_heads = d_model, d_ff, n_heads
         self.axis, self.activation, self.causal, self.p = axis, activation, causal, dropout
         self.attention_impl, self.chunk_size = attention_impl, chunk_size
+        self.attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.mixer = "attention"
         self.attn: nn.Module | None = self._attention()
         self.norm1 = nn.LayerNorm(d_model)
@@ -344,7 +350,12 @@ class MixerEncoderLayer(nn.Module):
 
     def _attention(self) -> MultiHeadSelfAttention:
         return MultiHeadSelfAttention(
-            self.d_model, self.n_heads, self.p, self.causal, self.attention_impl, self.chunk_size
+            self.d_model,
+            self.n_heads,
+            self.attention_dropout,
+            self.causal,
+            self.attention_impl,
+            self.chunk_size,
         )
 
     def set_mixer(self, mixer: Literal["attention", "mlp", "ffn"]) -> None:
@@ -435,6 +446,8 @@ class STAEformer(nn.Module):
         checkpoint_chunks: 0 (off) or ``k``: every layer's independent token groups are split into ``k``
             chunks recomputed in the backward pass (see :class:`MixerEncoderLayer`); with
             ``attention_impl="sdpa"`` this keeps a 675-node, batch-8 training step under 1 GB.
+        attention_dropout: dropout on the attention weights (``None``: ``dropout``; the reference
+            STAEformer code uses 0, which also keeps CPU training on the fused SDPA kernel).
 
     Raises:
         ValueError: bad sizes or mixers; at forward time, bad input shapes, NaNs, missing ``u``.
@@ -472,6 +485,7 @@ class STAEformer(nn.Module):
         attention_impl: Literal["sdpa", "explicit"] = "sdpa",
         spatial_chunk_size: int | None = None,
         checkpoint_chunks: int = 0,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
         _check_choice("attention_impl", attention_impl, ATTENTION_IMPLS)
@@ -526,6 +540,7 @@ class STAEformer(nn.Module):
                 dropout,
                 attention_impl=attention_impl,
                 checkpoint_chunks=checkpoint_chunks,
+                attention_dropout=attention_dropout,
             )
             for _ in range(num_layers_t)
         )
@@ -540,6 +555,7 @@ class STAEformer(nn.Module):
                 attention_impl=attention_impl,
                 chunk_size=spatial_chunk_size,
                 checkpoint_chunks=checkpoint_chunks,
+                attention_dropout=attention_dropout,
             )
             for _ in range(num_layers_s)
         )

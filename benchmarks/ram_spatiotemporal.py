@@ -1,0 +1,225 @@
+"""Spatio-temporal acceptance: attention and RAM STAEformer vs last value and seasonal naive, original units.
+
+Datasets (``--datasets``):
+
+* ``chickenpox``: Chickenpox-Hungary (20 counties, weekly), lookback 8 -> horizon 4; seasonal naive with a
+  52-week season (history beyond the lookback from the datamodule).
+* ``synthetic``: :func:`~lightning_addons.datamodules.graph_signals.seasonal_graph_signal`, ``--nodes``
+  (default 500) nodes, hourly, daily + weekly seasonality diffused over a kNN graph, ``--weeks`` weeks;
+  lookback 24 -> horizon 12; seasonal naive daily (24) and weekly (168).
+* ``traffic``: METR-LA or PEMS-BAY from ``--traffic-path`` (tsl's folder layout), lookback 12 -> 12;
+  seasonal naive daily (288) and weekly (2016).
+
+Models: last value, seasonal naive(s), STAEformer with attention on both axes, RAM on both axes (``mlp``),
+RAM on time only; one Forecaster test reports MAE/RMSE in original units (``metrics_space="both"``).
+Budget: ``--epochs`` fixed epochs (no early stopping), one CPU thread, training-window ``--stride``.
+
+Reproduce::
+
+    OMP_NUM_THREADS=1 python benchmarks/ram_spatiotemporal.py --datasets chickenpox,synthetic --epochs 5
+    OMP_NUM_THREADS=1 python benchmarks/ram_spatiotemporal.py --datasets traffic --traffic-path data/metr_la
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lightning.pytorch as pl  # noqa: E402
+import torch  # noqa: E402
+
+from lightning_addons.data import shared_data_path  # noqa: E402
+from lightning_addons.datamodules import (  # noqa: E402
+    GraphSignalDataModule,
+    TimeSeriesDataModule,
+    TrafficGraphDataModule,
+)
+from lightning_addons.datamodules.graph_signals import seasonal_graph_signal  # noqa: E402
+from lightning_addons.modules import Forecaster  # noqa: E402
+from lightning_addons.modules.nn import SeasonalNaive, STAEformer  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def _trainer(epochs: int) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+
+
+def datasets(args) -> dict:
+    """name -> (datamodule factory, seasons of the seasonal-naive baselines, STAEformer sizes)."""
+    out = {}
+    wanted = args.datasets.split(",")
+    if "chickenpox" in wanted:
+        path = args.chickenpox or shared_data_path("chickenpox.json")
+        out["Chickenpox"] = (
+            lambda: GraphSignalDataModule(
+                path, lookback=8, horizon=4, batch_size=16, start="2005-01-03", freq="7D", history=52
+            ),
+            {"seasonal naive (52 weeks)": 52},
+            dict(
+                input_embedding_dim=16,
+                tod_embedding_dim=0,
+                dow_embedding_dim=0,
+                adaptive_embedding_dim=16,
+                d_ff=64,
+                num_layers_t=2,
+                num_layers_s=2,
+            ),
+            2e-3,
+        )
+    if "synthetic" in wanted:
+        values, edge_index, edge_weight, dates = seasonal_graph_signal(
+            num_nodes=args.nodes, steps=24 * 7 * args.weeks, steps_per_day=24, seed=0
+        )
+        out[f"Synthetic ({args.nodes} nodes)"] = (
+            lambda: TimeSeriesDataModule(
+                values,
+                lookback=24,
+                horizon=12,
+                splits=(0.7, 0.1, 0.2),
+                batch_size=16,
+                stride=args.stride,
+                edge_index=edge_index,
+                edge_weight=edge_weight,
+                dates=dates,
+                history=168,
+            ),
+            {"seasonal naive (daily)": 24, "seasonal naive (weekly)": 168},
+            dict(
+                input_embedding_dim=16,
+                tod_embedding_dim=16,
+                dow_embedding_dim=8,
+                adaptive_embedding_dim=24,
+                steps_per_day=24,
+                d_ff=64,
+                num_layers_t=1,
+                num_layers_s=1,
+            ),
+            2e-3,
+        )
+    if "traffic" in wanted:
+        if not args.traffic_path:
+            raise SystemExit(
+                "--datasets traffic needs --traffic-path (a folder in tsl's METR-LA/PEMS-BAY layout)."
+            )
+        out[args.traffic_name] = (
+            lambda: TrafficGraphDataModule(
+                args.traffic_name,
+                path=args.traffic_path,
+                lookback=12,
+                horizon=12,
+                batch_size=16,
+                history=2016,
+                invalid="mask",
+            ),
+            {"seasonal naive (daily)": 288, "seasonal naive (weekly)": 2016},
+            dict(steps_per_day=288, d_ff=256, num_layers_t=3, num_layers_s=3, checkpoint_chunks=4),
+            1e-3,
+        )
+    return out
+
+
+def run(args) -> list[dict]:
+    torch.set_num_threads(1)
+    rows = []
+    for name, (make_dm, seasons, sizes, lr) in datasets(args).items():
+        dm = make_dm()
+        dm.setup()
+        n, t, h = dm.num_nodes, dm.lookback, dm.horizon
+        print(f"\n== {name}: {n} nodes, lookback {t} -> horizon {h}, {args.epochs} epochs, original units ==")
+        baselines = {"last value": SeasonalNaive(t, h, season=1)}
+        baselines.update({k: SeasonalNaive(t, h, season=s) for k, s in seasons.items()})
+        for model_name, model in baselines.items():
+            res = _trainer(1).test(Forecaster(model, metrics_space="both"), datamodule=dm, verbose=False)[0]
+            rows.append({"dataset": name, "model": model_name, "seed": None, **_metrics(res)})
+            print(
+                f"  {model_name:<30} MAE {res['test_mae_original']:.4f} RMSE {res['test_rmse_original']:.4f}"
+            )
+        variants = {
+            "STAEformer/attention": dict(mixer="attention"),
+            "STAEformer/mlp (both axes)": dict(mixer="mlp"),
+            "STAEformer/mlp (time only)": dict(temporal_mixer="mlp", spatial_mixer="attention"),
+        }
+        for model_name, kw in variants.items():
+            for seed in args.seeds:
+                pl.seed_everything(seed, verbose=False)
+                model = STAEformer(num_nodes=n, window=t, horizon=h, n_heads=4, dropout=0.1, **sizes, **kw)
+                module = Forecaster(model, loss="mae", lr=lr, metrics_space="both")
+                t0 = time.perf_counter()
+                trainer = _trainer(args.epochs)
+                trainer.fit(module, datamodule=dm)
+                res = trainer.test(module, datamodule=dm, verbose=False)[0]
+                sec = time.perf_counter() - t0
+                rows.append(
+                    {"dataset": name, "model": model_name, "seed": seed, "seconds": sec, **_metrics(res)}
+                )
+                print(
+                    f"  {model_name:<30} seed {seed}: MAE {res['test_mae_original']:.4f} "
+                    f"RMSE {res['test_rmse_original']:.4f} ({sec:.0f} s)",
+                    flush=True,
+                )
+        _verdict(rows, name)
+    return rows
+
+
+def _metrics(res: dict) -> dict:
+    return {k: res[k] for k in ("test_mae", "test_mae_original", "test_rmse_original") if k in res}
+
+
+def _verdict(rows: list[dict], dataset: str) -> None:
+    mine = [r for r in rows if r["dataset"] == dataset]
+    best_base = min(r["test_mae_original"] for r in mine if not r["model"].startswith("STAEformer"))
+    for model in sorted({r["model"] for r in mine if r["model"].startswith("STAEformer")}):
+        maes = [r["test_mae_original"] for r in mine if r["model"] == model]
+        mean = sum(maes) / len(maes)
+        verdict = "beats" if max(maes) < best_base else "does NOT beat"
+        print(
+            f"  -> {model}: mean MAE {mean:.4f}, worst seed {max(maes):.4f} {verdict} the best baseline "
+            f"({best_base:.4f}, {100 * (mean / best_base - 1):+.1f}%)"
+        )
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", default="chickenpox,synthetic")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    parser.add_argument("--nodes", type=int, default=500)
+    parser.add_argument("--weeks", type=int, default=8)
+    parser.add_argument("--stride", type=int, default=4, help="training-window stride (synthetic)")
+    parser.add_argument(
+        "--chickenpox", default=None, help="chickenpox.json (default: the shared data folder)"
+    )
+    parser.add_argument("--traffic-path", default=None)
+    parser.add_argument("--traffic-name", default="METR-LA", choices=["METR-LA", "PEMS-BAY"])
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    rows = run(args)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "runs": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
