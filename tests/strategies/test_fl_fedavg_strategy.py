@@ -123,7 +123,7 @@ def test_a_rank_sending_a_huge_update_is_not_averaged_in():
     import lightning.pytorch as pl
 
     class Scale(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # before the round's average
             if trainer.global_rank == 1 and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
                 with torch.no_grad():
                     for p in pl_module.parameters():
