@@ -68,21 +68,39 @@ def cache_dir(*parts: str) -> Path:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file beside ``path``, then ``os.replace``: a crash never leaves a half-written
-    file behind (the previous file, if any, stays intact). Creates the parent folder; returns ``path``."""
+    """``torch.save`` to a temp file beside ``path``, ``fsync`` it, then ``os.replace``: a crash (or a power
+    loss) never leaves a half-written file behind (the previous file, if any, stays intact). Creates the
+    parent folder; returns ``path``."""
     import torch  # lazy: importing this module must not import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename in ``folder`` (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
 
 
 def sha256sum(path: str | os.PathLike) -> str:

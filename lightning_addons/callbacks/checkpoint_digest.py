@@ -56,6 +56,10 @@ class CheckpointDigest(pl.Callback):
     silently corrupted weights. The digest is a primitive (a string) at the checkpoint's top level, so
     checkpoints stay ``weights_only``-loadable. :func:`verify_checkpoint` checks a file without a Trainer.
 
+    Lightning restores the weights before it calls callbacks, so the check runs after the module holds
+    them but before any step, and the run stops. Checkpoints saved with ``save_weights_only=True`` carry
+    no digest (Lightning calls no callback for them): load those with ``require=False``.
+
     Args:
         require: refuse checkpoints that carry no digest (written without this callback); with
             ``False`` they load unverified.

@@ -79,6 +79,17 @@ def load_config(path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
             f"`federation.partition` must be one of {list(PARTITIONS)}, got {partition!r}.{hint}"
         )
     cfg["federation"] = {**FEDERATION_KEYS, **fed}
+    aggregator = cfg["federation"]["aggregator"] or {}
+    if not isinstance(aggregator, Mapping):
+        raise ValueError(f"`federation.aggregator` must be a mapping of Aggregator arguments, got {aggregator!r}.")
+    import inspect
+
+    from lightning_addons.strategies.aggregation import Aggregator
+
+    allowed = sorted(set(inspect.signature(Aggregator).parameters) - {"seed"})
+    unknown = sorted(set(aggregator) - set(allowed))
+    if unknown:
+        raise ValueError(f"Unknown `federation.aggregator` keys {unknown}; allowed: {allowed}.")
     cfg.setdefault("seed", 0)
     return cfg
 

@@ -619,6 +619,12 @@ class FederatedSimulation:
             return False
         state = load_verified(self.checkpoint_path, fresh_start_hint=FRESH_START)
         self.check_fingerprint(state.get("fingerprint"), source=str(self.checkpoint_path))
+        if int(state["round"]) > self.rounds:
+            raise ResumeMismatchError(
+                f"Refusing to resume from {self.checkpoint_path}: it holds {state['round']} finished rounds, this run "
+                f"asks for rounds={self.rounds} (its result would be the longer run's). Pass rounds >= "
+                f"{state['round']} to continue it. {FRESH_START}"
+            )
         self.load_state_dict(state)
         log.warning(
             "Resuming the federated run from %s after round %d of %d (same configuration fingerprint). %s",

@@ -10,6 +10,7 @@ the in-process simulation (clipping, noise and server optimisers included). Only
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -19,7 +20,14 @@ from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.utils.data import DistributedSampler
 
-from lightning_addons.strategies.aggregation import Aggregator, InvalidClientUpdate, validate_update
+from lightning_addons.strategies.aggregation import (
+    Aggregator,
+    InvalidClientUpdate,
+    clip_update,
+    global_norm,
+    screen_norms,
+    validate_update,
+)
 from lightning_addons.strategies.state import StateDict, get_federated_state, load_federated_state
 
 log = logging.getLogger(__name__)
@@ -35,10 +43,12 @@ class FedAvgStrategy(DDPStrategy):
     Each rank must load its own client's data (e.g.
     :class:`~lightning_addons.federated.FederatedDataModule` with ``client_id=None`` picks
     ``trainer.global_rank``); build the Trainer with ``use_distributed_sampler=False`` so a rank sees its
-    whole partition (a ``DistributedSampler`` found at fit start is an error). Ranks start from rank 0's federated state (broadcast). At a round
-    boundary each rank validates its local state (a NaN/inf state gets weight 0 and is logged, never
-    averaged in), the contributions are summed with one all-reduce per tensor, and the optimiser state
-    is cleared (``reset_optimizer_state``) so each round starts like a fresh local ``Trainer.fit``.
+    whole partition (a ``DistributedSampler`` found at fit start is an error). Ranks start from rank 0's
+    federated state (broadcast). At a round boundary each rank validates its local state (a NaN/inf or
+    wrong-dtype state gets weight 0 and is logged, never averaged in; so does an update far larger than the
+    other ranks', see ``max_norm_ratio``), the contributions are summed with one all-reduce per tensor, and
+    the optimiser state is cleared (``reset_optimizer_state``) so each round starts like a fresh local
+    ``Trainer.fit``.
 
     With rounds every ``n`` epochs, ranks may hold different numbers of batches. With rounds every ``n``
     steps, set ``max_steps`` so that all ranks run the same number of steps (each round is a collective).
@@ -52,6 +62,9 @@ class FedAvgStrategy(DDPStrategy):
             :class:`~lightning_addons.strategies.Aggregator` (not a privacy guarantee).
         reset_optimizer_state: clear the optimiser state (Adam moments, momentum) at every round.
         seed: seed of the noise generator (same on every rank).
+        max_norm_ratio, on_outlier: the norm guard of :class:`~lightning_addons.strategies.Aggregator`:
+            a rank whose update norm exceeds ``max_norm_ratio`` x the (lower) median of the ranks' norms
+            gets weight 0 (``"reject"``) or is clipped to that bound (``"clip"``); None turns it off.
         **kwargs: passed to :class:`~lightning.pytorch.strategies.DDPStrategy` (``start_method``,
             ``process_group_backend``, ``timeout``, ...).
 
@@ -79,6 +92,8 @@ class FedAvgStrategy(DDPStrategy):
         noise_multiplier: float = 0.0,
         reset_optimizer_state: bool = True,
         seed: int = 0,
+        max_norm_ratio: float | None = 10.0,
+        on_outlier: Literal["reject", "clip"] = "reject",
         **kwargs: Any,
     ) -> None:
         if not isinstance(round_every_n_epochs, int) or round_every_n_epochs < 1:
@@ -103,6 +118,8 @@ class FedAvgStrategy(DDPStrategy):
             clip_norm=clip_norm,
             noise_multiplier=noise_multiplier,
             seed=seed,
+            max_norm_ratio=max_norm_ratio,
+            on_outlier=on_outlier,
         )
         self.rounds_done = 0
         self._round_start: StateDict | None = None
@@ -218,14 +235,35 @@ class FedAvgStrategy(DDPStrategy):
         assert self._round_start is not None
         global_state = self._round_start
         weight = float(self.aggregator.weights([self._local_num_samples()])[0])
+        norm = math.inf
         try:
             validate_update(global_state, local, client=f"rank {self.global_rank}")
+            delta = {k: local[k] - v for k, v in global_state.items() if v.is_floating_point()}
+            norm = global_norm(delta)
             contribution = self.aggregator.contribution(global_state, local)
         except InvalidClientUpdate as err:
             log.warning("%s: not averaged in this round", err)
             weight = 0.0
             contribution = {k: torch.zeros_like(v) for k, v in global_state.items()}
         distributed = dist.is_available() and dist.is_initialized()
+        ratio = self.aggregator.max_norm_ratio
+        if distributed and ratio is not None and dist.get_world_size() > 1:
+            # the norm guard of Aggregator.aggregate: every rank decides from the same gathered norms
+            mine = torch.tensor([norm], dtype=torch.float64, device=self.root_device)
+            norms = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+            dist.all_gather(norms, mine)
+            med, flags = screen_norms([float(n) for n in norms], ratio)
+            if weight > 0 and flags[self.global_rank]:
+                detail = f"update norm {norm:.4g} > {ratio:g} x the round's median norm {med:.4g}"
+                if self.aggregator.on_outlier == "clip" and math.isfinite(norm):
+                    clipped, _ = clip_update(delta, ratio * med)
+                    local = {k: (global_state[k] + clipped[k]) if k in clipped else local[k] for k in local}
+                    contribution = self.aggregator.contribution(global_state, local)
+                    log.warning("fedavg: rank %d, key *: norm_outlier_clipped (%s)", self.global_rank, detail)
+                else:
+                    log.warning("fedavg: rank %d, key *: norm_outlier (%s; not averaged)", self.global_rank, detail)
+                    weight = 0.0
+                    contribution = {k: torch.zeros_like(v) for k, v in global_state.items()}
         total = torch.tensor(
             [weight, 1.0 if weight > 0 else 0.0], dtype=torch.float64, device=self.root_device
         )

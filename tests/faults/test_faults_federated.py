@@ -113,6 +113,14 @@ def test_checkpoint_from_another_model_is_refused(reference, tmp_path):
         make_simulation(ckpt, rounds=ROUNDS, hidden=4).fit()
 
 
+def test_resume_with_fewer_rounds_than_the_checkpoint_holds_is_refused(reference, tmp_path):
+    _, folder = reference
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(folder, ckpt)
+    with pytest.raises(ResumeMismatchError, match=r"it holds 4 finished rounds, this run asks for rounds=2"):
+        make_simulation(ckpt, rounds=2).fit()
+
+
 def _flip_bit_in_tensor_data(path: Path) -> None:
     """Flip the top exponent bit of the first float32 of the largest tensor record of a torch zip file."""
     import zipfile

@@ -326,3 +326,38 @@ def test_resume_rejects_a_checkpoint_of_another_federation(make_module, digits, 
     )
     with pytest.raises(ResumeMismatchError, match=r"Differing keys: \[.*'federation.num_clients'.*--no-resume"):
         other.fit()
+
+
+def _yaml_config(**federation):
+    from lightning_addons.federated.config import load_config
+
+    return load_config(
+        {
+            "seed": 0,
+            "model": {
+                "class_path": "ImageClassifier",
+                "init_args": {"model": {"class_path": "LeNet5", "init_args": {"width": 0.5}}, "lr": 0.003},
+            },
+            "data": {"class_path": "DigitsDataModule", "init_args": {"resize": 32}},
+            "federation": {"num_clients": 2, "rounds": 2, **federation},
+        }
+    )
+
+
+def test_yaml_run_fingerprint_names_config_keys_and_ignores_rounds_and_checkpoint_dir(tmp_path):
+    from lightning_addons.federated.config import build_simulation
+
+    base = build_simulation(_yaml_config(checkpoint_dir=str(tmp_path))).fingerprint()
+    longer = build_simulation(_yaml_config(rounds=5, checkpoint_dir=str(tmp_path / "x"))).fingerprint()
+    assert longer == base  # extending a run or moving its checkpoint is the same run
+    other = _yaml_config(aggregator={"rule": "median"})
+    other["model"]["init_args"]["lr"] = 0.1
+    changed = build_simulation(other).fingerprint()
+    differ = {k for k in base.keys() | changed.keys() if base.get(k) != changed.get(k)}
+    assert {"config.model.init_args.lr", "module.hparams.lr", "aggregator.rule"} <= differ
+    assert not any(k.startswith("clients.") for k in differ)  # same data, same partition
+
+
+def test_unknown_aggregator_keys_in_a_config_are_a_clear_error():
+    with pytest.raises(ValueError, match=r"Unknown `federation.aggregator` keys \['rul'\]; allowed: \[.*'rule'"):
+        _yaml_config(aggregator={"rul": "median"})

@@ -148,3 +148,38 @@ def test_fedprox_anchors_on_the_public_round_start_state():
     strategy._round_start = state
     trainer = type("T", (), {"strategy": strategy})()
     assert FedProx(0.1)._current_anchor(trainer) is state
+
+
+@pytest.mark.ddp
+@pytest.mark.timeout(240)
+def test_a_rank_sending_a_huge_update_is_not_averaged_in():
+    import lightning.pytorch as pl
+
+    class Scale(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # before the round's average
+            if trainer.global_rank == 1 and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                with torch.no_grad():
+                    for p in pl_module.parameters():
+                        p.mul_(1e6)
+
+    module = _module()
+    start = get_federated_state(module)
+    trainer = Trainer(
+        strategy=FedAvgStrategy(round_every_n_epochs=1, start_method="fork"),
+        accelerator="cpu",
+        devices=2,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[Scale()],
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=FederatedDataModule(DigitsDataModule(resize=32), num_clients=2))
+    end = get_federated_state(module)
+    assert any(not torch.equal(start[k], end[k]) for k in start)  # rank 0's update went in
+    biggest = max(float(v.abs().max()) for v in end.values())
+    assert biggest < 10 * max(float(v.abs().max()) for v in start.values())  # rank 1's 1e6x did not

@@ -161,7 +161,11 @@ def test_build_script_writes_both_files(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(tc, "pretrain_tiny_clip", lambda **kw: real_clip(epochs=1, verbose=False))
     monkeypatch.setattr(tu, "train_tiny_unet", lambda **kw: real_unet(steps=2, batch_size=8, verbose=False))
     build.main(["--out", str(tmp_path)])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [zoo.TINY_CLIP_FILE, zoo.TINY_UNET_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SHA256SUMS", zoo.TINY_CLIP_FILE, zoo.TINY_UNET_FILE]
+    from lightning_addons.integrity import verify_file_digest
+
+    for name in (zoo.TINY_CLIP_FILE, zoo.TINY_UNET_FILE):
+        verify_file_digest(tmp_path / name)  # the build records the digests it is checked against
     assert "wrote" in capsys.readouterr().out
 
 
