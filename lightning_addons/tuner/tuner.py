@@ -779,9 +779,10 @@ class HyperTuner:
         trial = None
         streak: tuple[str | None, int] = (None, 0)
         try:
+            resumed = bool(study.get_trials(deepcopy=False))
             self._reap(study)
             n_done = self._n_counted(study, (TrialState.COMPLETE, TrialState.FAIL))
-            if n_done or study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if resumed:
                 log.warning(
                     "HyperTuner: resuming study %r in %s with %d finished trial(s); it runs until %d are "
                     "finished. Use another `study_name` or `output_dir` to start fresh.",
@@ -1036,10 +1037,10 @@ class HyperTuner:
                 attrs = {"energy_source": result.get("energy_source"), "metrics": result.get("metrics", {})}
                 if "applied" in result:
                     attrs["applied"] = result["applied"]
-        elif proc.get("log") and Path(proc["log"]).is_file():
+        tail = ""
+        if values is None and error is None and proc.get("log") and Path(proc["log"]).is_file():
             tail = Path(proc["log"]).read_text(errors="replace")[-600:].strip()
-            if tail:
-                reason += f"; last lines of its log {proc['log']}:\n{tail}"
+            tail = f"\nlast lines of its log {proc['log']}:\n{tail}" if tail else ""
         tid = t._trial_id
         try:
             if values is not None or error is not None:  # the trial had finished: its own outcome
@@ -1059,13 +1060,13 @@ class HyperTuner:
                         "COMPLETE" if values is not None else "FAIL",
                     )
                 return
-            storage.set_trial_user_attr(tid, "error", f"lost: {reason}"[:2000])
+            storage.set_trial_user_attr(tid, "error", f"lost: {reason}{tail}"[:2000])
             storage.set_trial_user_attr(tid, "lost", True)
             done = storage.set_trial_state_values(tid, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return  # another worker settled it first
         if done:
-            log.warning("HyperTuner: trial %d is lost and runs again: %s", t.number, reason.splitlines()[0])
+            log.warning("HyperTuner: trial %d is lost and runs again: %s", t.number, reason)
             if t.params and all(n in t.params for n in self.space.names):
                 study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
 

@@ -119,7 +119,9 @@ def _trials(tmp_path, name="faults"):
 
 def test_kill_9_of_the_tune_main_process_kills_its_trial_and_a_restart_reaps_and_tops_up(tmp_path):
     config = _tiny_tune_config(tmp_path)
-    cmd = [sys.executable, "-m", "lightning_addons.cli", "tune", "--config", str(config), "--no_progress"]
+    # `lightning-addons tune ...`, as the console script runs it
+    entry = "import sys; from lightning_addons.cli import main; sys.exit(main())"
+    cmd = [sys.executable, "-c", entry, "tune", "--config", str(config), "--no_progress"]
     marker = tmp_path / "trial.pid"
     main = subprocess.Popen(
         cmd,
@@ -159,8 +161,11 @@ WORKER = textwrap.dedent("""
     from pathlib import Path
     from lightning_addons.tuner import HyperTuner
 
+    calls = []
+
     def fn(p):
-        if os.environ.get("FAULT_MARKER") and p["x"] != 0.5:  # hang in the second trial
+        calls.append(p)
+        if os.environ.get("FAULT_MARKER") and len(calls) == 2:  # hang in the second trial
             Path(os.environ["FAULT_MARKER"]).write_text(str(os.getpid()))
             time.sleep(120)
         return {"f": (p["x"] - 0.3) ** 2}
@@ -264,18 +269,25 @@ def _race_worker_script(tmp_path) -> Path:
     script.write_text(
         textwrap.dedent("""
         import sys, time
+        from pathlib import Path
+        import botorch, optuna, psycopg2, sqlalchemy  # noqa: F401 - imported before the start line
         from lightning_addons.tuner import HyperTuner
+        from lightning_addons.tuner import sampler  # noqa: F401
         tuner = HyperTuner(space={"x": {"type": "float", "low": 0.0, "high": 1.0}}, objectives=["f:min"],
                            trial_fn=lambda p: {"f": p["x"]}, algorithm="sobol", n_trials=4, mopir=False,
                            storage=sys.argv[1], output_dir=sys.argv[3], study_name="race", progress=False)
-        time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # both start at the same instant
+        # start line: every worker has imported everything, then all start at the same instant
+        barrier = Path(sys.argv[2])
+        (barrier / Path(sys.argv[3]).name).touch()
+        while len(list(barrier.iterdir())) < int(sys.argv[4]):
+            time.sleep(0.001)
         tuner.run()
     """)
     )
     return script
 
 
-def test_two_workers_starting_at_once_on_an_empty_postgres_database_both_run(postgres_url, tmp_path):
+def test_workers_starting_at_once_on_an_empty_postgres_database_all_run(postgres_url, tmp_path):
     import optuna
     import psycopg2
 
@@ -286,15 +298,16 @@ def test_two_workers_starting_at_once_on_an_empty_postgres_database_both_run(pos
     conn.close()
     url = postgres_url.rsplit("/", 1)[0] + "/race_empty"
     script = _race_worker_script(tmp_path)
-    at = str(time.time() + 25)  # after both have imported the tuner
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), url, at, str(tmp_path / f"w{i}")],
+            [sys.executable, str(script), url, str(barrier), str(tmp_path / f"w{i}"), "3"],
             env=_env(tmp_path),
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(2)
+        for i in range(3)
     ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     for p, err in zip(procs, errs):
