@@ -286,7 +286,12 @@ class ClientDP:
         """The epsilon spent so far at ``delta``, as the accountant computes it (0 before the first round)."""
         if not self.accountant.history:
             return 0.0
-        return float(self.accountant.get_epsilon(delta=self.delta))
+        key = tuple(tuple(h) for h in self.accountant.history)
+        # the accountant's computation is not free: once per accounted step
+        if getattr(self, "_epsilon_key", None) != key:
+            self._epsilon_value = float(self.accountant.get_epsilon(delta=self.delta))
+            self._epsilon_key = key
+        return self._epsilon_value
 
     def report(self) -> dict[str, float]:
         return {
