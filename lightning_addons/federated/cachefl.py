@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ from lightning_addons.federated.partition import dirichlet_partition
 from lightning_addons.federated.quiet import quiet_lightning
 from lightning_addons.federated.simulation import FederatedSimulation, local_only
 from lightning_addons.strategies.state import get_federated_state, state_nbytes
+
+log = logging.getLogger(__name__)
 
 
 class TensorSplitsDataModule(pl.LightningDataModule):
@@ -135,6 +138,35 @@ def build_world(shots: int = 16, lr: float = 1e-3, seed: int = 0, fidelity_filte
     return adapter, features, images
 
 
+#: The experiment's methods, in the order they run; ``methods=`` picks a subset (zero-shot and the
+#: training-free cache cost nothing once the world is built and are always reported).
+METHOD_NAMES = (
+    "zero_shot",
+    "training_free",
+    "cachefl",
+    "local_only",
+    "centralised",
+    "ablation",
+    "full_encoder",
+)
+#: Row keys each method writes (the first is its accuracy); a row holds a method once all its keys are in.
+METHOD_KEYS = {
+    "cachefl": ("cachefl", "cachefl_best_round", "cachefl_bytes", "cachefl_bytes_per_client_round"),
+    "local_only": ("local_only", "local_only_per_client"),
+    "centralised": ("centralised",),
+    "ablation": ("ablation_skewed_init", "ablation_skewed_training_free", "ablation_skewed_classes"),
+    "full_encoder": ("full_encoder", "full_encoder_bytes"),
+}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic write: an interrupted run leaves the previous results file, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
 def run_cachefl(
     alphas: Sequence[float] = (0.1, 0.5),
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
@@ -151,11 +183,22 @@ def run_cachefl(
     ablation: bool = True,
     out: str | Path | None = None,
     verbose: bool = True,
+    methods: Sequence[str] | None = None,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """Run the experiment; returns (and writes to ``out`` as JSON) per-alpha means, stds and per-seed rows.
 
+    Args:
+        methods: the methods to run (default all of :data:`METHOD_NAMES`; ``full_encoder=False`` or
+            ``ablation=False`` also drop those two).
+        out: results JSON, rewritten atomically after every finished method, so an interrupted run keeps
+            what it finished (``"complete": false`` until the end).
+        resume: with ``out`` from an earlier run of the same config, skip the (alpha, seed, method) units it
+            finished; a results file of another config is an error naming the keys that differ.
+
     Raises:
-        ValueError: empty ``alphas``/``seeds`` or non-positive sizes.
+        ValueError: empty ``alphas``/``seeds``, non-positive sizes, an unknown method, or an ``out`` file
+            written by a different config (with ``resume=True``).
     """
     if not alphas or not seeds:
         raise ValueError(f"`alphas` and `seeds` must be non-empty, got {list(alphas)} and {list(seeds)}.")
@@ -167,12 +210,49 @@ def run_cachefl(
     ):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {v!r}.")
+    chosen = list(METHOD_NAMES if methods is None else methods)
+    unknown = [m for m in chosen if m not in METHOD_NAMES]
+    if unknown or not chosen:
+        raise ValueError(f"`methods` must be a non-empty list of {list(METHOD_NAMES)}, got {methods!r}.")
+    run = {m for m in chosen if (m != "full_encoder" or full_encoder) and (m != "ablation" or ablation)}
+    config = dict(
+        alphas=list(alphas),
+        seeds=list(seeds),
+        num_clients=num_clients,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        shots=shots,
+        lr=lr,
+        batch_size=batch_size,
+        min_size=min_size,
+        full_encoder_lr=full_encoder_lr,
+        full_encoder_seeds=full_encoder_seeds,
+    )
+    out_path = Path(out) if out is not None else None
+    done_rows: dict[tuple[float, int], dict[str, Any]] = {}
+    if out_path is not None and out_path.is_file() and resume:
+        previous = json.loads(out_path.read_text())
+        stored = previous.get("config", {})
+        differ = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+        if differ:
+            raise ValueError(
+                f"`out` {str(out_path)!r} holds results of another CacheFL config (differing keys: {differ}); "
+                "give another `out`, or resume=False (`--cachefl.resume false`) to overwrite it."
+            )
+        done_rows = {(r["alpha"], r["seed"]): r for r in previous.get("rows", [])}
+        if done_rows:
+            log.warning(
+                "CacheFL: resuming from %s (%d alpha/seed rows started); finished methods are skipped.",
+                out_path,
+                len(done_rows),
+            )
     t_start = time.perf_counter()
 
     def say(msg: str) -> None:
         if verbose:
             print(f"[cachefl {time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
+    say("building the world: synthetic cache from the tiny UNet, CLIP features of every split")
     adapter, feats, images = build_world(shots=shots, lr=lr)
     eval_features = TensorSplitsDataModule(feats)
     cache_bytes = state_nbytes(get_federated_state(adapter))
@@ -191,25 +271,56 @@ def run_cachefl(
         rounds=rounds, local_epochs=local_epochs, eval_datamodule=eval_features, progress_bar=False
     )
     rows: list[dict[str, Any]] = []
-    for alpha in alphas:
-        for seed in seeds:
-            parts = dirichlet_partition(y_tr.numpy(), num_clients, alpha=alpha, min_size=min_size, seed=seed)
-            clients = _clients(x_tr, y_tr, parts, batch_size, seed)
-            row: dict[str, Any] = {
-                "alpha": alpha,
-                "seed": seed,
-                "zero_shot": zero_shot,
-                "training_free": training_free,
-                "client_sizes": [len(p) for p in parts],
-            }
-            sim = FederatedSimulation(copy.deepcopy(adapter), clients, seed=seed, **sim_kwargs)
-            res = sim.fit()
+
+    def report(complete: bool) -> dict[str, Any]:
+        return {
+            "config": config,
+            "methods": sorted(run, key=METHOD_NAMES.index),
+            "complete": complete,
+            "cache_shape": list(adapter.cache_keys.shape),
+            "cache_bytes_per_transfer": cache_bytes,
+            "seconds": time.perf_counter() - t_start,
+            "summary": summarise(rows),
+            "rows": rows,
+        }
+
+    def save() -> None:
+        if out_path is not None:
+            _write_json(out_path, report(complete=False))
+
+    units = [(alpha, seed) for alpha in alphas for seed in seeds]
+    for i, (alpha, seed) in enumerate(units):
+        parts = dirichlet_partition(y_tr.numpy(), num_clients, alpha=alpha, min_size=min_size, seed=seed)
+        clients = _clients(x_tr, y_tr, parts, batch_size, seed)
+        row: dict[str, Any] = dict(done_rows.get((alpha, seed), {}))
+        row.update(
+            alpha=alpha,
+            seed=seed,
+            zero_shot=zero_shot,
+            training_free=training_free,
+            client_sizes=[len(p) for p in parts],
+        )
+        rows.append(row)
+        tag = f"[{i + 1}/{len(units)}] alpha={alpha} seed={seed}"
+
+        def todo(method: str, row: dict[str, Any] = row, tag: str = tag) -> bool:
+            if method not in run:
+                return False
+            if all(k in row for k in METHOD_KEYS[method]):
+                say(f"{tag}: {method} already in {out_path} (resumed)")
+                return False
+            say(f"{tag}: {method} ...")
+            return True
+
+        if todo("cachefl"):
+            res = FederatedSimulation(copy.deepcopy(adapter), clients, seed=seed, **sim_kwargs).fit()
             row["cachefl"] = res.test_metrics["test_acc"]
             row["cachefl_best_round"] = res.best_round
             row["cachefl_bytes"] = res.communication["bytes_total"]
             row["cachefl_bytes_per_client_round"] = res.communication["bytes_per_client_round"]
-            say(f"alpha={alpha} seed={seed}: CacheFL {row['cachefl']:.4f} (best round {res.best_round})")
-
+            say(f"{tag}: CacheFL {row['cachefl']:.4f} (best round {res.best_round})")
+            save()
+        if todo("local_only"):
             lo = local_only(
                 copy.deepcopy(adapter),
                 clients,
@@ -219,84 +330,61 @@ def run_cachefl(
             )
             row["local_only"] = lo["mean"]["test_acc"]
             row["local_only_per_client"] = [m["test_acc"] for m in lo["per_client"]]
+            say(f"{tag}: local-only {row['local_only']:.4f}")
+            save()
+        if todo("centralised"):
             pooled = [
                 ClientDataModule(TensorDataset(x_tr, y_tr), batch_size=batch_size, client_id=0, seed=seed)
             ]
             central = FederatedSimulation(copy.deepcopy(adapter), pooled, seed=seed, **sim_kwargs).fit()
             row["centralised"] = central.test_metrics["test_acc"]
+            say(f"{tag}: centralised {row['centralised']:.4f}")
+            save()
+        if todo("ablation"):
+            skew = copy.deepcopy(adapter)
+            idx = parts[0]
+            g = torch.Generator().manual_seed(seed)
+            pick = torch.from_numpy(idx)[torch.randint(len(idx), (len(adapter.cache_labels),), generator=g)]
+            skew.set_cache(x_tr[pick], y_tr[pick])
+            with quiet_lightning():
+                tf = pl.Trainer(
+                    accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+                ).test(skew, datamodule=eval_features, verbose=False)[0]
+            abl = FederatedSimulation(skew, clients, seed=seed, **sim_kwargs).fit()
+            row["ablation_skewed_init"] = abl.test_metrics["test_acc"]
+            row["ablation_skewed_training_free"] = float(tf["test_acc_training_free"])
+            row["ablation_skewed_classes"] = int(torch.unique(y_tr[pick]).numel())
             say(
-                f"alpha={alpha} seed={seed}: local-only {row['local_only']:.4f}, centralised {row['centralised']:.4f}"
+                f"{tag}: ablation skewed-real init {row['ablation_skewed_init']:.4f} "
+                f"({row['ablation_skewed_classes']} classes in the cache)"
             )
-
-            if ablation:
-                skew = copy.deepcopy(adapter)
-                idx = parts[0]
-                g = torch.Generator().manual_seed(seed)
-                pick = torch.from_numpy(idx)[
-                    torch.randint(len(idx), (len(adapter.cache_labels),), generator=g)
-                ]
-                skew.set_cache(x_tr[pick], y_tr[pick])
-                with quiet_lightning():
-                    tf = pl.Trainer(
-                        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
-                    ).test(skew, datamodule=eval_features, verbose=False)[0]
-                abl = FederatedSimulation(skew, clients, seed=seed, **sim_kwargs).fit()
-                row["ablation_skewed_init"] = abl.test_metrics["test_acc"]
-                row["ablation_skewed_training_free"] = float(tf["test_acc_training_free"])
-                row["ablation_skewed_classes"] = int(torch.unique(y_tr[pick]).numel())
-                say(
-                    f"alpha={alpha} seed={seed}: ablation skewed-real init {row['ablation_skewed_init']:.4f} "
-                    f"({row['ablation_skewed_classes']} classes in the cache)"
-                )
-
-            n_full = full_encoder_seeds if full_encoder_seeds is not None else len(seeds)
-            if full_encoder and list(seeds).index(seed) < n_full:
-                xi, yi = images["train"]
-                img_clients = _clients(xi, yi, parts, batch_size, seed)
-                torch.manual_seed(seed)
-                full = FullEncoderClassifier(adapter, lr=full_encoder_lr)
-                fres = FederatedSimulation(
-                    full,
-                    img_clients,
-                    seed=seed,
-                    rounds=rounds,
-                    local_epochs=local_epochs,
-                    eval_datamodule=TensorSplitsDataModule(images),
-                    progress_bar=False,
-                ).fit()
-                row["full_encoder"] = fres.test_metrics["test_acc"]
-                row["full_encoder_bytes"] = fres.communication["bytes_total"]
-                say(
-                    f"alpha={alpha} seed={seed}: full-encoder FedAvg {row['full_encoder']:.4f}, "
-                    f"{fres.communication['bytes_total'] / max(1.0, row['cachefl_bytes']):.1f}x the bytes"
-                )
-            rows.append(row)
-    summary = summarise(rows)
-    report = {
-        "config": dict(
-            alphas=list(alphas),
-            seeds=list(seeds),
-            num_clients=num_clients,
-            rounds=rounds,
-            local_epochs=local_epochs,
-            shots=shots,
-            lr=lr,
-            batch_size=batch_size,
-            min_size=min_size,
-            full_encoder_lr=full_encoder_lr,
-        ),
-        "cache_shape": list(adapter.cache_keys.shape),
-        "cache_bytes_per_transfer": cache_bytes,
-        "seconds": time.perf_counter() - t_start,
-        "summary": summary,
-        "rows": rows,
-    }
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2))
+            save()
+        n_full = full_encoder_seeds if full_encoder_seeds is not None else len(seeds)
+        if list(seeds).index(seed) < n_full and todo("full_encoder"):
+            xi, yi = images["train"]
+            img_clients = _clients(xi, yi, parts, batch_size, seed)
+            torch.manual_seed(seed)
+            full = FullEncoderClassifier(adapter, lr=full_encoder_lr)
+            fres = FederatedSimulation(
+                full,
+                img_clients,
+                seed=seed,
+                rounds=rounds,
+                local_epochs=local_epochs,
+                eval_datamodule=TensorSplitsDataModule(images),
+                progress_bar=False,
+            ).fit()
+            row["full_encoder"] = fres.test_metrics["test_acc"]
+            row["full_encoder_bytes"] = fres.communication["bytes_total"]
+            ratio = fres.communication["bytes_total"] / max(1.0, row.get("cachefl_bytes", 0.0))
+            say(f"{tag}: full-encoder FedAvg {row['full_encoder']:.4f}, {ratio:.1f}x the bytes of CacheFL")
+            save()
+    final = report(complete=True)
+    if out_path is not None:
+        _write_json(out_path, final)
     if verbose:
-        print(format_table(report))
-    return report
+        print(format_table(final))
+    return final
 
 
 METHODS = (
@@ -323,11 +411,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
             vals = [r[key] for r in sub if key in r]
             if vals:
                 block[key] = {"mean": float(np.mean(vals)), "std": 0.0, "n": len(vals)}
-        block["cachefl_beats_local_only_every_seed"] = {
-            "mean": float(all(r["cachefl"] > r["local_only"] for r in sub)),
-            "std": 0.0,
-            "n": len(sub),
-        }
+        paired = [r for r in sub if "cachefl" in r and "local_only" in r]
+        if paired:
+            block["cachefl_beats_local_only_every_seed"] = {
+                "mean": float(all(r["cachefl"] > r["local_only"] for r in paired)),
+                "std": 0.0,
+                "n": len(paired),
+            }
         out[str(alpha)] = block
     return out
 
@@ -349,8 +439,9 @@ def format_table(report: dict[str, Any]) -> str:
         if "full_encoder_bytes" in block and "cachefl_bytes" in block:
             ratio = block["full_encoder_bytes"]["mean"] / block["cachefl_bytes"]["mean"]
             lines.append(f"full-encoder FedAvg sends {ratio:.1f}x the bytes of CacheFL")
-        ok = bool(block["cachefl_beats_local_only_every_seed"]["mean"])
-        lines.append(f"CacheFL beats local-only on every seed: {ok}")
+        if "cachefl_beats_local_only_every_seed" in block:
+            ok = bool(block["cachefl_beats_local_only_every_seed"]["mean"])
+            lines.append(f"CacheFL beats local-only on every seed: {ok}")
     lines.append(
         f"\ncache: {report['cache_shape']} float32 = {report['cache_bytes_per_transfer']} B per transfer; "
         f"{report['seconds']:.0f} s"
