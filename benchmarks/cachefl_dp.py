@@ -61,7 +61,8 @@ def main(argv=None) -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--sample-rate", type=float, default=0.2)
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--local-epochs", type=int, default=2)
+    parser.add_argument("--local-epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=1e-2, help="clients' learning rate of the cache keys")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of the partition")
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 4.0, 8.0])
     parser.add_argument("--delta", type=float, default=1e-5)
@@ -79,13 +80,13 @@ def main(argv=None) -> None:
         f"torch {torch.__version__}, 1 thread"
     )
     t_start = time.perf_counter()
-    adapter, feats, _ = build_world(shots=16)
+    adapter, feats, _ = build_world(shots=16, lr=args.lr)
     data = TensorSplitsDataModule(feats)
     x, y = feats["train"]
     print(
         f"# tiny world: {len(x)} private training samples over {args.clients} clients (Dirichlet {args.alpha}), "
         f"sample rate {args.sample_rate} (expected {args.sample_rate * args.clients:.0f} clients/round), "
-        f"{args.rounds} rounds x {args.local_epochs} local epochs, delta {args.delta}"
+        f"{args.rounds} rounds x {args.local_epochs} local epochs (lr {args.lr}), delta {args.delta}"
     )
     base = dict(rounds=args.rounds, local_epochs=args.local_epochs, eval_datamodule=data, progress_bar=False)
     rows: dict[str, list[dict]] = {}
