@@ -310,6 +310,12 @@ class FederatedSimulation:
                     "With `privacy`, clipping and noise are the ClientDP's: the `aggregator` must have "
                     f"clip_norm=None and noise_multiplier=0, got {aggregator.clip_norm!r} and {aggregator.noise_multiplier!r}."
                 )
+            if aggregator is not None and aggregator.rule != "fedavg":
+                raise ValueError(
+                    "With `privacy`, updates are clipped and averaged by the ClientDP (DP-FedAvg; its clipping "
+                    "bounds every client's influence): a robust `aggregator.rule` would be bypassed, so it must "
+                    f"be 'fedavg', got {aggregator.rule!r}."
+                )
         trainer_kwargs = dict(trainer_kwargs or {})
         reserved = sorted(set(trainer_kwargs) & set(_RESERVED_TRAINER_KWARGS))
         if reserved:

@@ -254,3 +254,5 @@ def test_privacy_rejects_runner_settings_it_would_override():
         _sim(fraction_fit=0.5)
     with pytest.raises(ValueError, match=r"the `aggregator` must have clip_norm=None.*got 1.0 and 0.0"):
         FederatedSimulation(_Linear(), [_Client(0)], privacy=_dp(), aggregator=Aggregator(clip_norm=1.0))
+    with pytest.raises(ValueError, match=r"a robust `aggregator.rule` would be bypassed.*got 'median'"):
+        FederatedSimulation(_Linear(), [_Client(0)], privacy=_dp(), aggregator=Aggregator(rule="median"))
