@@ -41,6 +41,7 @@ ROBUST_RULES = (
     ("coordinate median", dict(rule="median", max_norm_ratio=None)),
     ("trimmed mean (10%)", dict(rule="trimmed_mean", trim_fraction=0.1, max_norm_ratio=None)),
     ("Krum (f=1)", dict(rule="krum", krum_byzantine=1, max_norm_ratio=None)),
+    ("Multi-Krum (f=1, m=n-f)", dict(rule="krum", krum_byzantine=1, krum_select=None, max_norm_ratio=None)),
     ("norm-bounded FedAvg", dict(rule="norm_bounded", max_norm_ratio=None)),
 )
 #: (label, factor applied to the attacker's update ``client - global``; None: no attacker)
@@ -77,7 +78,7 @@ def robust_accuracy(kwargs: dict, factor: float | None, rounds: int, seed: int) 
     return float(sim.fit().test_metrics["test_acc"])
 
 
-def robust_part(rounds: int, seeds: list[int]) -> None:
+def robust_part(rounds: int, seeds: list[int], only: list[str] | None = None) -> None:
     import logging
 
     logging.getLogger("lightning_addons").setLevel(logging.ERROR)  # one rejection per round would flood the table
@@ -87,7 +88,8 @@ def robust_part(rounds: int, seeds: list[int]) -> None:
         f"mean over seeds {seeds}"
     )
     acc: dict[tuple[str, str], float] = {}
-    for label, kwargs in ROBUST_RULES:
+    rules = [r for r in ROBUST_RULES if only is None or r[0] in only]
+    for label, kwargs in rules:
         for attack, factor in ATTACKS:
             t = time.perf_counter()
             vals = [robust_accuracy(kwargs, factor, rounds, seed) for seed in seeds]
@@ -95,12 +97,13 @@ def robust_part(rounds: int, seeds: list[int]) -> None:
             print(f"#   {label:30s} {attack:16s} {acc[label, attack]:.4f} {vals} ({time.perf_counter() - t:.0f} s)", flush=True)
     peer = ROBUST_RULES[0][0]
     print(f"\n{'rule':30s} " + " ".join(f"{a:>16s}" for a, _ in ATTACKS) + f" {'clean - FedAvg':>15s} {'worst attack - clean':>21s}")
-    for label, _ in ROBUST_RULES:
+    for label, _ in rules:
         clean = acc[label, "clean"]
         worst = min(acc[label, a] for a, f in ATTACKS if f is not None)
         print(
             f"{label:30s} " + " ".join(f"{acc[label, a]:16.4f}" for a, _ in ATTACKS)
-            + f" {100 * (clean - acc[peer, 'clean']):+14.1f}p {100 * (worst - clean):+20.1f}p"
+            + (f" {100 * (clean - acc[peer, 'clean']):+14.1f}p" if (peer, "clean") in acc else f"{'-':>16s}")
+            + f" {100 * (worst - clean):+20.1f}p"
         )
 
 
@@ -155,6 +158,7 @@ def main(argv=None) -> None:
     parser.add_argument("--part", choices=["all", "cachefl", "robust"], default="all")
     parser.add_argument("--robust-rounds", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--rules", nargs="+", default=None, help="robust part: only these rule labels")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rounds = 1 if args.quick else args.rounds
@@ -164,7 +168,7 @@ def main(argv=None) -> None:
         f"torch {torch.__version__}, 1 thread"
     )
     if args.part in ("all", "robust"):
-        robust_part(2 if args.quick else args.robust_rounds, args.seeds[:1] if args.quick else args.seeds)
+        robust_part(2 if args.quick else args.robust_rounds, args.seeds[:1] if args.quick else args.seeds, args.rules)
     if args.part == "robust":
         return
 

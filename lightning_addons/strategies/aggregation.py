@@ -224,14 +224,18 @@ def krum_scores(states: Sequence[Mapping[str, torch.Tensor]], byzantine: int) ->
     return scores
 
 
-def krum(states: Sequence[Mapping[str, torch.Tensor]], byzantine: int = 1) -> tuple[StateDict, int]:
+def krum(
+    states: Sequence[Mapping[str, torch.Tensor]], byzantine: int = 1, select: int | None = 1
+) -> tuple[StateDict, int]:
     """Krum: the client state with the lowest :func:`krum_scores`; returns (a copy of it, its index).
 
+    With ``select`` = m > 1 it is Multi-Krum (Blanchard et al., 2017): the unweighted mean of the m states
+    with the lowest scores (``None``: ``n - byzantine``); the index returned is the best one's.
     Blanchard et al. require ``n > 2 * byzantine + 2``; with fewer states the neighbourhood shrinks to
     ``max(1, n - byzantine - 2)`` (so two states tie and the first wins).
 
     Raises:
-        ValueError: no states, or ``byzantine`` < 0.
+        ValueError: no states, ``byzantine`` < 0 or ``select`` < 1.
 
     Example:
         >>> states = [{"w": torch.tensor([v])} for v in (1.0, 1.1, 0.9, 1.05, 50.0)]
@@ -242,9 +246,14 @@ def krum(states: Sequence[Mapping[str, torch.Tensor]], byzantine: int = 1) -> tu
         raise ValueError("Cannot aggregate an empty list of client states.")
     if not isinstance(byzantine, int) or byzantine < 0:
         raise ValueError(f"`krum_byzantine` must be an integer >= 0, got {byzantine!r}.")
+    if select is not None and (not isinstance(select, int) or select < 1):
+        raise ValueError(f"`krum_select` must be an integer >= 1 or None, got {select!r}.")
     scores = krum_scores(states, byzantine)
-    best = min(range(len(states)), key=lambda i: (scores[i], i))
-    return {k: v.clone() for k, v in states[best].items()}, best
+    order = sorted(range(len(states)), key=lambda i: (scores[i], i))
+    m = max(1, len(states) - byzantine) if select is None else min(select, len(states))
+    if m == 1:
+        return {k: v.clone() for k, v in states[order[0]].items()}, order[0]
+    return weighted_average([states[i] for i in order[:m]], [1.0] * m), order[0]
 
 
 def screen_norms(norms: Sequence[float], max_ratio: float) -> tuple[float, list[bool]]:
@@ -398,7 +407,8 @@ class Aggregator:
        * ``"fedavg"``: the sample-weighted mean (McMahan et al., 2017);
        * ``"median"``: coordinate-wise median (:func:`coordinate_median`), unweighted;
        * ``"trimmed_mean"``: coordinate-wise trimmed mean (:func:`trimmed_mean`), unweighted;
-       * ``"krum"``: the update closest to its neighbours (:func:`krum`);
+       * ``"krum"``: the update closest to its neighbours, or Multi-Krum's mean of the ``krum_select``
+         closest (:func:`krum`);
        * ``"norm_bounded"``: FedAvg of updates clipped to ``norm_bound`` (default: the round's median
          norm), as in Sun et al. (2019);
 
@@ -422,6 +432,8 @@ class Aggregator:
         rule: ``"fedavg"``, ``"median"``, ``"trimmed_mean"``, ``"krum"`` or ``"norm_bounded"``.
         trim_fraction: fraction cut at each end by ``"trimmed_mean"``, in [0, 0.5).
         krum_byzantine: number of attackers ``f`` Krum tolerates (>= 0).
+        krum_select: Multi-Krum's ``m``, the number of lowest-score updates averaged (1: Krum; None:
+            ``n - f``).
         norm_bound: the bound of ``"norm_bounded"`` (None: the round's median update norm).
         max_norm_ratio: the norm guard's ``k`` (>= 1); None turns the guard off.
         on_outlier: ``"reject"`` or ``"clip"`` an update caught by the guard.
@@ -457,6 +469,7 @@ class Aggregator:
         rule: Literal["fedavg", "median", "trimmed_mean", "krum", "norm_bounded"] = "fedavg",
         trim_fraction: float = 0.1,
         krum_byzantine: int = 1,
+        krum_select: int | None = 1,
         norm_bound: float | None = None,
         max_norm_ratio: float | None = 10.0,
         on_outlier: Literal["reject", "clip"] = "reject",
@@ -477,6 +490,10 @@ class Aggregator:
             raise ValueError(f"`trim_fraction` must be in [0, 0.5), got {trim_fraction!r}.")
         if not isinstance(krum_byzantine, int) or isinstance(krum_byzantine, bool) or krum_byzantine < 0:
             raise ValueError(f"`krum_byzantine` must be an integer >= 0, got {krum_byzantine!r}.")
+        if krum_select is not None and (
+            not isinstance(krum_select, int) or isinstance(krum_select, bool) or krum_select < 1
+        ):
+            raise ValueError(f"`krum_select` must be an integer >= 1 or None, got {krum_select!r}.")
         if not noise_multiplier >= 0:
             raise ValueError(f"`noise_multiplier` must be >= 0, got {noise_multiplier!r}.")
         if noise_multiplier > 0 and clip_norm is None:
@@ -485,7 +502,7 @@ class Aggregator:
         self.clip_norm = clip_norm
         self.noise_multiplier = float(noise_multiplier)
         self.rule, self.trim_fraction, self.krum_byzantine = rule, float(trim_fraction), krum_byzantine
-        self.norm_bound = norm_bound
+        self.norm_bound, self.krum_select = norm_bound, krum_select
         self.max_norm_ratio, self.on_outlier = max_norm_ratio, on_outlier
         self.seed = int(seed)
         self.server = ServerOptimizer(
@@ -511,6 +528,7 @@ class Aggregator:
             "rule": self.rule,
             "trim_fraction": self.trim_fraction,
             "krum_byzantine": self.krum_byzantine,
+            "krum_select": self.krum_select,
             "norm_bound": self.norm_bound,
             "max_norm_ratio": self.max_norm_ratio,
             "on_outlier": self.on_outlier,
@@ -590,7 +608,7 @@ class Aggregator:
         if self.rule == "trimmed_mean":
             return trimmed_mean(deltas, self.trim_fraction)
         if self.rule == "krum":
-            return krum(deltas, self.krum_byzantine)[0]
+            return krum(deltas, self.krum_byzantine, self.krum_select)[0]
         if self.rule == "norm_bounded":
             norms = [global_norm(d) for d in deltas]
             bound = self.norm_bound if self.norm_bound is not None else float(torch.tensor(norms).median())

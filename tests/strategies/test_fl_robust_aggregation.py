@@ -68,6 +68,25 @@ def test_krum_picks_the_state_the_definition_picks(n, f):
     assert all(torch.equal(chosen[k], states[idx][k]) for k in chosen)
 
 
+@pytest.mark.parametrize("select", [3, None])
+def test_multi_krum_averages_the_best_scored_states(select):
+    n, f = 7, 1
+    states = _states(n, seed=3)
+    states[2] = {k: v * 50 for k, v in states[2].items()}
+    x = np.stack([np.concatenate([s[k].double().numpy().ravel() for k in s]) for s in states])
+    scores = []
+    for i in range(n):
+        d = sorted(float(((x[i] - x[j]) ** 2).sum()) for j in range(n) if j != i)
+        scores.append(sum(d[: n - f - 2]))
+    m = n - f if select is None else select
+    best = np.argsort(scores, kind="stable")[:m]
+    out, idx = krum(states, f, select=select)
+    assert idx == best[0] and 2 not in best
+    for k in ("w", "b"):
+        ref = np.mean([states[i][k].double().numpy() for i in best], axis=0)
+        torch.testing.assert_close(out[k], torch.from_numpy(ref).float())
+
+
 def test_norm_bounded_fedavg_clips_every_update_to_the_median_norm():
     g = {"w": torch.zeros(2)}
     ups = [{"w": torch.tensor([3.0, 4.0])}, {"w": torch.tensor([0.0, 1.0])}, {"w": torch.tensor([0.0, 2.0])}]
@@ -168,6 +187,7 @@ def test_fedavgm_never_reaches_nan_when_one_client_sends_a_huge_update():
         ({"rule": "mean"}, r"`rule` must be one of \['fedavg', 'median', 'trimmed_mean', 'krum', 'norm_bounded'\], got 'mean'"),
         ({"trim_fraction": 0.5}, r"`trim_fraction` must be in \[0, 0.5\), got 0.5"),
         ({"krum_byzantine": -1}, r"`krum_byzantine` must be an integer >= 0, got -1"),
+        ({"krum_select": 0}, r"`krum_select` must be an integer >= 1 or None, got 0"),
         ({"norm_bound": 0.0}, r"`norm_bound` must be > 0 or None, got 0.0"),
         ({"max_norm_ratio": 0.5}, r"`max_norm_ratio` must be a finite number >= 1 or None, got 0.5"),
         ({"on_outlier": "keep"}, r"`on_outlier` must be one of \['reject', 'clip'\], got 'keep'"),
