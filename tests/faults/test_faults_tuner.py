@@ -361,7 +361,7 @@ def test_result_file_of_a_trial_whose_worker_died_is_recovered_only_if_intact(tm
 
     from lightning_addons.tuner import HyperTuner
     from lightning_addons.tuner.trial import write_result
-    from lightning_addons.tuner.tuner import PROCESS_ATTR, WORKER_ATTR
+    from lightning_addons.tuner.tuner import PROCESS_ATTR, WORKER_ATTR, _host_id
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
 
@@ -390,9 +390,8 @@ def test_result_file_of_a_trial_whose_worker_died_is_recovered_only_if_intact(tm
     elif damage == "bit_flip":
         data[data.index(b"0.25") + 2] ^= 0x02  # 0.25 -> 0.05
     result.write_bytes(bytes(data))
-    host = __import__("socket").gethostname()
     study._storage.set_trial_system_attr(
-        trial._trial_id, WORKER_ATTR, {"host": host, "pid": int(dead.stdout), "start": None}
+        trial._trial_id, WORKER_ATTR, {"host": _host_id(), "pid": int(dead.stdout), "start": None}
     )
     study._storage.set_trial_system_attr(trial._trial_id, PROCESS_ATTR, {"pid": None, "result": str(result)})
 

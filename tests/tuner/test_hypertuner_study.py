@@ -176,3 +176,30 @@ def test_killed_run_resumes_keeping_every_finished_trial_and_runs_the_lost_one_a
     # ... and run again with the same parameters, so 7 trials count, all complete
     assert after[5]["params"] == lost_params and after[5]["state"] == "COMPLETE"
     assert len(res.history) == 8 and sum(h["state"] == "COMPLETE" for h in res.history) == 7
+
+
+def test_a_sampler_error_is_raised_and_leaves_no_running_trial(tmp_path, monkeypatch):
+    import optuna
+
+    from lightning_addons.tuner import sampler as sampler_mod
+
+    real = sampler_mod.make_optimizer
+
+    def broken_after_design(name, dim, directions, **kw):
+        opt = real(name, dim, directions, **kw)
+        ask = opt.ask
+
+        def ask_or_fail(n=1, pending=None):
+            if opt.n_asked >= 2:
+                raise RuntimeError("surrogate exploded")
+            return ask(n, pending)
+
+        opt.ask = ask_or_fail
+        return opt
+
+    monkeypatch.setattr(sampler_mod, "make_optimizer", broken_after_design)
+    with pytest.raises(RuntimeError, match="the sobol sampler failed for trial 2: RuntimeError: surrogate exploded"):
+        _tuner(tmp_path, algorithm="sobol", mopir=False).run()
+    study = optuna.load_study(study_name="hypertuner", storage=f"sqlite:///{tmp_path}/s.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert "the worker stopped: RuntimeError: the sobol sampler failed" in study.trials[2].user_attrs["error"]
