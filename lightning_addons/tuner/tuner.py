@@ -648,7 +648,8 @@ class HyperTuner:
             RuntimeError: the storage fails (named, password hidden).
         """
         optuna = require("optuna", feature="HyperTuner")
-        require("botorch", feature="HyperTuner")
+        if self.algorithm.startswith("adumbo") or self.algorithm == "qnehvi":
+            require("botorch", feature="HyperTuner")
         db = self._sqlite_path()
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -1018,6 +1019,11 @@ class HyperTuner:
         if result_path and Path(result_path).is_file():
             try:
                 result = read_result(result_path)
+                if proc.get("token") and result.get("token") != proc["token"]:
+                    raise ValueError(
+                        f"trial result file {result_path!r} belongs to another trial (token mismatch: another "
+                        "study in the same output folder wrote it)"
+                    )
             except (OSError, ValueError) as err:
                 reason += f"; {err}"
             else:
