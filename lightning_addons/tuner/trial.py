@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,6 +236,7 @@ def _main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - runs
             "error": f"{'OOM: ' if oom else ''}{type(err).__name__}: {err}",
             "traceback": traceback.format_exc(limit=20),
         }
+    result["token"] = spec.get("token")  # ties the result file to the trial that asked for it
     write_result(argv[1], result)
 
 # ----------------------------------------------------------------------------- result files, processes
@@ -473,7 +475,7 @@ class LightningTrialRunner(TrialRunner):
         self.watts_per_core = watts_per_core
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="hypertuner_"))
         self.python = python or sys.executable
-        #: called with ``{pid, start, result, log}`` as soon as a trial process started (the tuner records
+        #: called with ``{pid, start, result, log, token}`` as soon as a trial process started (the tuner records
         #: it in the study, so that a restart can recover or reap the trial)
         self.on_start: Callable[[dict[str, Any]], None] | None = None
 
@@ -481,7 +483,8 @@ class LightningTrialRunner(TrialRunner):
         self.workdir.mkdir(parents=True, exist_ok=True)
         system = {k: v for k, v in params.items() if k in self.system_names}
         cfg = build_trial_config(self.config, params, self.targets)
-        spec = {"config": cfg, "system": system, "watts_per_core": self.watts_per_core}
+        token = uuid.uuid4().hex
+        spec = {"config": cfg, "system": system, "watts_per_core": self.watts_per_core, "token": token}
         spec_path = self.workdir / f"trial_{trial_number}_spec.json"
         out_path = self.workdir / f"trial_{trial_number}_result.json"
         out_path.unlink(missing_ok=True)
@@ -514,6 +517,7 @@ class LightningTrialRunner(TrialRunner):
                             "start": process_start_time(proc.pid),
                             "result": str(out_path.resolve()),
                             "log": str(log_path.resolve()),
+                            "token": token,
                         }
                     )
                 rc = proc.wait(timeout=self.timeout)
@@ -548,6 +552,12 @@ class LightningTrialRunner(TrialRunner):
             result = read_result(out_path)
         except ValueError as err:
             return {"status": "fail", "error": str(err), "log": str(log_path)}
+        if result.get("token") != token:
+            return {
+                "status": "fail",
+                "error": f"trial result file {str(out_path)!r} belongs to another trial (token mismatch)",
+                "log": str(log_path),
+            }
         result["log"] = str(log_path)
         return result
 

@@ -266,6 +266,16 @@ def _check_writable(path: str | os.PathLike, what: str) -> None:
         ) from err
 
 
+def _host_id() -> str:
+    """This host and PID namespace: pids are only compared between workers with the same one (two
+    containers may share a hostname, not a PID namespace)."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    return f"{socket.gethostname()}|{ns}" if ns else socket.gethostname()
+
+
 def _redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
@@ -650,7 +660,8 @@ class HyperTuner:
             RuntimeError: the storage fails (named, password hidden).
         """
         optuna = require("optuna", feature="HyperTuner")
-        require("botorch", feature="HyperTuner")
+        if self.algorithm.startswith("adumbo") or self.algorithm == "qnehvi":
+            require("botorch", feature="HyperTuner")
         db = self._sqlite_path()
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -838,8 +849,9 @@ class HyperTuner:
             raise self._storage_failure(err, "recording trials", note) from err
         except BaseException as err:
             if trial is not None:
+                # the worker stopped (interrupt, sampler or runner error): says nothing about the config
                 self._fail_quietly(
-                    study, trial, f"interrupted: {type(err).__name__}: {str(err)[:500]}", lost=True
+                    study, trial, f"the worker stopped: {type(err).__name__}: {str(err)[:1500]}", lost=True
                 )
             raise
         finally:
@@ -915,13 +927,13 @@ class HyperTuner:
         return None, f"non-finite objective values {dict(zip([o.name for o in self.objectives], values))}"
 
     def _run_trial(self, study, trial) -> dict[str, Any]:
-        from optuna.trial import TrialState
+        from optuna.exceptions import UpdateFinishedTrialError
 
         storage = study._storage
         storage.set_trial_system_attr(
             trial._trial_id,
             WORKER_ATTR,
-            {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start_time(os.getpid())},
+            {"host": _host_id(), "pid": os.getpid(), "start": process_start_time(os.getpid())},
         )
         params = {p.name: self._suggest(trial, p) for p in self.space.params}
         stop = threading.Event()
@@ -956,6 +968,20 @@ class HyperTuner:
             stop.set()
             if hb is not None:
                 hb.join(timeout=1)
+        try:
+            return self._record(study, trial, result)
+        except UpdateFinishedTrialError:
+            # another worker judged this one dead (a heartbeat gap) and settled the trial meanwhile
+            log.warning(
+                "HyperTuner: trial %d was settled by another worker while it ran here; its result here is "
+                "not recorded (it runs again elsewhere).",
+                trial.number,
+            )
+            return {"state": "SETTLED"}
+
+    def _record(self, study, trial, result: Mapping[str, Any]) -> dict[str, Any]:
+        from optuna.trial import TrialState
+
         trial.set_user_attr("energy_source", result.get("energy_source"))
         trial.set_user_attr("metrics", result.get("metrics", {}))
         if "applied" in result:
@@ -989,7 +1015,9 @@ class HyperTuner:
         stale: set[int] = set()
         if hasattr(storage, "_get_stale_trial_ids") and storage.get_heartbeat_interval():
             stale = set(storage._get_stale_trial_ids(study._study_id))
-        host, pid, start = socket.gethostname(), os.getpid(), process_start_time(os.getpid())
+        host, pid, start = _host_id(), os.getpid(), process_start_time(os.getpid())
+        now = time.time()
+        unclaimed_after = max(600.0, 10.0 * self.heartbeat_interval)
         for t in running:
             w = t.system_attrs.get(WORKER_ATTR) or {}
             reason = None
@@ -1002,13 +1030,18 @@ class HyperTuner:
                         )
                 elif not process_alive(w["pid"], w.get("start")):
                     reason = (
-                        f"its worker process {w['pid']} on {host} died (killed, crashed or out of memory) "
-                        "while the trial ran"
+                        f"its worker process {w['pid']} on {socket.gethostname()} died (killed, crashed or "
+                        "out of memory) while the trial ran"
                     )
             elif t._trial_id in stale:
                 reason = (
-                    f"its worker {w.get('host', '?')}:{w.get('pid', '?')} sent no heartbeat for more than "
-                    f"{2 * self.heartbeat_interval} s (it died or lost the storage)"
+                    f"its worker {str(w.get('host', '?')).split('|')[0]}:{w.get('pid', '?')} sent no "
+                    f"heartbeat for more than {2 * self.heartbeat_interval} s (it died or lost the storage)"
+                )
+            elif not w and t.datetime_start and now - t.datetime_start.timestamp() > unclaimed_after:
+                reason = (
+                    f"no worker claimed it within {unclaimed_after:.0f} s of its creation (its worker died "
+                    "while sampling it)"
                 )
             if reason is not None:
                 self._settle(study, t, reason, same_host=w.get("host") == host)
@@ -1030,6 +1063,11 @@ class HyperTuner:
         if result_path and Path(result_path).is_file():
             try:
                 result = read_result(result_path)
+                if proc.get("token") and result.get("token") != proc["token"]:
+                    raise ValueError(
+                        f"trial result file {result_path!r} belongs to another trial (token mismatch: another "
+                        "study in the same output folder wrote it)"
+                    )
             except (OSError, ValueError) as err:
                 reason += f"; {err}"
             else:

@@ -270,7 +270,7 @@ def _race_worker_script(tmp_path) -> Path:
         textwrap.dedent("""
         import sys, time
         from pathlib import Path
-        import botorch, optuna, psycopg2, sqlalchemy  # noqa: F401 - imported before the start line
+        import optuna, psycopg2, sqlalchemy  # noqa: F401 - imported before the start line
         from lightning_addons.tuner import HyperTuner
         from lightning_addons.tuner import sampler  # noqa: F401
         tuner = HyperTuner(space={"x": {"type": "float", "low": 0.0, "high": 1.0}}, objectives=["f:min"],
@@ -302,12 +302,12 @@ def test_workers_starting_at_once_on_an_empty_postgres_database_all_run(postgres
     barrier.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), url, str(barrier), str(tmp_path / f"w{i}"), "3"],
+            [sys.executable, str(script), url, str(barrier), str(tmp_path / f"w{i}"), "2"],
             env=_env(tmp_path),
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(3)
+        for i in range(2)
     ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     for p, err in zip(procs, errs):
@@ -355,13 +355,13 @@ def test_read_only_storage_path_is_an_error_naming_the_path_before_any_trial(tmp
     assert calls == []
 
 
-@pytest.mark.parametrize("damage", ["intact", "torn", "bit_flip"])
+@pytest.mark.parametrize("damage", ["intact", "torn", "bit_flip", "other_trial"])
 def test_result_file_of_a_trial_whose_worker_died_is_recovered_only_if_intact(tmp_path, damage):
     import optuna
 
     from lightning_addons.tuner import HyperTuner
     from lightning_addons.tuner.trial import write_result
-    from lightning_addons.tuner.tuner import PROCESS_ATTR, WORKER_ATTR
+    from lightning_addons.tuner.tuner import PROCESS_ATTR, WORKER_ATTR, _host_id
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
 
@@ -383,18 +383,20 @@ def test_result_file_of_a_trial_whose_worker_died_is_recovered_only_if_intact(tm
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
     result = tmp_path / "trial_0_result.json"
-    write_result(result, {"status": "ok", "metrics": {"f": 0.25}, "time": 3.5, "energy": 1.0})
+    write_result(result, {"status": "ok", "metrics": {"f": 0.25}, "time": 3.5, "energy": 1.0, "token": "t0"})
     data = bytearray(result.read_bytes())
     if damage == "torn":
         data = data[: len(data) // 2]
     elif damage == "bit_flip":
         data[data.index(b"0.25") + 2] ^= 0x02  # 0.25 -> 0.05
     result.write_bytes(bytes(data))
-    host = __import__("socket").gethostname()
     study._storage.set_trial_system_attr(
-        trial._trial_id, WORKER_ATTR, {"host": host, "pid": int(dead.stdout), "start": None}
+        trial._trial_id, WORKER_ATTR, {"host": _host_id(), "pid": int(dead.stdout), "start": None}
     )
-    study._storage.set_trial_system_attr(trial._trial_id, PROCESS_ATTR, {"pid": None, "result": str(result)})
+    token = "t1" if damage == "other_trial" else "t0"  # another study's trial 0 wrote the file
+    study._storage.set_trial_system_attr(
+        trial._trial_id, PROCESS_ATTR, {"pid": None, "result": str(result), "token": token}
+    )
 
     res = tuner().run()
     first = res.history[0]
@@ -402,9 +404,12 @@ def test_result_file_of_a_trial_whose_worker_died_is_recovered_only_if_intact(tm
         assert first["state"] == "COMPLETE" and first["values"] == {"f": 0.25, "time": 3.5}
         assert [h["state"] for h in res.history] == ["COMPLETE", "COMPLETE"]
     else:
-        assert first["state"] == "FAIL" and first["lost"]
-        assert f"trial result file {str(result)!r} is corrupt or torn" in first["error"]
-        assert "digest" in first["error"] and first["values"]["f"] is None
+        assert first["state"] == "FAIL" and first["lost"] and first["values"]["f"] is None
+        if damage == "other_trial":
+            assert f"trial result file {str(result)!r} belongs to another trial" in first["error"]
+        else:
+            assert f"trial result file {str(result)!r} is corrupt or torn" in first["error"]
+            assert "digest" in first["error"]
         assert [h["state"] for h in res.history] == ["FAIL", "COMPLETE", "COMPLETE"]  # topped up
 
 

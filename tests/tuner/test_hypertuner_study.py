@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,53 @@ def test_killed_run_resumes_keeping_every_finished_trial_and_runs_the_lost_one_a
     # ... and run again with the same parameters, so 7 trials count, all complete
     assert after[5]["params"] == lost_params and after[5]["state"] == "COMPLETE"
     assert len(res.history) == 8 and sum(h["state"] == "COMPLETE" for h in res.history) == 7
+
+
+def test_a_sampler_error_is_raised_and_leaves_no_running_trial(tmp_path, monkeypatch):
+    import optuna
+
+    from lightning_addons.tuner import sampler as sampler_mod
+
+    real = sampler_mod.make_optimizer
+
+    def broken_after_design(name, dim, directions, **kw):
+        opt = real(name, dim, directions, **kw)
+        ask = opt.ask
+
+        def ask_or_fail(n=1, pending=None):
+            if opt.n_asked >= 2:
+                raise RuntimeError("surrogate exploded")
+            return ask(n, pending)
+
+        opt.ask = ask_or_fail
+        return opt
+
+    monkeypatch.setattr(sampler_mod, "make_optimizer", broken_after_design)
+    with pytest.raises(RuntimeError, match="the sobol sampler failed for trial 2: RuntimeError: surrogate exploded"):
+        _tuner(tmp_path, algorithm="sobol", mopir=False).run()
+    study = optuna.load_study(study_name="hypertuner", storage=f"sqlite:///{tmp_path}/s.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert "the worker stopped: RuntimeError: the sobol sampler failed" in study.trials[2].user_attrs["error"]
+
+
+def test_a_running_trial_of_a_silent_worker_on_another_host_is_failed_after_the_grace_period(tmp_path):
+    import optuna
+
+    from lightning_addons.tuner.tuner import WORKER_ATTR
+
+    def make():
+        return _tuner(tmp_path, algorithm="sobol", n_trials=2, mopir=False, heartbeat_interval=1)
+
+    study = make().create_study()
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, {"host": "elsewhere", "pid": 1})
+    study._storage.record_heartbeat(trial._trial_id)
+    assert make()._n_counted(study, (optuna.trial.TrialState.RUNNING,)) == 1
+    make()._reap(study)  # its heartbeat is fresh: a live worker elsewhere, left alone
+    assert study.trials[0].state.name == "RUNNING"
+    time.sleep(2.5)  # grace period: 2 x heartbeat_interval
+    res = make().run()
+    first = res.history[0]
+    assert first["state"] == "FAIL" and first["lost"]
+    assert first["error"] == "lost: its worker elsewhere:1 sent no heartbeat for more than 2 s (it died or lost the storage)"
+    assert [h["state"] for h in res.history] == ["FAIL", "COMPLETE", "COMPLETE"]
