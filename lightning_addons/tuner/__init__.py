@@ -3,7 +3,7 @@
 Pure cores (:mod:`~lightning_addons.tuner.space`, :mod:`~lightning_addons.tuner.optimizers`, Pareto maths,
 :mod:`~lightning_addons.tuner.mopir`) import no Lightning and no Optuna; the integrations (``HyperTuner``,
 the Optuna ``HyperTunerSampler``, trial runners) load when first used. Names load lazily (PEP 562). The energy
-meters moved to :mod:`lightning_addons.energy` (still re-exported here).
+meters moved to :mod:`lightning_addons.energy` (the old names here warn and still work).
 
 Example:
     >>> from lightning_addons.tuner import SearchSpace, ADUMBO
@@ -21,10 +21,6 @@ _EXPORTS = {
     "pareto_mask": "lightning_addons.tuner._pareto",
     "Actuator": "lightning_addons.tuner.actuators",
     "CPUFrequencyActuator": "lightning_addons.tuner.actuators",
-    "CPUTimeMeter": "lightning_addons.energy.meters",
-    "NVMLMeter": "lightning_addons.energy.meters",
-    "RAPLMeter": "lightning_addons.energy.meters",
-    "best_meter": "lightning_addons.energy.meters",
     "MOPIRResult": "lightning_addons.tuner.mopir",
     "mopir": "lightning_addons.tuner.mopir",
     "ADUMBO": "lightning_addons.tuner.optimizers",
@@ -45,7 +41,9 @@ _EXPORTS = {
     "HyperTunerSampler": "lightning_addons.tuner.sampler",
 }
 __all__ = sorted(_EXPORTS)
-_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
+#: The energy meters moved to lightning_addons.energy (a pure package); the old names warn and still work.
+_MOVED = {n: f"lightning_addons.energy.{n}" for n in ("CPUTimeMeter", "NVMLMeter", "RAPLMeter", "best_meter")}
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS, _MOVED)
 
 
 def __getattr__(name: str):

@@ -8,9 +8,9 @@ import torch
 
 from lightning_addons.callbacks import EnergyMeter
 from lightning_addons.datamodules import DigitsDataModule
+from lightning_addons.energy import NVMLMeter, best_meter
 from lightning_addons.modules import ImageClassifier
 from lightning_addons.modules.nn import AlexNetSmall
-from lightning_addons.tuner.energy import NVMLMeter, best_meter
 
 pytestmark = pytest.mark.gpu
 

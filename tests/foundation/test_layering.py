@@ -186,3 +186,14 @@ def test_moved_names_warn_with_their_new_location():
     ):
         assert strategies.FederatedSimulation is FederatedSimulation
     assert "FederatedSimulation" not in strategies.__all__
+
+
+def test_energy_meters_moved_out_of_the_tuner_with_a_warning():
+    import lightning_addons.tuner as tuner
+    from lightning_addons.energy import CPUTimeMeter
+
+    with pytest.warns(
+        DeprecationWarning, match=r"`lightning_addons.tuner.CPUTimeMeter` moved: .*`lightning_addons.energy`"
+    ):
+        assert tuner.CPUTimeMeter is CPUTimeMeter
+    assert "CPUTimeMeter" not in tuner.__all__

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from lightning_addons.callbacks import EnergyMeter
-from lightning_addons.tuner.energy import CPUTimeMeter, RAPLMeter, best_meter
+from lightning_addons.energy import CPUTimeMeter, RAPLMeter, best_meter
 
 
 def _fake_rapl(root, pkg_uj=1_000_000, dram_uj=500_000, max_uj=10_000_000):
@@ -97,7 +97,7 @@ def test_energy_meter_rejects_unknown_source():
 def test_nvml_meter_reads_total_energy_deltas_through_pynvml(monkeypatch):
     import types
 
-    from lightning_addons.tuner.energy import NVMLMeter
+    from lightning_addons.energy import NVMLMeter
 
     counters = {0: 5_000, 1: 9_000}  # millijoules
     fake = types.SimpleNamespace(
