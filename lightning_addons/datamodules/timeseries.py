@@ -627,6 +627,9 @@ class TimeSeriesDataModule(pl.LightningDataModule):
 class ETTh1DataModule(TimeSeriesDataModule):
     """ETTh1 with the standard LTSF protocol: 12/4/4-month split, z-scores from train, lookback 96.
 
+    For the other ETT files (ETTh2, ETTm1, ETTm2, whose 15-minute split differs) and the other LTSF sets use
+    :class:`~lightning_addons.datamodules.LTSFDataModule` / :class:`~lightning_addons.datamodules.ETTDataModule`.
+
     ``x``/``y`` are ``[B, T, 7, 1]`` (the 7 variables are nodes, multivariate "M" setting) or
     ``[B, T, 1, 1]`` for the target ``OT`` alone (``features="S"``); ``u`` holds (time of day, weekday).
 
