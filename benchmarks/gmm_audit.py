@@ -110,7 +110,7 @@ def _subset(dm: DigitsDataModule, n: int, seed: int) -> tuple[torch.Tensor, torc
     return train.x[idx], idx, train.is_outlier[idx]
 
 
-def acceptance(samples: int, seeds: list[int]) -> None:
+def acceptance(samples: int, seeds: list[int], models: list[str]) -> None:
     """Clean-model false alarms and injected-outlier detection per architecture and seed (default rule)."""
     import warnings
 
@@ -121,6 +121,7 @@ def acceptance(samples: int, seeds: list[int]) -> None:
     runs = [(a, st, f) for a in ("resnet18", "vgg11_bn", "mobilenet_v2") for st in ("init", "1 epoch")
             for f in (0.0, 0.05)]
     runs += [(a, "5 epochs", f) for a in ("lenet", "alexnet") for f in (0.0, 0.05, 0.08)]
+    runs = [r for r in runs if r[0] in models]
     for arch, state, frac in runs:
         for seed in seeds:
             pl.seed_everything(seed, verbose=False)
@@ -203,6 +204,7 @@ def main() -> None:
     parser.add_argument("--sections", default="backends,overhead,resnet,acceptance",
                         help="comma-separated: backends, overhead, resnet, acceptance")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the acceptance section")
+    parser.add_argument("--acceptance-models", default="resnet18,vgg11_bn,mobilenet_v2,lenet,alexnet")
     parser.add_argument("--sklearn-jobs", type=int, nargs="*", default=[1],
                         help="also time the sklearn loop with these joblib worker counts (e.g. 16)")
     args = parser.parse_args()
@@ -216,7 +218,7 @@ def main() -> None:
     if "resnet" in sections:
         resnet_cost(args.samples, args.repeats)
     if "acceptance" in sections:
-        acceptance(args.samples, [int(s) for s in args.seeds.split(",")])
+        acceptance(args.samples, [int(s) for s in args.seeds.split(",")], args.acceptance_models.split(","))
     if "backends" not in sections and "overhead" not in sections:
         return
     if "overhead" not in sections:
