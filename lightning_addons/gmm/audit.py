@@ -238,14 +238,15 @@ def audit_layers(
     fits: dict[str, list] = {}
     if backend == "torch":
         names = [k for k, v in prepared.items() if v[4] is not None]
-        if names:
-            allp = torch.cat([prepared[k][4] for k in names])
-            many = fit_gmm_torch_many(allp, comps, seed=seed, groups=[len(prepared[k][4]) for k in names])
+        for chunk in _chunks(names, [len(prepared[k][4]) for k in names], n, on_cpu=not _on_cuda(prepared, names)):
+            allp = torch.cat([prepared[k][4] for k in chunk])
+            many = fit_gmm_torch_many(allp, comps, seed=seed, groups=[len(prepared[k][4]) for k in chunk])
             start = 0
-            for k in names:
+            for k in chunk:
                 b = len(prepared[k][4])
                 fits[k] = [_slice_fit(f, start, start + b) for f in many]
                 start += b
+            del allp, many
     else:
         for k, v in prepared.items():
             if v[4] is not None:
@@ -255,6 +256,32 @@ def audit_layers(
         name: _finish_layer(*prepared[name], fits.get(name), comps, criterion, rule_fn, rule_kwargs, n_layers)
         for name in maps
     }
+
+
+EM_CHUNK_ELEMENTS = 2**20  # CPU: filters x samples per batched fit (bounds the EM's float64 work arrays)
+
+
+def _on_cuda(prepared: dict, names: list[str]) -> bool:
+    return bool(names) and prepared[names[0]][4].is_cuda
+
+
+def _chunks(names: list[str], sizes: list[int], n: int, on_cpu: bool) -> list[list[str]]:
+    """Whole layers per batched fit: on the CPU at most ``EM_CHUNK_ELEMENTS`` filter-samples per batch (one
+    layer at least), so the EM's work arrays stay a small multiple of one layer's points, whatever the model's
+    size; on a GPU one batch (kernel launches dominate). Each layer is seeded alone, so the fits are the same."""
+    if not on_cpu:
+        return [names] if names else []
+    out: list[list[str]] = []
+    cur, used = [], 0
+    for name, size in zip(names, sizes):
+        if cur and used + size * n > EM_CHUNK_ELEMENTS:
+            out.append(cur)
+            cur, used = [], 0
+        cur.append(name)
+        used += size * n
+    if cur:
+        out.append(cur)
+    return out
 
 
 def _slice_fit(f: MixtureFit, a: int, b: int) -> MixtureFit:
