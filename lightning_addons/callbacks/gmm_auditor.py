@@ -3,11 +3,10 @@ maps (arXiv 2412.10457), flag anomaly filters and the samples they isolate."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import fnmatch
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,23 +14,54 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch.utils.data import Subset
 
 from lightning_addons._validate import integer_at_least as _positive_int
-from lightning_addons.gmm.audit import BACKENDS, CRITERIA, LayerAudit, audit_layers, validate_components
+from lightning_addons.gmm import report
+from lightning_addons.gmm.audit import (
+    BACKENDS,
+    CRITERIA,
+    LayerAudit,
+    audit_layers,
+    sample_votes,
+    validate_components,
+)
+from lightning_addons.gmm.capture import run_with_hooks
+from lightning_addons.gmm.report import FILTER_FIELDS
 from lightning_addons.gmm.rules import RULE_PARAMS, RULES
 
 FIGURES = ("end", "every", "none")
 AUDIT_DEVICES = ("auto", "cpu")
-FILTER_FIELDS = ("epoch", "layer", "filter", "k", "ch", "min_fraction", "dead", "anomaly", "score", "n_flagged")
+SUBSETS = ("rotate", "fixed")
+TYPE_PREFIX = "type:"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def match_modules(module: nn.Module, patterns: list[str]) -> dict[str, list[str]]:
+    """``{pattern: [module names]}``: each pattern is a module name as in ``module.named_modules()``, a glob
+    over those names (``"model.layer*.?.conv2"``) or ``"type:ClassName"`` (every module whose class, or a
+    base class, has that name, e.g. ``"type:BasicBlock"``, ``"type:Conv2d"``)."""
+    named = [(n, m) for n, m in module.named_modules() if n]
+    out = {}
+    for pat in patterns:
+        if pat.startswith(TYPE_PREFIX):
+            cls = pat[len(TYPE_PREFIX):]
+            out[pat] = [n for n, m in named if any(c.__name__ == cls for c in type(m).__mro__)]
+        elif any(ch in pat for ch in "*?["):
+            out[pat] = [n for n, _ in named if fnmatch.fnmatchcase(n, pat)]
+        else:
+            out[pat] = [n for n, _ in named if n == pat]
+    return out
+
+
+def dataset_index(dataset: Any, position: int) -> tuple[Any, int]:
+    """Map a position in ``dataset`` through any chain of ``torch.utils.data.Subset`` views to the index in
+    the dataset at the bottom of the chain (the user's dataset); returns ``(that dataset, index)``."""
+    while isinstance(dataset, Subset):
+        position = int(dataset.indices[position])
+        dataset = dataset.dataset
+    return dataset, position
 
 
 class GMMFilterAuditor(pl.Callback):
@@ -56,27 +86,38 @@ class GMMFilterAuditor(pl.Callback):
     ``auditor.history_frame()`` (pandas) and ``auditor.outlier_indices`` give the results to code.
 
     Args:
-        layers: module names (as in ``pl_module.named_modules()``) to audit; ``None`` audits every ``nn.Conv2d``.
+        layers: modules to audit: names as in ``pl_module.named_modules()``, glob patterns over the names
+            (``"model.layer*.?"``) or ``"type:ClassName"`` (e.g. ``"type:BasicBlock"`` audits every ResNet block
+            output); ``None`` audits every ``nn.Conv2d``. Each entry must match at least one module whose
+            output is a 4-D ``[N, C, H, W]`` tensor.
+        ignored_layers: entries (same forms) removed from the audited modules; each must match a module.
         max_samples: size of the audited subset of the training set (``None``: the whole set).
+        subset: ``"rotate"`` (default): each audit takes the next ``max_samples`` samples of one seeded
+            permutation of the training set, so successive audits cover every sample (``coverage`` in each
+            audit); ``"fixed"``: the same seeded subset at every audit.
         components: candidate numbers of mixture components (integers >= 2).
         every_n_epochs: audit cadence in epochs.
         warmup_epochs: first epoch (0-based) that is audited.
-        max_overhead: bound on the audits' share of training time: a due audit is skipped (and listed in
-            ``auditor.skipped_epochs``) when the audits so far plus the last audit's duration would exceed
-            ``max_overhead`` times the training time so far (the fit's wall time without the audits). The
-            first due audit always runs. Rank 0 decides and broadcasts. ``None`` audits at every due epoch
-            whatever it costs (e.g. to track anomaly filters every epoch on a small dataset, where one audit
-            of 512 samples can cost more than a training epoch).
+        max_overhead: bound on the audits' share of training time (audit seconds / fit seconds without the
+            audits). A due audit that would exceed it runs on fewer samples (as many as the budget affords at
+            the last audit's cost per sample, at least ``min(max_samples, 64)``), else it is skipped (listed
+            with its reason in ``auditor.skipped``); with ``subset="rotate"`` the smaller audits still move
+            through the training set. The first due audit always runs; an audit requested by
+            ``AnomalyFilterPruning`` at a pruning epoch always runs in full. Rank 0 decides and broadcasts.
+            ``None`` audits every due epoch in full whatever it costs. A summary of audits run and skipped
+            is logged at the end of ``fit`` (``auditor.summary()``).
         criterion: ``"ch"`` (largest CH index) or ``"bic"`` (smallest BIC) to choose ``K``.
-        rule: anomaly rule: ``"likelihood"`` (default), ``"small_component"`` or ``"ch_outlier"``
-            (see :mod:`lightning_addons.gmm.rules`).
-        rule_kwargs: parameters of the rule (e.g. ``{"z_threshold": 8.0, "min_fraction": 0.02}``).
+        rule: anomaly rule: ``"consensus"`` (default: calibrated per layer, family-wise error ``alpha``),
+            ``"likelihood"``, ``"small_component"`` or ``"ch_outlier"`` (see :mod:`lightning_addons.gmm.rules`),
+            or a callable taking a ``RuleInput``.
+        rule_kwargs: parameters of the rule (e.g. ``{"alpha": 0.01, "z_threshold": 8.0}``).
         min_votes: a sample is an outlier when at least this many anomaly filters flag it.
         backend: ``"torch"`` (batched EM over all filters of a layer) or ``"sklearn"`` (reference loop under
             ``threadpool_limits(1)``).
         batch_size: batch size of the audit forward pass.
         seed: seed of the subset and of the fits (same seed, same weights -> same verdicts).
-        save_dir: folder of the tables and figures (``None``: ``<trainer.log_dir>/gmm_audit``).
+        save_dir: folder of the tables and figures (``None``: ``<trainer.log_dir>/gmm_audit``, i.e. under the
+            logger's directory or ``trainer.default_root_dir``); checked writable in ``setup``.
         save_tables: write JSON/CSV per audit.
         figures: ``"end"`` (after fit), ``"every"`` (after each audit) or ``"none"``.
         n_jobs: joblib worker processes for the scikit-learn backend's per-filter fits (``-1``: all cores).
@@ -86,8 +127,14 @@ class GMMFilterAuditor(pl.Callback):
             1.6 GB for a ResNet stem at 224 px). The scikit-learn backend always fits on the CPU.
 
     Raises:
-        ValueError: bad arguments (at construction); at setup: no ``nn.Conv2d`` in the model, unknown layer
-            names, a training set smaller than ``max_samples``, non-image samples or layer outputs.
+        ValueError: bad arguments (at construction); at setup: no ``nn.Conv2d`` in the model, a ``layers`` or
+            ``ignored_layers`` entry matching no module, a ``save_dir`` that cannot be written; at the first
+            audit: a training set smaller than ``max_samples``, non-image samples, a layer whose output is not
+            ``[N, C, H, W]`` or that never runs in the forward pass.
+
+    Layers whose maps cannot be audited (1x1 maps, rank-1 PCA panels in most filters) are skipped with one
+    warning listing them and why; dead (constant) filters and filters with rank-1 panels are reported as
+    such (``dead`` / ``degenerate_filters``), never as anomalies.
 
     Example:
         >>> import lightning.pytorch as pl
@@ -107,12 +154,14 @@ class GMMFilterAuditor(pl.Callback):
         self,
         layers: list[str] | None = None,
         max_samples: int | None = 512,
+        ignored_layers: list[str] | None = None,
+        subset: Literal["rotate", "fixed"] = "rotate",
         components: list[int] = [2, 3, 4],  # noqa: B006 - a YAML-friendly default, never mutated
         every_n_epochs: int = 1,
         warmup_epochs: int = 0,
         max_overhead: float | None = 0.05,
         criterion: Literal["ch", "bic"] = "ch",
-        rule: Literal["likelihood", "small_component", "ch_outlier"] | Callable = "likelihood",
+        rule: Literal["consensus", "likelihood", "small_component", "ch_outlier"] | Callable = "consensus",
         rule_kwargs: dict[str, float] | None = None,
         min_votes: int = 1,
         backend: Literal["torch", "sklearn"] = "torch",
@@ -129,6 +178,12 @@ class GMMFilterAuditor(pl.Callback):
             not isinstance(layers, (list, tuple)) or not layers or not all(isinstance(n, str) for n in layers)
         ):
             raise ValueError(f"`layers` must be None (every nn.Conv2d) or a non-empty list of module names, got {layers!r}.")
+        if ignored_layers is not None and (
+            not isinstance(ignored_layers, (list, tuple)) or not all(isinstance(n, str) for n in ignored_layers)
+        ):
+            raise ValueError(f"`ignored_layers` must be None or a list of module names/patterns, got {ignored_layers!r}.")
+        if subset not in SUBSETS:
+            raise ValueError(f"`subset` must be one of {list(SUBSETS)}, got {subset!r}.")
         if max_samples is not None:
             _positive_int("max_samples", max_samples, minimum=8)
         self.components = validate_components(components, max_samples)
@@ -169,6 +224,8 @@ class GMMFilterAuditor(pl.Callback):
         if figures not in FIGURES:
             raise ValueError(f"`figures` must be one of {list(FIGURES)}, got {figures!r}.")
         self.layers = list(layers) if layers is not None else None
+        self.ignored_layers = list(ignored_layers or [])
+        self.subset = subset
         self.max_samples = max_samples
         self.every_n_epochs, self.warmup_epochs = every_n_epochs, warmup_epochs
         self.criterion, self.rule, self.rule_kwargs = criterion, rule, dict(rule_kwargs or {})
@@ -177,12 +234,15 @@ class GMMFilterAuditor(pl.Callback):
         self.history: list[dict[str, Any]] = []
         self._layer_names: list[str] = []
         self._x: torch.Tensor | None = None
-        self._subset: torch.Tensor | None = None
-        self._sample_ids: torch.Tensor | None = None
+        self._subset: torch.Tensor | None = None  # positions in the training loader's dataset (this audit)
+        self._sample_ids: torch.Tensor | None = None  # their ids in the user's dataset
+        self._covered: torch.Tensor | None = None  # positions audited at least once
+        self._windows = 0  # audits drawn so far (the rotation's cursor)
         self._out_dir: Path | None = None
         self._last_epoch = -1
         self._considered_epoch = -1
-        self.skipped_epochs: list[int] = []
+        self.skipped: list[dict[str, Any]] = []  # {"epoch", "reason"} per due audit that did not run
+        self._warned_layers: dict[str, str] = {}
         self._audit_seconds = 0.0  # audits' wall time, this fit and resumed ones
         self._fit_seconds_before = 0.0  # fit wall time of earlier (resumed-from) runs
         self._fit_start: float | None = None
@@ -205,8 +265,27 @@ class GMMFilterAuditor(pl.Callback):
 
     @property
     def outlier_indices(self) -> list[int]:
-        """Dataset indices of the samples the last audit flagged."""
+        """Indices in the user's dataset (through any ``Subset`` chain) of the samples the last audit flagged."""
         return list(self.latest["outlier_ids"]) if self.latest else []
+
+    @property
+    def audited_indices(self) -> list[int]:
+        """Indices in the user's dataset of the samples the last audit examined."""
+        return list(self.latest["sample_ids"]) if self.latest else []
+
+    @property
+    def coverage(self) -> float:
+        """Share of the training set audited at least once so far."""
+        return float(self._covered.float().mean()) if self._covered is not None and len(self._covered) else 0.0
+
+    @property
+    def skipped_epochs(self) -> list[int]:
+        """Epochs whose due audit did not run (reasons in ``auditor.skipped``)."""
+        return [int(s["epoch"]) for s in self.skipped]
+
+    def audit_inputs(self) -> torch.Tensor | None:
+        """The inputs ``[N, C, H, W]`` of the last audit (CPU), or ``None`` before the first one."""
+        return self._x
 
     def anomaly_sets(self) -> dict[str, list[int]]:
         """``{layer: [filter indices]}`` of the last audit's anomaly filters (sorted by decreasing score)."""
@@ -223,9 +302,22 @@ class GMMFilterAuditor(pl.Callback):
         rows = [row for audit in self.history for row in audit["filters"]]
         return pd.DataFrame(rows, columns=[*FILTER_FIELDS, "flagged_ids"])
 
+    def summary(self) -> dict[str, Any]:
+        """Audits run and skipped (with reasons), coverage, layers skipped as unauditable."""
+        return {
+            "audits": len(self.history),
+            "audited_epochs": [a["epoch"] for a in self.history],
+            "samples_per_audit": [a["n_samples"] for a in self.history],
+            "skipped": [dict(s) for s in self.skipped],
+            "coverage": self.coverage,
+            "skipped_layers": dict(self._warned_layers),
+            "audit_seconds": float(self._audit_seconds),
+            "overhead": self.overhead(),
+        }
+
     # ------------------------------------------------------------------ setup
     def resolve_layers(self, module: nn.Module) -> list[str]:
-        """Names of the audited modules of ``module`` (raises a ``ValueError`` naming the fix)."""
+        """Names of the audited modules of ``module`` (raises a ``ValueError`` naming the argument and the fix)."""
         named = dict(module.named_modules())
         convs = [n for n, m in named.items() if isinstance(m, nn.Conv2d)]
         if self.layers is None:
@@ -234,24 +326,56 @@ class GMMFilterAuditor(pl.Callback):
                     "GMMFilterAuditor found no nn.Conv2d in the model: pass `layers=[...]` with the names of "
                     "modules that output [N, C, H, W] feature maps."
                 )
-            return convs
-        unknown = [n for n in self.layers if n not in named]
-        if unknown:
-            hint = convs[:20] if convs else list(named)[:20]
-            raise ValueError(f"`layers` names unknown modules {unknown}; conv layers of this model: {hint}.")
-        return list(self.layers)
+            chosen = convs
+        else:
+            matches = match_modules(module, self.layers)
+            unknown = [p for p, names in matches.items() if not names]
+            if unknown:
+                hint = convs[:20] if convs else [n for n in named if n][:20]
+                raise ValueError(
+                    f"`layers` entries {unknown} match no module of the model (entries are module names, glob "
+                    f"patterns or 'type:ClassName'); conv layers of this model: {hint}."
+                )
+            chosen = list(dict.fromkeys(n for names in matches.values() for n in names))
+        if self.ignored_layers:
+            matches = match_modules(module, self.ignored_layers)
+            unknown = [p for p, names in matches.items() if not names]
+            if unknown:
+                raise ValueError(f"`ignored_layers` entries {unknown} match no module of the model; audited "
+                                 f"layers: {chosen[:20]}.")
+            drop = {n for names in matches.values() for n in names}
+            chosen = [n for n in chosen if n not in drop]
+            if not chosen:
+                raise ValueError("`ignored_layers` removes every audited layer: nothing left to audit.")
+        return chosen
+
+    def _resolve_out_dir(self, trainer: pl.Trainer) -> Path:
+        if self.save_dir is not None:
+            return Path(self.save_dir)
+        log_dir = trainer.log_dir  # a collective under DDP: every rank calls it
+        return Path(log_dir or trainer.default_root_dir) / "gmm_audit"
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._layer_names = self.resolve_layers(pl_module)
-        if self.save_dir is not None:
-            self._out_dir = Path(self.save_dir)
-        else:
-            log_dir = trainer.log_dir  # a collective under DDP: every rank calls it
-            self._out_dir = Path(log_dir or trainer.default_root_dir) / "gmm_audit"
+        self._out_dir = self._resolve_out_dir(trainer)
+        if (self.save_tables or self.figures != "none") and trainer.is_global_zero:
+            self._check_writable(self._out_dir)
 
-    def _prepare_subset(self, trainer: pl.Trainer) -> None:
-        if self._x is not None:
-            return
+    def _check_writable(self, folder: Path) -> None:
+        what = "`save_dir`" if self.save_dir is not None else "the default output folder (`save_dir=None`)"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_check"):
+                pass
+        except OSError as err:
+            raise ValueError(
+                f"GMMFilterAuditor cannot write to {what} {str(folder)!r} ({err.strerror or err}): pass a writable "
+                "`save_dir`, or save_tables=False and figures='none' to write nothing."
+            ) from err
+
+    def _prepare_subset(self, trainer: pl.Trainer, size: int | None = None) -> None:
+        """Draw this audit's samples: the next window of the seeded permutation (``subset="rotate"``) or the
+        fixed subset; ``size`` (budget) may be smaller than ``max_samples``."""
         loader = trainer.train_dataloader
         dataset = getattr(loader, "dataset", None)
         if dataset is None or not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
@@ -260,18 +384,22 @@ class GMMFilterAuditor(pl.Callback):
                 f"__getitem__), got {type(loader).__name__}."
             )
         n = len(dataset)
-        size = n if self.max_samples is None else self.max_samples
-        if size > n:
+        full = n if self.max_samples is None else self.max_samples
+        if full > n:
             raise ValueError(
                 f"`max_samples`={self.max_samples} is larger than the training dataset ({n} samples): "
                 f"set max_samples <= {n} (or None for the whole set)."
             )
+        size = full if size is None else min(size, full)
         validate_components(self.components, size)
-        if self._subset is None or len(self._subset) != size or int(self._subset.max()) >= n:
-            g = torch.Generator().manual_seed(self.seed)
-            self._subset = torch.randperm(n, generator=g)[:size].sort().values
+        if self._covered is None or len(self._covered) != n:
+            self._covered = torch.zeros(n, dtype=torch.bool)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        start = (self._windows * full) % n if self.subset == "rotate" else 0
+        positions = perm[(start + torch.arange(size)) % n].sort().values
+        self._windows += 1
         xs, ids = [], []
-        for i in self._subset.tolist():
+        for i in positions.tolist():
             item = dataset[i]
             x = item[0] if isinstance(item, (tuple, list)) else item
             x = torch.as_tensor(x)
@@ -281,8 +409,13 @@ class GMMFilterAuditor(pl.Callback):
                     f"dataset gives samples of shape {tuple(x.shape)}."
                 )
             xs.append(x)
-            idx = item[2] if isinstance(item, (tuple, list)) and len(item) >= 3 else i
-            ids.append(int(idx) if not torch.is_tensor(idx) or idx.numel() == 1 else i)
+            idx = item[2] if isinstance(item, (tuple, list)) and len(item) >= 3 else None
+            if idx is not None and (not torch.is_tensor(idx) or idx.numel() == 1):
+                ids.append(int(idx))  # the dataset's own index (e.g. DigitsDataModule(return_indices=True))
+            else:
+                ids.append(dataset_index(dataset, i)[1])  # through Subset/random_split chains
+        self._subset = positions
+        self._covered[positions] = True
         self._x = torch.stack(xs).float()
         self._sample_ids = torch.tensor(ids, dtype=torch.long)
 
@@ -309,31 +442,49 @@ class GMMFilterAuditor(pl.Callback):
         train = self._train_seconds()
         return self._audit_seconds / train if train > 0 else 0.0
 
-    def _within_budget(self, trainer: pl.Trainer) -> bool:
-        """Whether the due audit fits in ``max_overhead`` (decided on rank 0, broadcast to every rank)."""
-        if self.max_overhead is None:
-            return True
-        run = True
-        if trainer.global_rank == 0 and self.history:
-            next_cost = float(self.history[-1].get("seconds", 0.0))
-            run = self._audit_seconds + next_cost <= self.max_overhead * self._train_seconds()
+    def _full_size(self, trainer: pl.Trainer | None = None) -> int:
+        if self.max_samples is not None:
+            return self.max_samples
+        dataset = getattr(getattr(trainer, "train_dataloader", None), "dataset", None)
+        return len(dataset) if dataset is not None else 0
+
+    def _planned_size(self, trainer: pl.Trainer) -> int:
+        """Samples the due audit may use within ``max_overhead`` (0: skip); rank 0 decides, every rank follows."""
+        full = self._full_size(trainer)
+        if self.max_overhead is None or not self.history:
+            return full
+        size = full
+        if trainer.global_rank == 0:
+            last = self.history[-1]
+            per_sample = float(last.get("seconds", 0.0)) / max(1, int(last.get("n_samples", full)))
+            budget = self.max_overhead * self._train_seconds() - self._audit_seconds
+            affordable = int(budget / per_sample) if per_sample > 0 else full
+            floor = min(full, max(64, 4 * max(self.components)))
+            size = full if affordable >= full else (affordable if affordable >= floor else 0)
         if trainer.world_size > 1:
-            run = bool(trainer.strategy.broadcast(run, src=0))
-        return run
+            size = int(trainer.strategy.broadcast(size, src=0))
+        return size
+
+    def _within_budget(self, trainer: pl.Trainer) -> bool:
+        """Whether the due audit can run within ``max_overhead`` (at full or reduced size)."""
+        return self._planned_size(trainer) > 0
 
     def _maybe_audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._considered_epoch = trainer.current_epoch
-        if self._within_budget(trainer):
-            self.run_audit(trainer, pl_module)
+        size = self._planned_size(trainer)
+        if size > 0:
+            self.run_audit(trainer, pl_module, size=size)
             return
-        if not self.skipped_epochs:
+        reason = (
+            f"max_overhead={self.max_overhead:g}: audits {self._audit_seconds:.2f}s of "
+            f"{self._train_seconds():.2f}s training leave no room for even a reduced audit"
+        )
+        if not self.skipped:
             rank_zero_info(
-                f"GMMFilterAuditor: skipping the audit of epoch {trainer.current_epoch} to keep audits under "
-                f"max_overhead={self.max_overhead:g} of training time (audits {self._audit_seconds:.2f}s so far, "
-                f"last {self.history[-1]['seconds']:.2f}s, training {self._train_seconds():.2f}s); "
-                "set max_overhead=None to audit at every due epoch, or raise it."
+                f"GMMFilterAuditor: skipping the audit of epoch {trainer.current_epoch} ({reason}); set "
+                "max_overhead=None to audit at every due epoch, or raise it."
             )
-        self.skipped_epochs.append(trainer.current_epoch)
+        self.skipped.append({"epoch": int(trainer.current_epoch), "reason": reason})
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_start = time.perf_counter()
@@ -350,9 +501,8 @@ class GMMFilterAuditor(pl.Callback):
             self._maybe_audit(trainer, pl_module)
 
     # ------------------------------------------------------------------ audit
-    @torch.no_grad()
-    def _capture(self, pl_module: pl.LightningModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        modules = dict(pl_module.named_modules())
+    def _capture(self, pl_module: nn.Module, x: torch.Tensor, device: torch.device | None = None
+                 ) -> dict[str, torch.Tensor]:
         # each layer's maps go straight into a [C, N, H, W] buffer: per-filter matrices without a later transpose
         store: dict[str, torch.Tensor] = {}
         offset = {"start": 0}
@@ -375,19 +525,20 @@ class GMMFilterAuditor(pl.Callback):
 
             return hook
 
-        modes = {m: m.training for m in pl_module.modules()}
-        handles = [modules[name].register_forward_hook(hook_for(name)) for name in self._layer_names]
-        try:
-            pl_module.eval()
+        def batches():
             for start in range(0, len(x), self.batch_size):
                 offset["start"] = start
-                pl_module(x[start : start + self.batch_size].to(pl_module.device))
-        finally:
-            for h in handles:
-                h.remove()
-            for m, mode in modes.items():
-                m.training = mode
-        return {name: store[name].transpose(0, 1) if name in store else torch.zeros(0) for name in self._layer_names}
+                yield x[start : start + self.batch_size]
+
+        device = pl_module.device if device is None else device
+        run_with_hooks(pl_module, {n: hook_for(n) for n in self._layer_names}, batches(), device)
+        silent = [n for n in self._layer_names if n not in store]
+        if silent:
+            raise ValueError(
+                f"`layers` entries {silent} produced no output in the audit's forward pass (modules that the "
+                "model's forward never calls): audit modules on the forward path."
+            )
+        return {name: store[name].transpose(0, 1) for name in self._layer_names}
 
     def _gather(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         assert self._x is not None
@@ -409,7 +560,7 @@ class GMMFilterAuditor(pl.Callback):
 
     def audit_maps(self, maps: dict[str, torch.Tensor], epoch: int = 0, step: int = 0) -> dict[str, Any]:
         """Audit captured feature maps ``{layer: [N, C, H, W]}`` (usable without a Trainer; sample ids are the
-        subset's dataset indices once the auditor ran in a Trainer, else ``0..N-1``)."""
+        audited samples' dataset indices once the auditor ran in a Trainer, else ``0..N-1``)."""
         if not maps:
             raise ValueError("`maps` must hold at least one layer's feature maps.")
         n = next(iter(maps.values())).shape[0]
@@ -417,14 +568,19 @@ class GMMFilterAuditor(pl.Callback):
         audits: dict[str, LayerAudit] = audit_layers(
             maps, self.components, self.criterion, self.rule, self.rule_kwargs, self.backend, self.seed, self.n_jobs
         )
-        votes = sum((a.flagged & a.anomaly[:, None]).sum(0) for a in audits.values())
+        votes = sample_votes(list(audits.values()))
         outliers = (votes >= self.min_votes).nonzero().flatten()
-        filters, layers = [], {}
+        filters, layers, skipped_layers = [], {}, {}
         for name, a in audits.items():
-            live = ~a.dead
+            degenerate = a.degenerate if a.degenerate is not None else torch.zeros_like(a.dead)
+            live = ~a.dead & ~degenerate
+            if a.skipped is not None:
+                skipped_layers[name] = a.skipped
             layers[name] = {
                 "anomaly_filters": int(a.anomaly.sum()),
                 "dead_filters": int(a.dead.sum()),
+                "degenerate_filters": int(degenerate.sum()),
+                "skipped": a.skipped,
                 "mean_ch": float(a.ch[live].mean()) if bool(live.any()) else 0.0,
             }
             for f in range(len(a.k)):
@@ -435,21 +591,31 @@ class GMMFilterAuditor(pl.Callback):
                     "anomaly": bool(a.anomaly[f]), "score": float(a.score[f]), "n_flagged": len(flagged),
                     "flagged_ids": ids[flagged].tolist(),
                 })
-            top = int(torch.where(a.dead, torch.full_like(a.score, -torch.inf), a.score).argmax()) if len(a.k) else 0
-            if len(a.k) and not bool(a.dead[top]):
+            score = torch.where(live, a.score, torch.full_like(a.score, -torch.inf))
+            top = int(score.argmax()) if len(a.k) else 0
+            if len(a.k) and bool(live[top]):
                 self._plot_data[name] = {
                     "filter": top, "points": a.points[top].float(), "weights": a.weights[top],
                     "means": a.means[top], "covariances": a.covariances[top],
                     "flagged": a.flagged[top] & a.anomaly[top], "epoch": epoch,
                 }
-        live_ch = [r["ch"] for r in filters if not r["dead"]]
+        new = {k: v for k, v in skipped_layers.items() if self._warned_layers.get(k) != v}
+        if new:
+            self._warned_layers.update(new)
+            listing = "; ".join(f"{k}: {v}" for k, v in new.items())
+            rank_zero_warn(f"GMMFilterAuditor skips {len(new)} layer(s) whose maps cannot be audited: {listing}.")
+        live_ch = [r["ch"] for r in filters if not r["dead"] and r["k"] > 0]
         return {
             "epoch": epoch,
             "step": step,
             "n_samples": int(len(ids)),
+            "sample_ids": ids.tolist(),
+            "coverage": self.coverage,
             "layers": layers,
+            "skipped_layers": skipped_layers,
             "anomaly_filters": sum(v["anomaly_filters"] for v in layers.values()),
             "dead_filters": sum(v["dead_filters"] for v in layers.values()),
+            "degenerate_filters": sum(v["degenerate_filters"] for v in layers.values()),
             "mean_ch": float(sum(live_ch) / len(live_ch)) if live_ch else 0.0,
             "outlier_samples": int(len(outliers)),
             "outlier_ids": ids[outliers].tolist(),
@@ -457,15 +623,36 @@ class GMMFilterAuditor(pl.Callback):
             "filters": filters,
         }
 
-    def run_audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        """Run one audit now (all ranks call it; rank 0 fits and broadcasts the verdicts)."""
+    def audit_module(self, module: nn.Module, x: torch.Tensor, sample_ids: list[int] | torch.Tensor | None = None,
+                     epoch: int = 0) -> dict[str, Any]:
+        """Audit ``module`` on inputs ``x`` ``[N, C, H, W]`` now, without a Trainer (e.g. a trained model, a
+        benchmark): the same layers, capture and verdicts as in a fit; ids are ``sample_ids`` (default
+        ``0..N-1``). Nothing is appended to ``history``.
+
+        Raises:
+            ValueError: as in ``setup`` (layer selection) and the audit (maps, ``sample_ids`` length).
+        """
+        self._layer_names = self.resolve_layers(module)
+        ids = torch.arange(len(x)) if sample_ids is None else torch.as_tensor(sample_ids, dtype=torch.long)
+        if len(ids) != len(x):
+            raise ValueError(f"`sample_ids` must have one id per sample ({len(x)}), got {len(ids)}.")
+        self._sample_ids = ids
+        device = next(module.parameters(), torch.zeros(0)).device
+        maps = self._capture(module, x, device)
+        return self.audit_maps(maps, epoch)
+
+    def run_audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, size: int | None = None,
+                  reason: str = "scheduled") -> dict[str, Any]:
+        """Run one audit now on ``size`` samples (default ``max_samples``); every rank calls it, rank 0 fits and
+        broadcasts the verdicts. ``reason`` is recorded in the audit (e.g. ``"pruning"``)."""
         self._last_epoch = trainer.current_epoch
         start = time.perf_counter()
-        self._prepare_subset(trainer)
+        self._prepare_subset(trainer, size)
         maps = self._gather(trainer, pl_module)
         result = None
         if trainer.global_rank == 0:
             result = self.audit_maps(maps, trainer.current_epoch, trainer.global_step)
+        del maps
         if trainer.world_size > 1:
             result = trainer.strategy.broadcast(result, src=0)
         local = time.perf_counter() - start
@@ -473,7 +660,7 @@ class GMMFilterAuditor(pl.Callback):
         # rank 0's clock for every rank, so that histories are identical
         seconds, overhead = trainer.strategy.broadcast((local, self.overhead()), src=0)
         self._audit_seconds += float(seconds) - local
-        result["seconds"], result["overhead"] = float(seconds), float(overhead)
+        result["seconds"], result["overhead"], result["reason"] = float(seconds), float(overhead), reason
         self.history.append(result)
         self._log(pl_module, result)
         if trainer.is_global_zero:
@@ -481,8 +668,9 @@ class GMMFilterAuditor(pl.Callback):
             if self.figures == "every":
                 self.save_figures()
             rank_zero_info(
-                f"GMM audit epoch {result['epoch']}: {result['anomaly_filters']} anomaly filters, "
-                f"{result['outlier_samples']} flagged samples, {result['seconds']:.2f}s"
+                f"GMM audit epoch {result['epoch']} ({reason}): {result['n_samples']} samples, "
+                f"{result['anomaly_filters']} anomaly filters, {result['outlier_samples']} flagged samples, "
+                f"coverage {result['coverage']:.0%}, {result['seconds']:.2f}s"
             )
         return result
 
@@ -494,107 +682,82 @@ class GMMFilterAuditor(pl.Callback):
             "gmm/outlier_samples": r["outlier_samples"],
             "gmm/audit_seconds": r["seconds"],
             "gmm/overhead": r.get("overhead", 0.0),
+            "gmm/coverage": r.get("coverage", 0.0),
         }
         for name, v in r["layers"].items():
             values[f"gmm/anomaly_filters/{name}"] = v["anomaly_filters"]
             values[f"gmm/mean_ch/{name}"] = v["mean_ch"]
-        # identical on every rank (broadcast), so no reduction is needed
-        pl_module.log_dict({k: float(v) for k, v in values.items()}, on_step=False, on_epoch=True, sync_dist=False)
+        # identical on every rank (broadcast): a "mean" reduction returns the same value, so sync_dist=True is
+        # exact and keeps Lightning's DDP checks quiet
+        pl_module.log_dict({k: float(v) for k, v in values.items()}, on_step=False, on_epoch=True,
+                           sync_dist=True)
 
     # ------------------------------------------------------------------ outputs
     def _write(self, trainer: pl.Trainer, r: dict[str, Any]) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
         if self.save_tables and self._out_dir is not None:
             stem = self._out_dir / f"audit_epoch{r['epoch']:03d}"
-            _atomic_write(stem.with_suffix(".json"), json.dumps(r, indent=1))
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=[*FILTER_FIELDS, "flagged_ids"])
-            writer.writeheader()
-            for row in r["filters"]:
-                writer.writerow({**row, "flagged_ids": " ".join(map(str, row["flagged_ids"]))})
-            _atomic_write(stem.with_suffix(".csv"), buf.getvalue())
-        from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger  # classes only: no wandb import
-
+            report.atomic_write(stem.with_suffix(".json"), report.audit_json(r))
+            report.atomic_write(stem.with_suffix(".csv"), report.audit_csv(r))
         for logger in trainer.loggers:
-            rows = [row for row in r["filters"] if row["anomaly"]]
             if isinstance(logger, TensorBoardLogger):
-                lines = ["| layer | filter | k | ch | score | n_flagged |", "|---|---|---|---|---|---|"]
-                lines += [f"| {x['layer']} | {x['filter']} | {x['k']} | {x['ch']:.1f} | {x['score']:.3f} | {x['n_flagged']} |" for x in rows]
-                logger.experiment.add_text("gmm/anomaly_filters", "\n".join(lines), r["step"])
+                logger.experiment.add_text("gmm/anomaly_filters", report.anomaly_markdown(r), r["step"])
             elif isinstance(logger, WandbLogger):
-                cols = [c for c in FILTER_FIELDS]
-                logger.log_table(key="gmm/audit", columns=cols, data=[[x[c] for c in cols] for x in r["filters"]])
+                cols, rows = report.table_rows(r)
+                logger.log_table(key="gmm/audit", columns=cols, data=rows)
 
     def save_figures(self, out_dir: str | os.PathLike | None = None) -> list[Path]:
         """Save one PNG per layer: PCA scatter (with mixture ellipses) of the layer's most anomalous filter in
-        the last audit, and the CH heat map (filters x audits). Returns the paths written."""
-        import matplotlib
+        the last audit, and the CH heat map (filters x audits). Returns the paths written.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Ellipse
-
-        folder = Path(out_dir) if out_dir is not None else (self._out_dir or Path("gmm_audit"))
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        epochs = [a["epoch"] for a in self.history]
-        for name in self._layer_names or list(self._plot_data):
-            rows = [[row["ch"] for row in a["filters"] if row["layer"] == name] for a in self.history]
-            if not rows or not rows[0]:
-                continue
-            fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-            pdata = self._plot_data.get(name)
-            ax = axes[0]
-            if pdata is not None:
-                pts, fl = pdata["points"], pdata["flagged"]
-                ax.scatter(pts[~fl, 0], pts[~fl, 1], s=6, c="tab:blue", label="samples")
-                if bool(fl.any()):
-                    ax.scatter(pts[fl, 0], pts[fl, 1], s=14, c="tab:red", marker="x", label="flagged")
-                for mean, cov in zip(pdata["means"], pdata["covariances"]):
-                    vals, vecs = torch.linalg.eigh(cov.double())
-                    angle = math.degrees(math.atan2(float(vecs[1, 1]), float(vecs[0, 1])))
-                    w, h = (2 * 2 * vals.clamp_min(0).sqrt()).tolist()[::-1]
-                    ax.add_patch(Ellipse(mean.tolist(), w, h, angle=angle, fill=False, color="k", lw=1))
-                ax.set_title(f"{name} filter {pdata['filter']} (epoch {pdata['epoch']}), 2-sigma ellipses")
-                ax.legend(loc="best", fontsize=7)
-            ax.set_xlabel("PC1")
-            ax.set_ylabel("PC2")
-            width = max(len(r) for r in rows)
-            mat = torch.tensor([r + [0.0] * (width - len(r)) for r in rows]).T
-            im = axes[1].imshow(mat.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
-            axes[1].set_xticks(range(len(epochs)), [str(e) for e in epochs], fontsize=7)
-            axes[1].set_xlabel("audit epoch")
-            axes[1].set_ylabel("filter")
-            axes[1].set_title("CH index")
-            fig.colorbar(im, ax=axes[1])
-            fig.tight_layout()
-            path = folder / f"gmm_{name.replace('.', '_')}.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            paths.append(path)
-        return paths
+        Raises:
+            ValueError: no ``out_dir`` and the auditor has not been set up by a Trainer (no output folder)."""
+        folder = Path(out_dir) if out_dir is not None else self._out_dir
+        if folder is None:
+            raise ValueError("`out_dir` is required before the auditor has run in a Trainer (no output folder yet).")
+        return report.save_figures(self.history, self._plot_data, self._layer_names, folder)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.figures != "none" and self.history and trainer.is_global_zero:
             self.save_figures()
+        s = self.summary()
+        skipped = ", ".join(f"epoch {x['epoch']} ({x['reason']})" for x in s["skipped"]) or "none"
+        layers = "; ".join(f"{k}: {v}" for k, v in s["skipped_layers"].items()) or "none"
+        rank_zero_info(
+            f"GMMFilterAuditor summary: {s['audits']} audit(s) at epochs {s['audited_epochs']} "
+            f"(samples {s['samples_per_audit']}), {len(s['skipped'])} skipped: {skipped}; coverage "
+            f"{s['coverage']:.0%} of the training set; layers not audited: {layers}; audits took "
+            f"{s['audit_seconds']:.2f}s ({s['overhead']:.1%} of training)."
+        )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
-            "version": 1,
+            "version": 2,
             "history": self.history,
             "last_epoch": self._last_epoch,
-            "skipped_epochs": list(self.skipped_epochs),
+            "skipped": [dict(x) for x in self.skipped],
+            "skipped_epochs": self.skipped_epochs,
             "audit_seconds": float(self._audit_seconds),
             "fit_seconds": float(self._fit_seconds()),
             "subset": self._subset.clone() if self._subset is not None else None,
+            "covered": self._covered.clone() if self._covered is not None else None,
+            "windows": int(self._windows),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         self._last_epoch = int(state_dict.get("last_epoch", -1))
-        self.skipped_epochs = [int(e) for e in state_dict.get("skipped_epochs", [])]
+        skipped = state_dict.get("skipped")
+        if skipped is None:  # version 1: epochs only
+            skipped = [{"epoch": int(e), "reason": "max_overhead"} for e in state_dict.get("skipped_epochs", [])]
+        self.skipped = [dict(x) for x in skipped]
         self._audit_seconds = float(state_dict.get("audit_seconds", 0.0))
         self._fit_seconds_before, self._fit_start = float(state_dict.get("fit_seconds", 0.0)), None
         subset = state_dict.get("subset")
         self._subset = subset.clone() if torch.is_tensor(subset) else None
+        covered = state_dict.get("covered")
+        self._covered = covered.clone().bool() if torch.is_tensor(covered) else None
+        self._windows = int(state_dict.get("windows", len(self.history)))
         self._x = None

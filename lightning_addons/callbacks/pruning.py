@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lightning_addons.callbacks.gmm_auditor import GMMFilterAuditor
+from lightning_addons.gmm.capture import run_with_hooks
 
 CRITERIA = ("anomaly", "l1", "apoz", "random", "low_ch")
 MODES = ("mask", "physical")
@@ -32,6 +33,17 @@ def following_batchnorm(module: nn.Module, conv_name: str) -> str | None:
     return None
 
 
+def fold_pruning_masks(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A plain state dict from one holding ``torch.nn.utils.prune`` state: ``<p>_orig * <p>_mask`` under
+    ``<p>`` (loads strictly into the unpruned model class); other keys are copied."""
+    out = dict(state_dict)
+    for key in [k for k in state_dict if k.endswith("_orig")]:
+        base = key[: -len("_orig")]
+        if base + "_mask" in state_dict:
+            out[base] = out.pop(key) * out.pop(base + "_mask")
+    return out
+
+
 class AnomalyFilterPruning(pl.Callback):
     """Prune whole output channels of conv layers at a schedule, by GMM-audit anomaly or a baseline criterion.
 
@@ -43,10 +55,14 @@ class AnomalyFilterPruning(pl.Callback):
 
     ``mode="mask"`` (default) uses ``torch.nn.utils.prune``: the weight, the bias and the following
     BatchNorm's weight and bias are masked, so pruned filters output exactly zero through further training.
-    Checkpoints hold the permanent (masked) weights under the usual names, so they load strictly into a fresh
-    model, and the masks in this callback's state; ``Trainer.fit(ckpt_path=...)`` re-applies them. At the
-    end of fit the masks are folded into the weights (the model is a plain model again, its pruned filters
-    zero); fitting again with this callback re-attaches them.
+    The masks are the model's state: checkpoints written during fit hold ``torch.nn.utils.prune``'s keys
+    (``<param>_orig``, ``<param>_mask``), whatever this callback's settings. Resuming with this callback (any
+    criterion or settings) re-attaches them from the checkpoint (a ``load_state_dict`` pre-hook registered in
+    ``setup``) before Lightning matches the keys; resuming without it fails in Lightning's strict load, naming the ``_orig``/``_mask`` keys (never
+    a silent regrowth of pruned filters). :func:`fold_pruning_masks` turns such a state dict into a plain one
+    for inference. At the end of fit (and test) the masks are folded into the weights: the model is a plain
+    model again, its pruned filters zero. Audit-based pruning (``anomaly``, ``low_ch``, ``amount=None``) runs a
+    full audit at the pruning epoch when the auditor's last audit is not from the epoch just finished.
     ``mode="physical"`` removes the channels with Torch-Pruning's dependency graph (extra ``prune``),
     re-creates the optimizers and logs the parameter and FLOP reductions (checkpoints then hold the smaller
     architecture: resuming them into the original model is not supported).
@@ -147,6 +163,7 @@ class AnomalyFilterPruning(pl.Callback):
         self.reductions: dict[str, float] = {}
         self._layer_names: list[str] = []
         self._last_epoch = -1
+        self._load_hook: Any = None
 
     @property
     def state_key(self) -> str:
@@ -200,11 +217,41 @@ class AnomalyFilterPruning(pl.Callback):
         self._layer_names = [n for n in wanted if n not in self.ignored_layers]
         if not self._layer_names:
             raise ValueError("AnomalyFilterPruning has no layer to prune: check `layers` and `ignored_layers`.")
+        if trainer is not None and self.auditor is not None and self.auditor not in trainer.callbacks:
+            raise ValueError("`auditor` must also be one of the Trainer's callbacks (it audits during the fit).")
+        if self.mode == "mask" and self._load_hook is None:
+            # masks are the model's state: re-create them from any state dict loaded into the model (a resume,
+            # `trainer.test(ckpt_path=...)`) before its keys are matched, so the strict load succeeds
+            self._load_hook = pl_module.register_load_state_dict_pre_hook(self._attach_from_state_dict)
+
+    def _attach_from_state_dict(self, module: nn.Module, state: dict[str, torch.Tensor], prefix: str, *_: Any) -> None:
+        """Re-create the ``torch.nn.utils.prune`` masks found in ``state`` on ``module``."""
+        modules = dict(module.named_modules())
+        for key, mask in state.items():
+            if not key.startswith(prefix) or not key.endswith("_mask"):
+                continue
+            base = key[len(prefix) : -len("_mask")]
+            if prefix + base + "_orig" not in state:
+                continue
+            owner, _, pname = base.rpartition(".")
+            target = modules.get(owner)
+            if target is None or hasattr(target, pname + "_orig") or getattr(target, pname, None) is None:
+                continue
+            prune.custom_from_mask(target, pname, mask.to(getattr(target, pname).device))
+            if pname == "weight" and isinstance(target, nn.Conv2d):
+                self.masks[owner] = mask.flatten(1).any(1).cpu()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._load_hook is not None:
+            self._load_hook.remove()
+            self._load_hook = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.mode == "mask":  # resume: the model holds the permanent weights, re-attach the masks
+        if self.mode == "mask":  # masks from an older (folded) checkpoint's callback state: re-attach them
+            modules = dict(pl_module.named_modules())
             for name, keep in self.masks.items():
-                self._apply_mask(pl_module, name, keep)
+                if name in modules and not hasattr(modules[name], "weight_orig"):
+                    self._apply_mask(pl_module, name, keep)
 
     # ------------------------------------------------------------------ criteria
     def _audit_rows(self, layer: str) -> list[dict[str, Any]]:
@@ -217,7 +264,7 @@ class AnomalyFilterPruning(pl.Callback):
         return self.auditor.anomaly_sets().get(layer, []) if self.auditor is not None else []
 
     def _apoz(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
-        x = getattr(self.auditor, "_x", None) if self.auditor is not None else None
+        x = self.auditor.audit_inputs() if self.auditor is not None else None
         if x is None:  # a sequential pass over the first samples: never advances the training loader's RNG
             from torch.utils.data import DataLoader
 
@@ -230,7 +277,6 @@ class AnomalyFilterPruning(pl.Callback):
                 if n >= self.apoz_samples:
                     break
             x = torch.cat(parts)[: self.apoz_samples]
-        modules = dict(pl_module.named_modules())
         targets = {name: following_batchnorm(pl_module, name) or name for name in self._layer_names}
         zeros: dict[str, torch.Tensor] = {}
 
@@ -241,18 +287,10 @@ class AnomalyFilterPruning(pl.Callback):
 
             return hook
 
-        modes = {m: m.training for m in pl_module.modules()}
-        handles = [modules[t].register_forward_hook(hook_for(layer)) for layer, t in targets.items()]
-        try:
-            pl_module.eval()
-            with torch.no_grad():
-                for s in range(0, len(x), 256):
-                    pl_module(x[s : s + 256].to(pl_module.device))
-        finally:
-            for h in handles:
-                h.remove()
-            for m, mode in modes.items():
-                m.training = mode
+        hooks: dict[str, Any] = {}
+        for layer, t in targets.items():
+            hooks.setdefault(t, hook_for(layer))
+        run_with_hooks(pl_module, hooks, (x[s : s + 256] for s in range(0, len(x), 256)), pl_module.device)
         return {k: v / len(x) for k, v in zeros.items()}
 
     def _ranking(self, trainer, pl_module, layer: str, conv: nn.Conv2d, epoch: int, apoz) -> list[int]:
@@ -337,7 +375,7 @@ class AnomalyFilterPruning(pl.Callback):
         }
 
     def _example(self, trainer, pl_module) -> torch.Tensor:
-        x = getattr(self.auditor, "_x", None) if self.auditor is not None else None
+        x = self.auditor.audit_inputs() if self.auditor is not None else None
         if x is None:
             batch = next(iter(trainer.train_dataloader))
             x = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -348,10 +386,14 @@ class AnomalyFilterPruning(pl.Callback):
         if epoch == self._last_epoch or not self._schedule(epoch):
             return
         self._last_epoch = epoch
-        if self.criterion in ("anomaly", "low_ch") and self.anomaly_sets is None and (
-            self.auditor is None or self.auditor.latest is None
-        ):
-            warnings.warn(f"AnomalyFilterPruning: no GMM audit before epoch {epoch}; nothing pruned.", stacklevel=2)
+        uses_audit = self.criterion == "low_ch" or (
+            self.anomaly_sets is None and (self.criterion == "anomaly" or self.amount is None))
+        if uses_audit and self.auditor is not None:
+            latest = self.auditor.latest
+            if latest is None or latest["epoch"] < epoch - 1:  # stale or none: audit now, whatever the budget
+                self.auditor.run_audit(trainer, pl_module, reason="pruning")
+        elif uses_audit:
+            warnings.warn(f"AnomalyFilterPruning: no GMM auditor at epoch {epoch}; nothing pruned.", stacklevel=2)
             return
         decision = self.decide(trainer, pl_module, epoch)
         if trainer.world_size > 1:  # decide once on rank 0, every rank applies the same masks
@@ -380,20 +422,13 @@ class AnomalyFilterPruning(pl.Callback):
         pl_module.log_dict(values, on_step=False, on_epoch=True, sync_dist=False)
 
     # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Store permanent weights (``w_orig * mask`` under the plain name) so the checkpoint loads strictly."""
-        sd = checkpoint.get("state_dict")
-        if sd is None:
-            return
-        for key in [k for k in sd if k.endswith("_orig")]:
-            base = key[: -len("_orig")]
-            mask_key = base + "_mask"
-            if mask_key in sd:
-                sd[base] = sd.pop(key) * sd.pop(mask_key)
-
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # fold the masks in: after fit the model is a plain model with zero filters (standard state_dict keys,
-        # so `trainer.test(ckpt_path="best")` loads strictly); a later fit with this callback re-attaches them
+        # fold the masks in: after fit the model is a plain model with zero filters; checkpoints written during
+        # the fit keep the masks (the model's prune state), a later fit or test with this callback re-attaches them
+        if self.mode == "mask":
+            self.make_permanent(pl_module)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.mode == "mask":
             self.make_permanent(pl_module)
 

@@ -32,6 +32,24 @@ from lightning_addons.gmm.rules import RuleInput, get_rule
 
 BACKENDS = ("torch", "sklearn")
 CRITERIA = ("ch", "bic")
+MIN_MAP_SIZE = 2  # H*W below this: every flattened map is a scalar, its PCA "2-D" panel has rank 1
+RANK_TOL = 1e-8  # variance of PC2 / variance of PC1 below this: rank-1 panel
+MAX_DEGENERATE_SHARE = 0.5  # more live filters with rank-1 panels than this: the layer is skipped
+
+
+def auditability(shape: tuple[int, ...] | torch.Size) -> str | None:
+    """Why maps of ``shape`` ``[N, C, H, W]`` cannot be audited (``None`` when they can): 2-D PCA needs maps
+    of at least two pixels (a ResNet's last stage at 32x32 input gives 1x1 maps)."""
+    h, w = shape[-2], shape[-1]
+    if h * w < MIN_MAP_SIZE:
+        return f"{h}x{w} maps: the 2-D PCA panel has rank 1 (raise the input size or audit an earlier layer)"
+    return None
+
+
+def panel_rank_deficient(points: torch.Tensor, tol: float = RANK_TOL) -> torch.Tensor:
+    """``[B]``: 2-D PCA point clouds ``[B, N, 2]`` whose second component carries (numerically) no variance."""
+    var = (points - points.mean(-2, keepdim=True)).double().pow(2).sum(-2)  # [B, 2]
+    return var[:, 1] <= tol * var[:, 0].clamp_min(1e-300)
 
 
 @dataclass
@@ -47,6 +65,9 @@ class LayerAudit:
         anomaly: the rule's verdict ``[C]``; flagged: samples flagged per filter ``[C, N]``.
         score: the rule's anomaly score ``[C]`` (higher is more anomalous).
         points: the 2-D PCA points ``[C, N, 2]``; weights/means/covariances of the chosen fits (for plots).
+        degenerate: live filters whose 2-D PCA panel has rank < 2 (e.g. 1x1 maps) ``[C]``: not fitted, never
+            anomalies.
+        skipped: why the whole layer was not audited (``None`` when it was), see :func:`auditability`.
     """
 
     k: torch.Tensor
@@ -62,6 +83,8 @@ class LayerAudit:
     weights: list[torch.Tensor] = field(default_factory=list)
     means: list[torch.Tensor] = field(default_factory=list)
     covariances: list[torch.Tensor] = field(default_factory=list)
+    degenerate: torch.Tensor | None = None
+    skipped: str | None = None
 
 
 def filter_matrix(maps: torch.Tensor) -> torch.Tensor:
@@ -135,7 +158,7 @@ def audit_layer(
     maps: torch.Tensor,
     components: Sequence[int] = (2, 3, 4),
     criterion: Literal["ch", "bic"] = "ch",
-    rule: str | Callable = "likelihood",
+    rule: str | Callable = "consensus",
     rule_kwargs: dict[str, Any] | None = None,
     backend: Literal["torch", "sklearn"] = "torch",
     seed: int = 0,
@@ -158,7 +181,7 @@ def audit_layers(
     maps: dict[str, torch.Tensor],
     components: Sequence[int] = (2, 3, 4),
     criterion: Literal["ch", "bic"] = "ch",
-    rule: str | Callable = "likelihood",
+    rule: str | Callable = "consensus",
     rule_kwargs: dict[str, Any] | None = None,
     backend: Literal["torch", "sklearn"] = "torch",
     seed: int = 0,
@@ -186,15 +209,28 @@ def audit_layers(
         comps = validate_components(components, n)
         mats_c = mats - mats.mean(1, keepdim=True)
         dead = dead_filters(mats, centred=mats_c)
+        degenerate = torch.zeros(c, dtype=torch.bool)
         live = (~dead).nonzero().flatten()
+        skipped = auditability(m.shape)
         pts = None
-        if len(live):
+        if len(live) and skipped is None:
             if backend == "torch":
                 src = mats_c if len(live) == c else mats_c[live]
-                pts = normalise_scale(_project(src, backend, seed, centred=True))  # fitted on the maps' device
+                raw = _project(src, backend, seed, centred=True)  # fitted on the maps' device
             else:
-                pts = normalise_scale(_project(mats[live], backend, seed).cpu())
-        prepared[name] = (c, n, dead.cpu(), live.cpu(), pts)
+                raw = _project(mats[live], backend, seed).cpu()
+            flat = panel_rank_deficient(raw).cpu()
+            if int(flat.sum()) > MAX_DEGENERATE_SHARE * len(live):
+                skipped = f"rank-1 PCA panels in {int(flat.sum())} of {len(live)} live filters"
+            else:
+                degenerate[live[flat.to(live.device)].cpu()] = True
+                keep = (~flat).nonzero().flatten()
+                live = live[keep.to(live.device)]
+                pts = normalise_scale(raw if len(keep) == len(flat) else raw[keep.to(raw.device)]) if len(keep) else None
+        if skipped is not None:
+            live, pts = live[:0], None
+            degenerate = ~dead.cpu()
+        prepared[name] = (c, n, dead.cpu(), live.cpu(), pts, degenerate, skipped)
         del mats, mats_c
     ns = {v[1] for v in prepared.values()}
     if len(ns) > 1:
@@ -202,33 +238,63 @@ def audit_layers(
     fits: dict[str, list] = {}
     if backend == "torch":
         names = [k for k, v in prepared.items() if v[4] is not None]
-        if names:
-            allp = torch.cat([prepared[k][4] for k in names])
-            many = fit_gmm_torch_many(allp, comps, seed=seed, groups=[len(prepared[k][4]) for k in names])
+        for chunk in _chunks(names, [len(prepared[k][4]) for k in names], n, on_cpu=not _on_cuda(prepared, names)):
+            allp = torch.cat([prepared[k][4] for k in chunk])
+            many = fit_gmm_torch_many(allp, comps, seed=seed, groups=[len(prepared[k][4]) for k in chunk])
             start = 0
-            for k in names:
+            for k in chunk:
                 b = len(prepared[k][4])
                 fits[k] = [_slice_fit(f, start, start + b) for f in many]
                 start += b
+            del allp, many
     else:
         for k, v in prepared.items():
             if v[4] is not None:
                 fits[k] = [_fit(v[4], kk, backend, seed, n_jobs) for kk in comps]
+    n_layers = sum(v[4] is not None for v in prepared.values())
     return {
-        name: _finish_layer(*prepared[name], fits.get(name), comps, criterion, rule_fn, rule_kwargs)
+        name: _finish_layer(*prepared[name], fits.get(name), comps, criterion, rule_fn, rule_kwargs, n_layers)
         for name in maps
     }
+
+
+EM_CHUNK_ELEMENTS = 2**20  # CPU: filters x samples per batched fit (bounds the EM's float64 work arrays)
+
+
+def _on_cuda(prepared: dict, names: list[str]) -> bool:
+    return bool(names) and prepared[names[0]][4].is_cuda
+
+
+def _chunks(names: list[str], sizes: list[int], n: int, on_cpu: bool) -> list[list[str]]:
+    """Whole layers per batched fit: on the CPU at most ``EM_CHUNK_ELEMENTS`` filter-samples per batch (one
+    layer at least), so the EM's work arrays stay a small multiple of one layer's points, whatever the model's
+    size; on a GPU one batch (kernel launches dominate). Each layer is seeded alone, so the fits are the same."""
+    if not on_cpu:
+        return [names] if names else []
+    out: list[list[str]] = []
+    cur, used = [], 0
+    for name, size in zip(names, sizes):
+        if cur and used + size * n > EM_CHUNK_ELEMENTS:
+            out.append(cur)
+            cur, used = [], 0
+        cur.append(name)
+        used += size * n
+    if cur:
+        out.append(cur)
+    return out
 
 
 def _slice_fit(f: MixtureFit, a: int, b: int) -> MixtureFit:
     return MixtureFit(f.weights[a:b], f.means[a:b], f.covariances[a:b], f.labels[a:b], f.log_prob[a:b], f.converged[a:b])
 
 
-def _finish_layer(c, n, dead, live, pts, fits, comps, criterion, rule_fn, rule_kwargs) -> LayerAudit:
+def _finish_layer(c, n, dead, live, pts, degenerate, skipped, fits, comps, criterion, rule_fn, rule_kwargs,
+                  n_layers=1) -> LayerAudit:
     """Choose K, apply the rule and assemble the layer's verdicts on the fits' device (vectorised: no per-filter
     transfer on a GPU); the result is moved to the CPU once."""
     dev = pts.device if pts is not None else torch.device("cpu")
     dead, live = dead.to(dev), live.to(dev)
+    unfitted = dead | degenerate.to(dev)  # dead, rank-1 panels or a skipped layer: never anomalies
     f64 = dict(dtype=torch.float64, device=dev)
     nk = len(comps)
     ch_all = torch.zeros(c, nk, **f64)
@@ -266,14 +332,14 @@ def _finish_layer(c, n, dead, live, pts, fits, comps, criterion, rule_fn, rule_k
     slot = torch.zeros(kmax + 1, dtype=torch.long, device=dev)  # K -> its column in ch_all (dead: K=0 -> 0)
     slot[torch.tensor(comps, device=dev)] = torch.arange(nk, device=dev)
     ch = ch_all.gather(1, slot[k_chosen][:, None])[:, 0]
-    ch = torch.where(dead, torch.zeros_like(ch), ch)
+    ch = torch.where(unfitted, torch.zeros_like(ch), ch)
     counts = torch.nn.functional.one_hot(labels, max(comps)).sum(1)
     smallest = torch.where(counts > 0, counts, torch.full_like(counts, n)).min(-1).values
-    min_fraction = torch.where(dead, torch.ones_like(ch), smallest.to(torch.float64) / n)
-    ri = RuleInput(labels=labels, log_prob=log_prob, ch=ch, k=k_chosen.clamp_min(1), dead=dead,
-                   component_log_prob=comp_lp, weights=w_pad)
+    min_fraction = torch.where(unfitted, torch.ones_like(ch), smallest.to(torch.float64) / n)
+    ri = RuleInput(labels=labels, log_prob=log_prob, ch=ch, k=k_chosen.clamp_min(1), dead=unfitted,
+                   component_log_prob=comp_lp, weights=w_pad, n_layers=n_layers)
     anomaly, flagged, score = rule_fn(ri, **(rule_kwargs or {}))
-    anomaly, flagged = anomaly.bool() & ~dead, flagged.bool() & ~dead[:, None]
+    anomaly, flagged = anomaly.bool() & ~unfitted, flagged.bool() & ~unfitted[:, None]
     k_chosen, ch, ch_all, bic_all, min_fraction, dead, anomaly, flagged, score, points, w_pad, mu_pad, cv_pad = (
         t.cpu() for t in (k_chosen, ch, ch_all, bic_all, min_fraction, dead, anomaly, flagged,
                           score.to(torch.float64), points, w_pad, mu_pad, cv_pad)
@@ -283,7 +349,7 @@ def _finish_layer(c, n, dead, live, pts, fits, comps, criterion, rule_fn, rule_k
         k=k_chosen, ch=ch, ch_all=ch_all, bic_all=bic_all, min_fraction=min_fraction, dead=dead, anomaly=anomaly,
         flagged=flagged, score=score, points=points,
         weights=[w_pad[f, :k] for f, k in enumerate(ks)], means=[mu_pad[f, :k] for f, k in enumerate(ks)],
-        covariances=[cv_pad[f, :k] for f, k in enumerate(ks)],
+        covariances=[cv_pad[f, :k] for f, k in enumerate(ks)], degenerate=degenerate.cpu() & ~dead, skipped=skipped,
     )
 
 

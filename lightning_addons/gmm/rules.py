@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +29,8 @@ MAD_SCALE = 1.4826
 class RuleInput:
     """One layer's fitted filters: ``labels``/``log_prob`` ``[C, N]``, ``ch``/``k``/``dead`` ``[C]``, and
     optionally ``component_log_prob`` ``[C, N, K]`` (``log w_k N_k(x)``, ``-inf`` for unused ``k``) and
-    ``weights`` ``[C, K]`` (0 for unused ``k``) of the chosen fits."""
+    ``weights`` ``[C, K]`` (0 for unused ``k``) of the chosen fits; ``n_layers``: how many layers the audit
+    tests (a rule that controls a family-wise error rate shares its ``alpha`` between them)."""
 
     labels: torch.Tensor
     log_prob: torch.Tensor
@@ -37,6 +39,7 @@ class RuleInput:
     dead: torch.Tensor
     component_log_prob: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    n_layers: int = 1
 
 
 def robust_z(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
@@ -64,6 +67,76 @@ def small_component(ri: RuleInput, tau: float = 0.05, min_size: int = 3) -> tupl
     return anomaly, flagged, 1.0 - smallest.to(torch.float64) / n
 
 
+def bulk_nll(ri: RuleInput, bulk_tau: float = 0.05) -> torch.Tensor:
+    """``[C, N]`` ``-log p(x)`` under each filter's *bulk*: the mixture restricted to the components holding at
+    least ``bulk_tau`` of the samples (weights renormalised; the full mixture when no component qualifies,
+    when ``bulk_tau`` is 0, or without ``component_log_prob``/``weights`` in the input)."""
+    if ri.component_log_prob is None or ri.weights is None or bulk_tau <= 0:
+        return -ri.log_prob.to(torch.float64)
+    wlp = ri.component_log_prob.to(torch.float64)  # [C, N, K] log(w_k N_k(x)), -inf for unused k
+    counts = torch.nn.functional.one_hot(ri.labels.long(), wlp.shape[-1]).sum(1)
+    bulk = counts >= bulk_tau * ri.labels.shape[1]  # [C, K]
+    bulk = torch.where(bulk.any(-1, keepdim=True), bulk, torch.ones_like(bulk))
+    log_bulk = torch.logsumexp(torch.where(bulk[:, None, :], wlp, torch.full_like(wlp, -torch.inf)), -1)
+    w_bulk = (ri.weights.to(torch.float64) * bulk).sum(-1, keepdim=True).clamp_min(1e-300)
+    return -(log_bulk - torch.log(w_bulk))
+
+
+def poisson_binomial_tail(p: torch.Tensor) -> torch.Tensor:
+    """``[len(p) + 2]``: ``P(X >= t)`` for ``t = 0 .. len(p) + 1`` where ``X`` is a sum of independent
+    Bernoulli(``p_i``) (exact, by the usual convolution recursion in float64)."""
+    pmf = torch.zeros(len(p) + 1, dtype=torch.float64)
+    pmf[0] = 1.0
+    for i, pi in enumerate(p.to(torch.float64).cpu().tolist()):
+        pmf[1 : i + 2] = pmf[1 : i + 2] * (1 - pi) + pmf[: i + 1] * pi
+        pmf[0] *= 1 - pi
+    tail = pmf.flip(0).cumsum(0).flip(0).clamp(0, 1)
+    return torch.cat([tail, tail.new_zeros(1)])
+
+
+def consensus(
+    ri: RuleInput, z_threshold: float = 12.0, alpha: float = 0.01, bulk_tau: float = 0.1, min_share: float = 0.2
+) -> tuple[torch.Tensor, ...]:
+    """Calibrated per layer: a sample is flagged when more of the layer's live filters call it far out than
+    independent filters would, at a family-wise error rate ``alpha`` over the audit's samples and layers.
+
+    1. Each live filter *hits* the samples whose robust z-score of ``-log p(x)`` under its bulk density
+       (:func:`bulk_nll`) exceeds ``z_threshold``.
+    2. The layer's null from its own bulk: ``p_f`` is filter ``f``'s hit rate over the samples that fewer
+       than half of the live filters hit (a group that most filters isolate would otherwise inflate the
+       rates it is tested against). Under independent filters a sample's hit count is Poisson-binomial with
+       the rates ``p_f``; the threshold ``t`` is the smallest count with ``P(X >= t) <= alpha / (N * n_layers)``
+       (Bonferroni over the ``N`` samples and the audited layers), and at least ``min_share`` of the live
+       filters (filters are not independent: correlated filters hit the same heavy-tailed samples, which
+       the Poisson-binomial null does not see). Samples hit by ``t`` or more filters are the layer's outliers.
+    3. A filter is an anomaly when it hits at least one of those outliers and they are at least half of its
+       hits; its flagged samples are the outliers it hits. Score: the share of the samples it flags.
+
+    So the threshold grows with the layer's width and its filters' hit rates: a clean model flags next to
+    nothing whatever its size. Defaults: see docs/gmm.md (chosen on seeded runs, stated there).
+    """
+    c, n = ri.labels.shape
+    live = ~ri.dead
+    n_live = int(live.sum())
+    if c == 0 or n_live == 0:
+        zero = torch.zeros(c, dtype=torch.bool, device=ri.labels.device)
+        return zero, torch.zeros(c, n, dtype=torch.bool, device=ri.labels.device), torch.zeros(c, dtype=torch.float64)
+    hit = (robust_z(bulk_nll(ri, bulk_tau), dim=-1) > z_threshold) & live[:, None]  # [C, N]
+    counts = hit.sum(0)
+    bulk = counts < max(2.0, 0.5 * n_live)
+    rates = hit[live][:, bulk].to(torch.float64).mean(1) if bool(bulk.any()) else hit[live].to(torch.float64).mean(1)
+    tail = poisson_binomial_tail(rates)
+    level = alpha / (n * max(1, int(ri.n_layers)))
+    ok = (tail <= level).nonzero().flatten()
+    t = max(int(ok[0]) if len(ok) else len(tail), 1, math.ceil(min_share * n_live))
+    outliers = counts >= t  # [N]
+    flagged = hit & outliers[None, :]
+    n_flag, n_hit = flagged.sum(1), hit.sum(1)
+    anomaly = (n_flag >= 1) & (2 * n_flag >= n_hit) & live
+    flagged = flagged & anomaly[:, None]
+    return anomaly, flagged, flagged.to(torch.float64).mean(1)
+
+
 def likelihood(
     ri: RuleInput, z_threshold: float = 8.0, min_fraction: float = 0.02, bulk_tau: float = 0.05
 ) -> tuple[torch.Tensor, ...]:
@@ -75,17 +148,7 @@ def likelihood(
     tight group of outliers, which then have a high density under the full mixture; under the bulk they are
     far out. Without ``component_log_prob`` in the input (or with ``bulk_tau=0``) the full mixture is used.
     """
-    nlp = -ri.log_prob.to(torch.float64)
-    if ri.component_log_prob is not None and ri.weights is not None and bulk_tau > 0:
-        wlp = ri.component_log_prob.to(torch.float64)  # [C, N, K] log(w_k N_k(x)), -inf for unused k
-        counts = torch.nn.functional.one_hot(ri.labels.long(), wlp.shape[-1]).sum(1)
-        bulk = counts >= bulk_tau * ri.labels.shape[1]  # [C, K]
-        bulk = torch.where(bulk.any(-1, keepdim=True), bulk, torch.ones_like(bulk))
-        neg = torch.full_like(wlp, -torch.inf)
-        log_bulk = torch.logsumexp(torch.where(bulk[:, None, :], wlp, neg), -1)
-        w_bulk = (ri.weights.to(torch.float64) * bulk).sum(-1, keepdim=True).clamp_min(1e-300)
-        nlp = -(log_bulk - torch.log(w_bulk))
-    z = robust_z(nlp, dim=-1)
+    z = robust_z(bulk_nll(ri, bulk_tau), dim=-1)
     flagged = (z > z_threshold) & ~ri.dead[:, None]
     frac = flagged.to(torch.float64).mean(-1)
     return (frac > min_fraction) & ~ri.dead, flagged, frac
@@ -111,11 +174,13 @@ def ch_outlier(ri: RuleInput, z_threshold: float = 3.5, tau: float = 0.05, min_s
 
 
 RULES: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {
+    "consensus": consensus,
     "likelihood": likelihood,
     "small_component": small_component,
     "ch_outlier": ch_outlier,
 }
 RULE_PARAMS: dict[str, tuple[str, ...]] = {
+    "consensus": ("z_threshold", "alpha", "bulk_tau", "min_share"),
     "likelihood": ("z_threshold", "min_fraction", "bulk_tau"),
     "small_component": ("tau", "min_size"),
     "ch_outlier": ("z_threshold", "tau", "min_size"),
@@ -123,7 +188,7 @@ RULE_PARAMS: dict[str, tuple[str, ...]] = {
 
 
 def get_rule(rule: str | Callable) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """Resolve a rule name (``likelihood``, ``small_component``, ``ch_outlier``) or pass a callable through.
+    """Resolve a rule name (``consensus``, ``likelihood``, ``small_component``, ``ch_outlier``) or pass a callable through.
 
     Raises:
         ValueError: unknown rule name.

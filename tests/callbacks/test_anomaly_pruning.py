@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_addons.callbacks import AnomalyFilterPruning, GMMFilterAuditor
-from lightning_addons.callbacks.pruning import following_batchnorm
+from lightning_addons.callbacks.pruning import fold_pruning_masks, following_batchnorm
 from lightning_addons.datamodules import DigitsDataModule
 from lightning_addons.modules import ImageClassifier
 from lightning_addons.modules.nn import AlexNetSmall, LeNet5
@@ -64,32 +64,46 @@ def test_masked_filters_stay_exactly_zero_after_optimizer_steps(make_trainer):
     assert float(trainer.callback_metrics["prune/pruned_filters"]) == 10
 
 
-def test_checkpoint_loads_strictly_and_resume_reapplies_masks(make_trainer, tmp_path):
-    dm = DigitsDataModule(resize=32)
+def _pruned_checkpoint(make_trainer, tmp_path, dm):
     pruning = AnomalyFilterPruning(criterion="random", amount=0.25, epochs=[1], seed=3)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     trainer = make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[pruning, ckpt],
                            enable_checkpointing=True)
     trainer.fit(alexnet(), dm)
-    path = tmp_path / "ckpt" / "last.ckpt"
-    raw = torch.load(path, weights_only=True)
-    assert not any(k.endswith(("_orig", "_mask")) for k in raw["state_dict"])
-    fresh = alexnet(5)
-    fresh.load_state_dict(raw["state_dict"], strict=True)
-    assert_pruned_zero_plain = {k: v for k, v in pruning.pruned_filters.items()}
-    for layer, idx in assert_pruned_zero_plain.items():
-        assert torch.count_nonzero(dict(fresh.named_modules())[layer].weight[idx]) == 0
-    state = next(v for k, v in raw["callbacks"].items() if "AnomalyFilterPruning" in k)
-    assert {k: (~v).nonzero().flatten().tolist() for k, v in state["masks"].items()} == pruning.pruned_filters
+    return pruning, tmp_path / "ckpt" / "last.ckpt"
 
-    resumed = AnomalyFilterPruning(criterion="random", amount=0.25, epochs=[1], seed=3)
+
+def test_checkpoint_holds_the_masks_and_folds_into_a_plain_state_dict(make_trainer, tmp_path):
+    pruning, path = _pruned_checkpoint(make_trainer, tmp_path, DigitsDataModule(resize=32))
+    raw = torch.load(path, weights_only=True)
+    assert {k[: -len(".weight_mask")] for k in raw["state_dict"] if k.endswith("weight_mask")} >= set(ALEX_CONVS)
+    fresh = alexnet(5)
+    fresh.load_state_dict(fold_pruning_masks(raw["state_dict"]), strict=True)
+    for layer, idx in pruning.pruned_filters.items():
+        assert torch.count_nonzero(dict(fresh.named_modules())[layer].weight[idx]) == 0
+
+
+@pytest.mark.parametrize("settings", [dict(criterion="random", amount=0.25, epochs=[1], seed=3),
+                                      dict(criterion="l1", amount=1, epochs=[9], max_fraction=0.2)])
+def test_resume_keeps_the_masks_whatever_the_pruning_settings(make_trainer, tmp_path, settings):
+    dm = DigitsDataModule(resize=32)
+    pruning, path = _pruned_checkpoint(make_trainer, tmp_path, dm)
+    resumed = AnomalyFilterPruning(**settings)
     module = alexnet(7)
     trainer2 = make_trainer(max_epochs=4, limit_train_batches=2, limit_val_batches=1, callbacks=[resumed])
     trainer2.fit(module, dm, ckpt_path=str(path))
-    assert resumed.pruned_filters == pruning.pruned_filters  # epoch 1 already done: no second event
-    assert_pruned_zero(module, resumed.pruned_filters)
+    assert resumed.pruned_filters == pruning.pruned_filters  # no event after epoch 1 in either setting
+    assert_pruned_zero(module, resumed.pruned_filters)  # the pruned filters did not grow back in epochs 2-3
     assert not hasattr(module.model.features[0], "weight_mask")  # folded in at fit end: a plain model again
     assert set(module.state_dict()) == set(alexnet().state_dict())
+
+
+def test_resume_without_the_pruning_callback_fails_clearly(make_trainer, tmp_path):
+    dm = DigitsDataModule(resize=32)
+    _, path = _pruned_checkpoint(make_trainer, tmp_path, dm)
+    trainer2 = make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1)
+    with pytest.raises(RuntimeError, match=r"(?s)Missing key.*model.features.0.weight.*Unexpected key.*weight_orig"):
+        trainer2.fit(alexnet(7), dm, ckpt_path=str(path))
 
 
 @pytest.mark.stochastic

@@ -1,9 +1,10 @@
-"""Acceptance on digits (default rule): 5% injected inverted digits are flagged with recall >= 0.5 and precision
->= 3x the base rate in at least 2 of 3 seeds; clean digits give no anomaly filters in at least 2 of 3 seeds.
+"""Acceptance on digits (default rule, LeNet-5 audited after 5 epochs): 5% and 8% injected inverted, relabelled
+digits are flagged with precision >= 0.8 and recall >= 0.8 within the audited subset on 3 of 3 seeds; clean
+digits flag at most 1% of the audited samples.
 
-The default rule thresholds (likelihood: z > 8 on more than 2% of the samples, bulk components >= 5%) were
-chosen by looking at these seeds (see docs/gmm.md): this test guards the behaviour, it is not an unbiased
-estimate of it."""
+The default rule's parameters (consensus: z > 12, bulk components >= 10%, at least 20% of a layer's live filters,
+alpha 0.01) were chosen by looking at seed-0 runs of LeNet-5, AlexNetSmall and torchvision models (see
+docs/gmm.md): this test guards the behaviour on other seeds too, but it is not an unbiased estimate."""
 
 from __future__ import annotations
 
@@ -33,26 +34,24 @@ def audit_run(seed: int, outliers: float, make_trainer):
 
 @pytest.mark.slow
 @pytest.mark.stochastic
-def test_injected_outliers_are_flagged_in_two_of_three_seeds(make_trainer, seed_offset):
-    passed = []
+@pytest.mark.parametrize("fraction", [0.05, 0.08])
+def test_injected_outliers_are_flagged_with_precision_and_recall_on_every_seed(make_trainer, seed_offset, fraction):
+    scores = []
     for seed in range(seed_offset, seed_offset + 3):
-        auditor, train = audit_run(seed, 0.05, make_trainer)
-        subset = auditor._subset
-        truth = set(subset[train.is_outlier[subset]].tolist())
+        auditor, train = audit_run(seed, fraction, make_trainer)
+        audited = torch.tensor(auditor.audited_indices)
+        truth = set(audited[train.is_outlier[audited]].tolist())
         flagged = set(auditor.outlier_indices)
-        recall = len(flagged & truth) / len(truth)
-        precision = len(flagged & truth) / max(1, len(flagged))
-        base = len(truth) / len(subset)
-        passed.append(recall >= 0.5 and precision >= 3 * base)
-    assert sum(passed) >= 2, passed
+        scores.append((len(flagged & truth) / max(1, len(flagged)), len(flagged & truth) / len(truth)))
+    assert all(p >= 0.8 and r >= 0.8 for p, r in scores), scores
 
 
 @pytest.mark.slow
 @pytest.mark.stochastic
-def test_clean_digits_give_no_anomaly_filters_in_two_of_three_seeds(make_trainer, seed_offset):
-    seeds = range(seed_offset, seed_offset + 3)
-    clean = [audit_run(seed, 0.0, make_trainer)[0].latest["anomaly_filters"] == 0 for seed in seeds]
-    assert sum(clean) >= 2, clean
+def test_clean_digits_flag_at_most_one_percent_on_every_seed(make_trainer, seed_offset):
+    flagged = [audit_run(seed, 0.0, make_trainer)[0].latest["outlier_samples"]
+               for seed in range(seed_offset, seed_offset + 3)]
+    assert all(f <= 0.01 * 512 for f in flagged), flagged
 
 
 def test_outlier_ids_index_the_training_dataset():

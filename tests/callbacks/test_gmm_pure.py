@@ -285,3 +285,19 @@ def test_audit_layers_equals_auditing_each_layer_alone():
         torch.testing.assert_close(together[name].ch, alone.ch, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match=r"same number of samples for every layer"):
         audit_layers({"a": maps["a"], "c": torch.randn(50, 3, 4, 4)})
+
+
+def test_chunked_fits_equal_one_batch(monkeypatch):
+    """The CPU splits the layers into several batched fits to bound memory: the verdicts do not change."""
+    import lightning_addons.gmm.audit as audit_mod
+
+    g = torch.Generator().manual_seed(6)
+    maps = {name: torch.randn(60, 4, 3, 3, generator=g) for name in "abc"}
+    maps["b"][:3] *= 20.0
+    one = audit_layers(maps, seed=2)
+    monkeypatch.setattr(audit_mod, "EM_CHUNK_ELEMENTS", 4 * 60)  # one layer per batch
+    assert len(audit_mod._chunks(list(maps), [4, 4, 4], 60, on_cpu=True)) == 3
+    chunked = audit_layers(maps, seed=2)
+    for name in maps:
+        assert torch.equal(one[name].k, chunked[name].k) and torch.equal(one[name].flagged, chunked[name].flagged)
+        torch.testing.assert_close(one[name].ch, chunked[name].ch, rtol=0, atol=0)
