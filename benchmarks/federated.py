@@ -71,17 +71,24 @@ def robust_accuracy(kwargs: dict, factor: float | None, rounds: int, seed: int) 
     torch.manual_seed(seed)
     module = ImageClassifier(LeNet5(width=0.5), lr=3e-3)
     fdm = FederatedDataModule(
-        DigitsDataModule(resize=32, batch_size=32, seed=seed), num_clients=10, partition="iid", partition_seed=seed
+        DigitsDataModule(resize=32, batch_size=32, seed=seed),
+        num_clients=10,
+        partition="iid",
+        partition_seed=seed,
     )
     cls = type("Sim", (_AttackedSimulation,), {"factor": factor})
-    sim = cls(module, fdm, rounds=rounds, aggregator=Aggregator(**kwargs, seed=seed), progress_bar=False, seed=seed)
+    sim = cls(
+        module, fdm, rounds=rounds, aggregator=Aggregator(**kwargs, seed=seed), progress_bar=False, seed=seed
+    )
     return float(sim.fit().test_metrics["test_acc"])
 
 
 def robust_part(rounds: int, seeds: list[int], only: list[str] | None = None) -> None:
     import logging
 
-    logging.getLogger("lightning_addons").setLevel(logging.ERROR)  # one rejection per round would flood the table
+    logging.getLogger("lightning_addons").setLevel(
+        logging.ERROR
+    )  # one rejection per round would flood the table
     print(
         f"\n## robust aggregation: digits (32x32, LeNet-5 width 0.5, Adam 3e-3), 10 IID clients, {rounds} rounds x "
         f"1 local epoch, client {ATTACKER} attacks every round; test accuracy of the best-validation round, "
@@ -94,14 +101,22 @@ def robust_part(rounds: int, seeds: list[int], only: list[str] | None = None) ->
             t = time.perf_counter()
             vals = [robust_accuracy(kwargs, factor, rounds, seed) for seed in seeds]
             acc[label, attack] = sum(vals) / len(vals)
-            print(f"#   {label:30s} {attack:16s} {acc[label, attack]:.4f} {vals} ({time.perf_counter() - t:.0f} s)", flush=True)
+            print(
+                f"#   {label:30s} {attack:16s} {acc[label, attack]:.4f} {vals} ({time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
     peer = ROBUST_RULES[0][0]
-    print(f"\n{'rule':30s} " + " ".join(f"{a:>16s}" for a, _ in ATTACKS) + f" {'clean - FedAvg':>15s} {'worst attack - clean':>21s}")
+    print(
+        f"\n{'rule':30s} "
+        + " ".join(f"{a:>16s}" for a, _ in ATTACKS)
+        + f" {'clean - FedAvg':>15s} {'worst attack - clean':>21s}"
+    )
     for label, _ in rules:
         clean = acc[label, "clean"]
         worst = min(acc[label, a] for a, f in ATTACKS if f is not None)
         print(
-            f"{label:30s} " + " ".join(f"{acc[label, a]:16.4f}" for a, _ in ATTACKS)
+            f"{label:30s} "
+            + " ".join(f"{acc[label, a]:16.4f}" for a, _ in ATTACKS)
             + (f" {100 * (clean - acc[peer, 'clean']):+14.1f}p" if (peer, "clean") in acc else f"{'-':>16s}")
             + f" {100 * (worst - clean):+20.1f}p"
         )
@@ -162,13 +177,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rounds = 1 if args.quick else args.rounds
-    cmd = "OMP_NUM_THREADS=1 python benchmarks/federated.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "OMP_NUM_THREADS=1 python benchmarks/federated.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     print(
         f"# {cmd}\n# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, 1 thread"
     )
     if args.part in ("all", "robust"):
-        robust_part(2 if args.quick else args.robust_rounds, args.seeds[:1] if args.quick else args.seeds, args.rules)
+        robust_part(
+            2 if args.quick else args.robust_rounds, args.seeds[:1] if args.quick else args.seeds, args.rules
+        )
     if args.part == "robust":
         return
 

@@ -73,9 +73,17 @@ class RssSampler:
 
 
 def _trainer(device: str, epochs: int, **kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, max_epochs=epochs,
-                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+    return pl.Trainer(
+        accelerator="gpu" if device.startswith("cuda") else "cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 def train(model, dm, epochs: int, device: str = "cpu") -> tuple[ImageClassifier, float]:
@@ -94,8 +102,13 @@ def fit_with_auditor(make_model, dm, epochs: int, device: str, auditor: GMMFilte
     trainer.fit(ImageClassifier(make_model(), lr=3e-3), dm)
     fit_s = time.perf_counter() - start
     audit_s = sum(a["seconds"] for a in auditor.history) if auditor else 0.0
-    return {"fit_s": fit_s, "audit_s": audit_s, "share": audit_s / (fit_s - audit_s),
-            "audits": len(auditor.history) if auditor else 0, "skipped": len(auditor.skipped_epochs) if auditor else 0}
+    return {
+        "fit_s": fit_s,
+        "audit_s": audit_s,
+        "share": audit_s / (fit_s - audit_s),
+        "audits": len(auditor.history) if auditor else 0,
+        "skipped": len(auditor.skipped_epochs) if auditor else 0,
+    }
 
 
 def _rgb_model(arch: str):
@@ -115,19 +128,30 @@ def acceptance(samples: int, seeds: list[int], models: list[str]) -> None:
     import warnings
 
     print(f"\n## Acceptance: default rule, N={samples} audited samples, seeds {seeds}\n")
-    print("| model | state | outliers | seed | flagged samples | anomaly filters | precision | recall (in subset) "
-          "| layers skipped |")
+    print(
+        "| model | state | outliers | seed | flagged samples | anomaly filters | precision | recall (in subset) "
+        "| layers skipped |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    runs = [(a, st, f) for a in ("resnet18", "vgg11_bn", "mobilenet_v2") for st in ("init", "1 epoch")
-            for f in (0.0, 0.05)]
+    runs = [
+        (a, st, f)
+        for a in ("resnet18", "vgg11_bn", "mobilenet_v2")
+        for st in ("init", "1 epoch")
+        for f in (0.0, 0.05)
+    ]
     runs += [(a, "5 epochs", f) for a in ("lenet", "alexnet") for f in (0.0, 0.05, 0.08)]
     runs = [r for r in runs if r[0] in models]
     for arch, state, frac in runs:
         for seed in seeds:
             pl.seed_everything(seed, verbose=False)
             rgb = arch not in ("lenet", "alexnet")
-            dm = DigitsDataModule(resize=32, channels=3 if rgb else 1, return_indices=True, seed=seed,
-                                  corruptions={"outliers": frac} if frac else None)
+            dm = DigitsDataModule(
+                resize=32,
+                channels=3 if rgb else 1,
+                return_indices=True,
+                seed=seed,
+                corruptions={"outliers": frac} if frac else None,
+            )
             dm.setup()
             model = _rgb_model(arch) if rgb else (LeNet5() if arch == "lenet" else AlexNetSmall())
             module = ImageClassifier(model, lr=3e-3 if not rgb else 1e-3)
@@ -146,9 +170,11 @@ def acceptance(samples: int, seeds: list[int], models: list[str]) -> None:
             tp, nf, nt = int((flagged & truth).sum()), int(flagged.sum()), int(truth.sum())
             prec = f"{tp / nf:.2f}" if nf else "-"
             rec = f"{tp / nt:.2f}" if nt else "-"
-            print(f"| {arch} | {state} | {frac:.0%} | {seed} | {nf} ({nf / len(ids):.1%}) | {r['anomaly_filters']} "
-                  f"({r['anomaly_filters'] / len(r['filters']):.1%}) | {prec} | {rec} | {len(r['skipped_layers'])} |",
-                  flush=True)
+            print(
+                f"| {arch} | {state} | {frac:.0%} | {seed} | {nf} ({nf / len(ids):.1%}) | {r['anomaly_filters']} "
+                f"({r['anomaly_filters'] / len(r['filters']):.1%}) | {prec} | {rec} | {len(r['skipped_layers'])} |",
+                flush=True,
+            )
             del module, dm, x
             gc.collect()
 
@@ -164,8 +190,10 @@ def resnet_cost(samples: int, repeats: int) -> None:
     module = ImageClassifier(_rgb_model("resnet18"))
     x, ids, _ = _subset(dm, samples, 0)
     print(f"\n## ResNet-18 audit cost, N={samples}, threads={torch.get_num_threads()}\n")
-    print("| backend | audit s wall (median of runs) | process CPU s | extra peak RSS MB | maps MB (all conv layers / "
-          "audited) | RSS / maps | anomaly filters | flagged |")
+    print(
+        "| backend | audit s wall (median of runs) | process CPU s | extra peak RSS MB | maps MB (all conv layers / "
+        "audited) | RSS / maps | anomaly filters | flagged |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for backend, reps in (("torch", repeats), ("sklearn", 1)):
         auditor = GMMFilterAuditor(max_samples=samples, backend=backend, figures="none", save_tables=False)
@@ -189,10 +217,15 @@ def resnet_cost(samples: int, repeats: int) -> None:
             peaks.append(mem.mb)
         secs, peak = sorted(times)[len(times) // 2], sorted(peaks)[len(peaks) // 2]
         cpu = sorted(cpus)[len(cpus) // 2]
-        print(f"| {backend} | {secs:.2f} | {cpu:.2f} | {peak:.0f} | {maps_mb:.0f} / {audited_mb:.0f} | {peak / maps_mb:.2f}x | "
-              f"{r['anomaly_filters']} | {r['outlier_samples']} |", flush=True)
-    print("Targets (issue): <= 8 s wall and extra RSS <= 1.5x the maps' size on one CPU thread. Wall time on a shared, "
-          "loaded machine overstates the cost: process CPU seconds (one thread) is the cost on an idle core.")
+        print(
+            f"| {backend} | {secs:.2f} | {cpu:.2f} | {peak:.0f} | {maps_mb:.0f} / {audited_mb:.0f} | {peak / maps_mb:.2f}x | "
+            f"{r['anomaly_filters']} | {r['outlier_samples']} |",
+            flush=True,
+        )
+    print(
+        "Targets (issue): <= 8 s wall and extra RSS <= 1.5x the maps' size on one CPU thread. Wall time on a shared, "
+        "loaded machine overstates the cost: process CPU seconds (one thread) is the cost on an idle core."
+    )
 
 
 def main() -> None:
@@ -201,15 +234,27 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs before the audit")
     parser.add_argument("--device", default="cpu", help="device of the torch backend's maps (cpu or cuda)")
     parser.add_argument("--models", default="lenet,alexnet")
-    parser.add_argument("--fit-epochs", type=int, default=20,
-                        help="epochs of the fits that measure the audits' share of training time (0: skip)")
+    parser.add_argument(
+        "--fit-epochs",
+        type=int,
+        default=20,
+        help="epochs of the fits that measure the audits' share of training time (0: skip)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed torch audits (the median is reported)")
-    parser.add_argument("--sections", default="backends,overhead,resnet,acceptance",
-                        help="comma-separated: backends, overhead, resnet, acceptance")
+    parser.add_argument(
+        "--sections",
+        default="backends,overhead,resnet,acceptance",
+        help="comma-separated: backends, overhead, resnet, acceptance",
+    )
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the acceptance section")
     parser.add_argument("--acceptance-models", default="resnet18,vgg11_bn,mobilenet_v2,lenet,alexnet")
-    parser.add_argument("--sklearn-jobs", type=int, nargs="*", default=[1],
-                        help="also time the sklearn loop with these joblib worker counts (e.g. 16)")
+    parser.add_argument(
+        "--sklearn-jobs",
+        type=int,
+        nargs="*",
+        default=[1],
+        help="also time the sklearn loop with these joblib worker counts (e.g. 16)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -217,7 +262,9 @@ def main() -> None:
     sections = set(args.sections.split(","))
     unknown = sections - {"backends", "overhead", "resnet", "acceptance"}
     if unknown:
-        parser.error(f"--sections: unknown {sorted(unknown)}; allowed: backends, overhead, resnet, acceptance")
+        parser.error(
+            f"--sections: unknown {sorted(unknown)}; allowed: backends, overhead, resnet, acceptance"
+        )
     if "resnet" in sections:
         resnet_cost(args.samples, args.repeats)
     if "acceptance" in sections:
@@ -232,9 +279,11 @@ def main() -> None:
     x = dm.dataset("train").x
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(x), generator=g)[: args.samples]
-    print(f"# GMM audit benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, threads={torch.get_num_threads()}, N={args.samples}, "
-          f"device={args.device}{' (' + torch.cuda.get_device_name() + ')' if args.device.startswith('cuda') else ''}")
+    print(
+        f"# GMM audit benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}, N={args.samples}, "
+        f"device={args.device}{' (' + torch.cuda.get_device_name() + ')' if args.device.startswith('cuda') else ''}"
+    )
     rows = []
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -243,9 +292,12 @@ def main() -> None:
         module, epoch_s = train(model, dm, args.epochs, args.device)
         module.to(dev)
         results = {}
-        for backend, jobs in [("sklearn", 1)] + [("sklearn", j) for j in args.sklearn_jobs if j != 1] + [("torch", 1)]:
-            auditor = GMMFilterAuditor(max_samples=args.samples, backend=backend, figures="none", save_tables=False,
-                                       n_jobs=jobs)
+        for backend, jobs in (
+            [("sklearn", 1)] + [("sklearn", j) for j in args.sklearn_jobs if j != 1] + [("torch", 1)]
+        ):
+            auditor = GMMFilterAuditor(
+                max_samples=args.samples, backend=backend, figures="none", save_tables=False, n_jobs=jobs
+            )
             auditor._layer_names = auditor.resolve_layers(module)
             auditor._sample_ids = idx
             repeats = args.repeats if backend == "torch" else 1
@@ -268,7 +320,14 @@ def main() -> None:
                 times.append((end - start, end - captured, captured - start))
             secs, fit_secs, fwd_secs = sorted(times)[len(times) // 2]  # median run
             gpu = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else 0.0
-            results[backend if jobs == 1 else f"{backend}_j{jobs}"] = (res, secs, mem.mb, gpu, fit_secs, fwd_secs)
+            results[backend if jobs == 1 else f"{backend}_j{jobs}"] = (
+                res,
+                secs,
+                mem.mb,
+                gpu,
+                fit_secs,
+                fwd_secs,
+            )
         module.to("cpu")
         rs, ts = results["sklearn"][0]["filters"], results["torch"][0]["filters"]
         live = [(a, b) for a, b in zip(rs, ts) if not a["dead"]]
@@ -277,49 +336,86 @@ def main() -> None:
         rel = sorted(abs(a["ch"] - b["ch"]) / max(a["ch"], 1e-9) for a, b in live if a["k"] == b["k"])
         med_rel = rel[len(rel) // 2] if rel else float("nan")
         s_secs, t_secs = results["sklearn"][1], results["torch"][1]
-        rows.append({
-            "model": name, "filters": len(rs), "epoch_s": epoch_s, "sklearn_s": s_secs, "torch_s": t_secs,
-            "ratio": s_secs / t_secs, "sk_fit_s": results["sklearn"][4], "t_fit_s": results["torch"][4],
-            "fit_ratio": results["sklearn"][4] / results["torch"][4], "same_k": same_k, "same_verdict": same_verdict, "ch_rel_med": med_rel,
-            "frac_epoch_torch": t_secs / epoch_s, "frac_epoch_sklearn": s_secs / epoch_s, "fwd_s": results["torch"][5],
-            "rss_sklearn_mb": results["sklearn"][2], "rss_torch_mb": results["torch"][2], "gpu_mb": results["torch"][3],
-            "anom_sklearn": results["sklearn"][0]["anomaly_filters"], "anom_torch": results["torch"][0]["anomaly_filters"],
-            "parallel": {k: v[1] for k, v in results.items() if "_j" in k},
-        })
+        rows.append(
+            {
+                "model": name,
+                "filters": len(rs),
+                "epoch_s": epoch_s,
+                "sklearn_s": s_secs,
+                "torch_s": t_secs,
+                "ratio": s_secs / t_secs,
+                "sk_fit_s": results["sklearn"][4],
+                "t_fit_s": results["torch"][4],
+                "fit_ratio": results["sklearn"][4] / results["torch"][4],
+                "same_k": same_k,
+                "same_verdict": same_verdict,
+                "ch_rel_med": med_rel,
+                "frac_epoch_torch": t_secs / epoch_s,
+                "frac_epoch_sklearn": s_secs / epoch_s,
+                "fwd_s": results["torch"][5],
+                "rss_sklearn_mb": results["sklearn"][2],
+                "rss_torch_mb": results["torch"][2],
+                "gpu_mb": results["torch"][3],
+                "anom_sklearn": results["sklearn"][0]["anomaly_filters"],
+                "anom_torch": results["torch"][0]["anomaly_filters"],
+                "parallel": {k: v[1] for k, v in results.items() if "_j" in k},
+            }
+        )
     print()
-    print("| model | filters | sklearn loop s | torch batched s | ratio | fits only: sklearn s / torch s / ratio | same K | same verdict | CH rel. diff (median) "
-          "| anomaly filters sk/torch | epoch s | audit/epoch (torch) | audit/epoch (sklearn) | peak RSS +MB sk/torch | GPU MB |")
+    print(
+        "| model | filters | sklearn loop s | torch batched s | ratio | fits only: sklearn s / torch s / ratio | same K | same verdict | CH rel. diff (median) "
+        "| anomaly filters sk/torch | epoch s | audit/epoch (torch) | audit/epoch (sklearn) | peak RSS +MB sk/torch | GPU MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['filters']} | {r['sklearn_s']:.2f} | {r['torch_s']:.2f} | {r['ratio']:.1f}x | "
-              f"{r['sk_fit_s']:.2f} / {r['t_fit_s']:.2f} / {r['fit_ratio']:.1f}x | "
-              f"{r['same_k']:.1%} | {r['same_verdict']:.1%} | {r['ch_rel_med']:.2e} | {r['anom_sklearn']}/{r['anom_torch']} | "
-              f"{r['epoch_s']:.2f} | {r['frac_epoch_torch']:.1%} | {r['frac_epoch_sklearn']:.1%} | "
-              f"{r['rss_sklearn_mb']:.0f}/{r['rss_torch_mb']:.0f} | {r['gpu_mb']:.0f} |")
-    print("\nShared forward pass (in both end-to-end figures): "
-          + ", ".join(f"{r['model']} {r['fwd_s']:.3f} s" for r in rows))
+        print(
+            f"| {r['model']} | {r['filters']} | {r['sklearn_s']:.2f} | {r['torch_s']:.2f} | {r['ratio']:.1f}x | "
+            f"{r['sk_fit_s']:.2f} / {r['t_fit_s']:.2f} / {r['fit_ratio']:.1f}x | "
+            f"{r['same_k']:.1%} | {r['same_verdict']:.1%} | {r['ch_rel_med']:.2e} | {r['anom_sklearn']}/{r['anom_torch']} | "
+            f"{r['epoch_s']:.2f} | {r['frac_epoch_torch']:.1%} | {r['frac_epoch_sklearn']:.1%} | "
+            f"{r['rss_sklearn_mb']:.0f}/{r['rss_torch_mb']:.0f} | {r['gpu_mb']:.0f} |"
+        )
+    print(
+        "\nShared forward pass (in both end-to-end figures): "
+        + ", ".join(f"{r['model']} {r['fwd_s']:.3f} s" for r in rows)
+    )
     for r in rows:
         for k, v in r["parallel"].items():
-            print(f"{r['model']}: {k.replace('_j', ' loop, n_jobs=')}: {v:.2f} s end to end; torch / that: "
-                  f"{v / r['torch_s']:.1f}x")
+            print(
+                f"{r['model']}: {k.replace('_j', ' loop, n_jobs=')}: {v:.2f} s end to end; torch / that: "
+                f"{v / r['torch_s']:.1f}x"
+            )
     if args.fit_epochs:
-        print(f"\nAudits' share of training time over a {args.fit_epochs}-epoch fit (digits, validation every epoch, "
-              "N=512, backend torch; 'share' = audit seconds / (fit seconds - audit seconds), 'slowdown' = fit "
-              "seconds / the same fit without the auditor - 1):\n")
+        print(
+            f"\nAudits' share of training time over a {args.fit_epochs}-epoch fit (digits, validation every epoch, "
+            "N=512, backend torch; 'share' = audit seconds / (fit seconds - audit seconds), 'slowdown' = fit "
+            "seconds / the same fit without the auditor - 1):\n"
+        )
         print("| model | auditor | audits run / skipped | audit s | fit s | share | slowdown |")
         print("|---|---|---|---|---|---|---|")
         for name in args.models.split(","):
             make = LeNet5 if name == "lenet" else AlexNetSmall
             base = fit_with_auditor(make, dm, args.fit_epochs, args.device, None)
             print(f"| {name} | none | - | - | {base['fit_s']:.1f} | - | - |")
-            for label, kw in (("defaults (max_overhead=0.05)", {}), ("max_overhead=None (every epoch)",
-                                                                    {"max_overhead": None})):
-                r = fit_with_auditor(make, dm, args.fit_epochs, args.device,
-                                     GMMFilterAuditor(figures="none", save_tables=False, **kw))
-                print(f"| {name} | {label} | {r['audits']} / {r['skipped']} | {r['audit_s']:.2f} | {r['fit_s']:.1f} | "
-                      f"{r['share']:.1%} | {r['fit_s'] / base['fit_s'] - 1:+.1%} |")
-    print("\nTargets (issue): torch >= 20x faster than the sklearn loop on AlexNetSmall at equal verdicts; "
-          "audits under 5% of training time at defaults.")
+            for label, kw in (
+                ("defaults (max_overhead=0.05)", {}),
+                ("max_overhead=None (every epoch)", {"max_overhead": None}),
+            ):
+                r = fit_with_auditor(
+                    make,
+                    dm,
+                    args.fit_epochs,
+                    args.device,
+                    GMMFilterAuditor(figures="none", save_tables=False, **kw),
+                )
+                print(
+                    f"| {name} | {label} | {r['audits']} / {r['skipped']} | {r['audit_s']:.2f} | {r['fit_s']:.1f} | "
+                    f"{r['share']:.1%} | {r['fit_s'] / base['fit_s'] - 1:+.1%} |"
+                )
+    print(
+        "\nTargets (issue): torch >= 20x faster than the sklearn loop on AlexNetSmall at equal verdicts; "
+        "audits under 5% of training time at defaults."
+    )
     print("Reproduce: OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/gmm_audit.py")
 
 

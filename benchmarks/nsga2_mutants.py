@@ -31,7 +31,10 @@ MUTANTS = {
         "R, FR = np.vstack([P, Q]), np.vstack([FP, FQ])",
         "R, FR = Q, FQ",
     ),
-    "tournament picks the worse parent": ("parents = np.where(better, i, j)", "parents = np.where(better, j, i)"),
+    "tournament picks the worse parent": (
+        "parents = np.where(better, i, j)",
+        "parents = np.where(better, j, i)",
+    ),
     "no variation (copies of parents)": (
         "Q = _poly_mutation(np.vstack([c1, c2]), rng, eta_m, pm)",
         "Q = np.vstack([a, b])",
@@ -73,8 +76,11 @@ def main() -> None:
             except AssertionError:
                 verdicts.append("FAIL")
         caught = verdicts.count("FAIL")
-        print(f"{name:45s} {' '.join(verdicts)}  caught at {caught}/{len(verdicts)} offsets "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"{name:45s} {' '.join(verdicts)}  caught at {caught}/{len(verdicts)} offsets "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

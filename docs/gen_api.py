@@ -15,14 +15,30 @@ from pathlib import Path
 PACKAGES = [
     ("lightning_addons.callbacks", "Callbacks", "Lightning callbacks: GMM auditor, pruning, FLOPs, energy."),
     ("lightning_addons.modules", "Modules", "LightningModules: classifier, CLIP cache adapter, forecaster."),
-    ("lightning_addons.modules.nn", "Models (pure PyTorch)", "CNNs, RAM encoders, forecasters, FLOPs counting."),
+    (
+        "lightning_addons.modules.nn",
+        "Models (pure PyTorch)",
+        "CNNs, RAM encoders, forecasters, FLOPs counting.",
+    ),
     ("lightning_addons.datamodules", "Data modules", "Digits, time series, synthetic cache sets."),
-    ("lightning_addons.gmm", "GMM maths (pure PyTorch)", "Mixture fits, PCA panels, rules, per-layer audits."),
-    ("lightning_addons.strategies", "Strategies and aggregation", "FedAvg strategy, FedProx, aggregation maths."),
+    (
+        "lightning_addons.gmm",
+        "GMM maths (pure PyTorch)",
+        "Mixture fits, PCA panels, rules, per-layer audits.",
+    ),
+    (
+        "lightning_addons.strategies",
+        "Strategies and aggregation",
+        "FedAvg strategy, FedProx, aggregation maths.",
+    ),
     ("lightning_addons.federated", "Federated simulation", "In-process runner, partitions, byte meter."),
     ("lightning_addons.energy", "Energy meters (pure)", "NVML, RAPL and CPU-time energy meters, wall clock."),
     ("lightning_addons.tuner", "HyperTuner", "Search space, objectives, ADUMBO, MOPIR, reports."),
-    ("lightning_addons.zoo", "Zoo", "The embedded tiny world: tiny open_clip model and class-conditional UNet."),
+    (
+        "lightning_addons.zoo",
+        "Zoo",
+        "The embedded tiny world: tiny open_clip model and class-conditional UNet.",
+    ),
 ]
 API_DIR = Path(__file__).resolve().parent / "api"
 

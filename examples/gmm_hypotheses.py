@@ -42,14 +42,26 @@ class Recorder(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         m = trainer.callback_metrics
-        self.rows.append({"epoch": trainer.current_epoch, "train_acc": float(m.get("train_acc", float("nan"))),
-                          "val_acc": float(m.get("val_acc", float("nan")))})
+        self.rows.append(
+            {
+                "epoch": trainer.current_epoch,
+                "train_acc": float(m.get("train_acc", float("nan"))),
+                "val_acc": float(m.get("val_acc", float("nan"))),
+            }
+        )
 
 
 def trainer(epochs: int, callbacks: list) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      callbacks=callbacks)
+    return pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
 
 
 @torch.no_grad()
@@ -103,18 +115,35 @@ def run_seed(seed: int, args, out: Path) -> dict:
         pl.seed_everything(seed, verbose=False)
         dm = DigitsDataModule(resize=32, corruptions=corr, return_indices=True, seed=seed)
         # the same subset every epoch (subset="fixed"), so that counts are comparable across epochs
-        auditor = GMMFilterAuditor(max_overhead=None, max_samples=512, warmup_epochs=1, seed=seed, figures="none",
-                                   save_tables=False, subset="fixed")
+        auditor = GMMFilterAuditor(
+            max_overhead=None,
+            max_samples=512,
+            warmup_epochs=1,
+            seed=seed,
+            figures="none",
+            save_tables=False,
+            subset="fixed",
+        )
         # a more sensitive variant of the default rule (z > 6 instead of 12), audited on the same model
-        sensitive = GMMFilterAuditor(max_overhead=None, max_samples=512, warmup_epochs=1, seed=seed, figures="none",
-                                     save_tables=False, subset="fixed", rule_kwargs={"z_threshold": 6.0})
+        sensitive = GMMFilterAuditor(
+            max_overhead=None,
+            max_samples=512,
+            warmup_epochs=1,
+            seed=seed,
+            figures="none",
+            save_tables=False,
+            subset="fixed",
+            rule_kwargs={"z_threshold": 6.0},
+        )
         rec = Recorder()
         module = ImageClassifier(LeNet5(), lr=3e-3)
         trainer(args.epochs, [auditor, sensitive, rec]).fit(module, dm)
         counts = {a["epoch"]: a["anomaly_filters"] for a in auditor.history}
         counts4 = {a["epoch"]: a["anomaly_filters"] for a in sensitive.history}
-        rows = [dict(r, anomaly_filters=counts.get(r["epoch"]), anomaly_filters_z4=counts4.get(r["epoch"]))
-                for r in rec.rows]
+        rows = [
+            dict(r, anomaly_filters=counts.get(r["epoch"]), anomaly_filters_z4=counts4.get(r["epoch"]))
+            for r in rec.rows
+        ]
         audited = [r for r in rows if r["anomaly_filters"] is not None]
         gaps = [r["train_acc"] - r["val_acc"] for r in audited]
         res["h1"][cond] = {
@@ -142,8 +171,14 @@ def run_seed(seed: int, args, out: Path) -> dict:
         # H3: from the same epoch-P model, equal-count pruning by each criterion, then F epochs of fine-tuning
         pl.seed_everything(seed, verbose=False)
         base = ImageClassifier(LeNet5(), lr=3e-3)
-        aud_p = GMMFilterAuditor(max_overhead=None, max_samples=512, warmup_epochs=args.prune_epoch - 1, seed=seed, figures="none",
-                                 save_tables=False)
+        aud_p = GMMFilterAuditor(
+            max_overhead=None,
+            max_samples=512,
+            warmup_epochs=args.prune_epoch - 1,
+            seed=seed,
+            figures="none",
+            save_tables=False,
+        )
         trainer(args.prune_epoch, [aud_p]).fit(base, dm)
         sets = aud_p.anomaly_sets()
         test = dm.dataset("test")
@@ -153,14 +188,20 @@ def run_seed(seed: int, args, out: Path) -> dict:
             pl.seed_everything(seed + 1, verbose=False)
             cbs = []
             if crit != "none":
-                cbs.append(AnomalyFilterPruning(anomaly_sets=sets, criterion=crit, amount=None, epochs=0, seed=seed,
-                                                max_fraction=0.5))
+                cbs.append(
+                    AnomalyFilterPruning(
+                        anomaly_sets=sets, criterion=crit, amount=None, epochs=0, seed=seed, max_fraction=0.5
+                    )
+                )
                 if crit == "apoz":
                     cbs[-1].apoz_samples = 512
             trainer(args.finetune, cbs).fit(module, dm)
             tr, te = accuracy(module, train.x, train.y), accuracy(module, test.x, test.y)
             h3[crit] = {"train_acc": tr, "test_acc": te, "gap": tr - te}
-        h3["before"] = {"train_acc": accuracy(base, train.x, train.y), "test_acc": accuracy(base, test.x, test.y)}
+        h3["before"] = {
+            "train_acc": accuracy(base, train.x, train.y),
+            "test_acc": accuracy(base, test.x, test.y),
+        }
         res["h3"][cond] = h3
     return res
 
@@ -178,10 +219,30 @@ def plots(results: list[dict], out: Path) -> list[str]:
         for cond, h in r["h1"].items():
             rows = [x for x in h["rows"] if x["anomaly_filters"] is not None]
             label = cond if r["seed"] == 0 else None
-            axes[0].plot([x["epoch"] for x in rows], [x["anomaly_filters"] for x in rows], color=colors[cond], label=label, alpha=0.8)
-            axes[1].plot([x["epoch"] for x in rows], [x["anomaly_filters_z4"] for x in rows], color=colors[cond], label=label, alpha=0.8)
-            axes[2].plot([x["epoch"] for x in rows], [x["train_acc"] - x["val_acc"] for x in rows], color=colors[cond], label=label, alpha=0.8)
-    axes[0].set(xlabel="epoch", ylabel="anomaly filters (default rule)", title="H1: anomaly filters per audit")
+            axes[0].plot(
+                [x["epoch"] for x in rows],
+                [x["anomaly_filters"] for x in rows],
+                color=colors[cond],
+                label=label,
+                alpha=0.8,
+            )
+            axes[1].plot(
+                [x["epoch"] for x in rows],
+                [x["anomaly_filters_z4"] for x in rows],
+                color=colors[cond],
+                label=label,
+                alpha=0.8,
+            )
+            axes[2].plot(
+                [x["epoch"] for x in rows],
+                [x["train_acc"] - x["val_acc"] for x in rows],
+                color=colors[cond],
+                label=label,
+                alpha=0.8,
+            )
+    axes[0].set(
+        xlabel="epoch", ylabel="anomaly filters (default rule)", title="H1: anomaly filters per audit"
+    )
     axes[1].set(xlabel="epoch", ylabel="anomaly filters (z > 4)", title="H1: sensitive variant")
     axes[2].set(xlabel="epoch", ylabel="train acc - val acc", title="train-val gap")
     axes[0].legend()
@@ -193,7 +254,9 @@ def plots(results: list[dict], out: Path) -> list[str]:
     for i, cond in enumerate(["label_noise_20", "outliers_5"]):
         for j, crit in enumerate(CRITERIA):
             vals = [r["h3"][cond][crit]["test_acc"] for r in results if cond in r["h3"]]
-            ax.scatter([i * (len(CRITERIA) + 1) + j] * len(vals), vals, label=crit if i == 0 else None, color=f"C{j}")
+            ax.scatter(
+                [i * (len(CRITERIA) + 1) + j] * len(vals), vals, label=crit if i == 0 else None, color=f"C{j}"
+            )
     ax.set_xticks([2, 8], ["label noise 20%", "outliers 5%"])
     ax.set(ylabel="test accuracy after fine-tuning", title="H3: equal-count pruning")
     ax.legend(fontsize=8)
@@ -208,29 +271,47 @@ def report(results: list[dict], figs: list[str], args, seconds: float) -> str:
     def fmt(v):
         return "nan" if v != v else f"{v:.3f}"
 
-    lines = [f"# GMM hypotheses on digits ({time.strftime('%Y-%m-%d')}, seeds {[r['seed'] for r in results]}, "
-             f"LeNet-5, {args.epochs} epochs, {seconds / 60:.1f} min)", "",
-             "## H1: anomaly filters vs overfitting", "",
-             "Default rule (consensus, z > 12) and a sensitive variant (z > 6) audited every epoch from epoch 1; Spearman rank "
-             "correlation (ties averaged; nan when the count never changes) of the count with the train-val "
-             "accuracy gap across audits.", "",
-             "| condition | seed | default: mean count, last 5 audits | default: Spearman | z>4: mean count, first 5 / last 5 "
-             "| z>4: Spearman | final train-val gap |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GMM hypotheses on digits ({time.strftime('%Y-%m-%d')}, seeds {[r['seed'] for r in results]}, "
+        f"LeNet-5, {args.epochs} epochs, {seconds / 60:.1f} min)",
+        "",
+        "## H1: anomaly filters vs overfitting",
+        "",
+        "Default rule (consensus, z > 12) and a sensitive variant (z > 6) audited every epoch from epoch 1; Spearman rank "
+        "correlation (ties averaged; nan when the count never changes) of the count with the train-val "
+        "accuracy gap across audits.",
+        "",
+        "| condition | seed | default: mean count, last 5 audits | default: Spearman | z>4: mean count, first 5 / last 5 "
+        "| z>4: Spearman | final train-val gap |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         for cond, h in r["h1"].items():
-            lines.append(f"| {cond} | {r['seed']} | {h['mean_count_last5']:.1f} | {fmt(h['spearman_count_gap'])} | "
-                         f"{h['mean_z4_first5']:.1f} / {h['mean_z4_last5']:.1f} | {fmt(h['spearman_z4_gap'])} | "
-                         f"{fmt(h['final_gap'])} |")
-    lines += ["", "## H2: per-sample gradient norm ratios (group mean / rest mean, end of training)", "",
-              "| condition | seed | injected outliers | noisy labels | auditor-flagged (n) |", "|---|---|---|---|---|"]
+            lines.append(
+                f"| {cond} | {r['seed']} | {h['mean_count_last5']:.1f} | {fmt(h['spearman_count_gap'])} | "
+                f"{h['mean_z4_first5']:.1f} / {h['mean_z4_last5']:.1f} | {fmt(h['spearman_z4_gap'])} | "
+                f"{fmt(h['final_gap'])} |"
+            )
+    lines += [
+        "",
+        "## H2: per-sample gradient norm ratios (group mean / rest mean, end of training)",
+        "",
+        "| condition | seed | injected outliers | noisy labels | auditor-flagged (n) |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         for cond, h in r["h2"].items():
-            lines.append(f"| {cond} | {r['seed']} | {fmt(h['outlier_vs_rest'])} | {fmt(h['noisy_vs_rest'])} | "
-                         f"{fmt(h['flagged_vs_rest'])} ({h['n_flagged']}) |")
-    lines += ["", f"## H3: equal-count pruning at epoch {args.prune_epoch}, then {args.finetune} epochs of fine-tuning", "",
-              "| condition | seed | filters pruned | " + " | ".join(f"{c} test / gap" for c in CRITERIA) + " |",
-              "|---|---|---|" + "---|" * len(CRITERIA)]
+            lines.append(
+                f"| {cond} | {r['seed']} | {fmt(h['outlier_vs_rest'])} | {fmt(h['noisy_vs_rest'])} | "
+                f"{fmt(h['flagged_vs_rest'])} ({h['n_flagged']}) |"
+            )
+    lines += [
+        "",
+        f"## H3: equal-count pruning at epoch {args.prune_epoch}, then {args.finetune} epochs of fine-tuning",
+        "",
+        "| condition | seed | filters pruned | " + " | ".join(f"{c} test / gap" for c in CRITERIA) + " |",
+        "|---|---|---|" + "---|" * len(CRITERIA),
+    ]
     for r in results:
         for cond, h in r["h3"].items():
             cells = " | ".join(f"{h[c]['test_acc']:.3f} / {h[c]['gap']:.3f}" for c in CRITERIA)
@@ -246,7 +327,9 @@ def main() -> None:
     parser.add_argument("--prune-epoch", type=int, default=6)
     parser.add_argument("--finetune", type=int, default=5)
     parser.add_argument("--out", default="runs/gmm_hypotheses")
-    parser.add_argument("--report-only", action="store_true", help="rebuild report and plots from results.json")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rebuild report and plots from results.json"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)

@@ -58,7 +58,7 @@ def missing_extra_message(module: str, extra: str | None = None, feature: str | 
 def require(module: str, extra: str | None = None, feature: str | None = None) -> ModuleType:
     """Import an optional dependency or raise ``ModuleNotFoundError`` naming the extra to install.
 
-    Example:
+    Examples:
         >>> require("torch").__name__
         'torch'
     """

@@ -5,7 +5,7 @@ submodule on first access, so importing a package (for example on the way to one
 submodules) loads none of its siblings. Names that moved to another package keep working through
 ``moved``: the first access warns with the new location (``DeprecationWarning``).
 
-Example:
+Examples:
     >>> import sys, types
     >>> sys.modules["pkg"] = types.ModuleType("pkg")
     >>> getattr_, dir_ = lazy_exports("pkg", {"sqrt": "math"}, moved={"old_pi": "math.pi"})

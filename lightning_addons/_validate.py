@@ -1,7 +1,7 @@
 """Argument validators shared by constructors (pure Python): one check, the error naming the argument, the
 allowed values and the value received.
 
-Example:
+Examples:
     >>> positive_int("rounds", 3)
     3
     >>> positive_int("rounds", 0)

@@ -5,7 +5,7 @@ resolve by short name); ``tune`` runs a HyperTuner study, ``federate`` a federat
 --help`` lists them all without importing Lightning. Third-party packages may add subcommands with
 :func:`register_command`.
 
-Example:
+Examples:
     >>> from lightning_addons.cli import COMMANDS, extra_commands
     >>> sorted(COMMANDS)
     ['federate', 'fit', 'predict', 'test', 'tune', 'validate']

@@ -9,7 +9,7 @@ Environment variables:
     ``LIGHTNING_ADDONS_CACHE``: cache folder for downloads and built models
         (default: ``~/.cache/lightning_addons``).
 
-Example:
+Examples:
     >>> from lightning_addons.data import cache_dir
     >>> cache_dir("datasets").name
     'datasets'
@@ -155,7 +155,7 @@ def fetch(
 def load_digits_arrays():
     """scikit-learn's digits as ``(images [1797, 8, 8] float32 in [0, 1], labels [1797] int64)`` numpy arrays.
 
-    Example:
+    Examples:
         >>> images, labels = load_digits_arrays()
         >>> images.shape, float(images.max()), int(labels[0])
         ((1797, 8, 8), 1.0, 0)
@@ -176,7 +176,7 @@ def digits_split_indices(
     (``seed + 1``) and val (``seed + 2``) from the rest: the split of
     :class:`~lightning_addons.datamodules.DigitsDataModule` and of the tiny-world pre-training.
 
-    Example:
+    Examples:
         >>> _, labels = load_digits_arrays()
         >>> idx = digits_split_indices(labels, 0.15, 0.15, 0.3, seed=0)
         >>> {k: len(v) for k, v in sorted(idx.items())}
@@ -195,5 +195,7 @@ def digits_split_indices(
     n_test = int(round(test_fraction * n_private))
     n_val = int(round(val_fraction * n_private))
     rest, out["test"] = train_test_split(idx, test_size=n_test, stratify=y[idx], random_state=seed + 1)
-    out["train"], out["val"] = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=seed + 2)
+    out["train"], out["val"] = train_test_split(
+        rest, test_size=n_val, stratify=y[rest], random_state=seed + 2
+    )
     return {k: np.sort(v) for k, v in out.items()}

@@ -12,7 +12,7 @@ Pure torch (no Lightning import). Three tools:
   (the format of ``sha256sum``, so ``sha256sum -c SHA256SUMS`` checks them too), used for the tiny
   world's weight files.
 
-Example:
+Examples:
     >>> import torch, tempfile, os
     >>> state = {"w": torch.arange(3.0), "round": 2}
     >>> state_digest(state) == state_digest({"round": 2, "w": torch.arange(3.0)})
@@ -67,7 +67,9 @@ def _update(h: Any, obj: Any, where: str) -> None:
         tag(b"D", str(obj).encode())
     elif isinstance(obj, torch.Tensor):
         if obj.layout != torch.strided or obj.is_quantized:
-            raise TypeError(f"state_digest: {where} is a {obj.layout} tensor; only dense tensors are supported.")
+            raise TypeError(
+                f"state_digest: {where} is a {obj.layout} tensor; only dense tensors are supported."
+            )
         t = obj.detach().to("cpu").contiguous()
         tag(b"T", f"{t.dtype}|{tuple(t.shape)}".encode())
         if t.numel():
@@ -107,7 +109,7 @@ def state_digest(state: Any) -> str:
     Raises:
         TypeError: a value that is not a dense tensor, numpy array, dict, list, tuple or primitive.
 
-    Example:
+    Examples:
         >>> state_digest({"w": torch.zeros(2)}) == state_digest({"w": torch.zeros(2, dtype=torch.float64)})
         False
     """
@@ -119,7 +121,7 @@ def state_digest(state: Any) -> str:
 def save_verified(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Atomically ``torch.save`` ``{"format", "sha256", "state"}`` to ``path``; returns ``path``.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> p = save_verified({"x": torch.ones(1)}, os.path.join(tempfile.mkdtemp(), "s.pt"))
         >>> sorted(torch.load(p, weights_only=True))

@@ -28,8 +28,6 @@ def import_public_classes() -> None:
             getattr(module, attr)
 
 
-
-
 def summarise_parser_error(message: str) -> str:
     r"""The line of a jsonargparse error that matters, first: the key, what was expected and the value given,
     with "did you mean" for an unknown short ``class_path``.
@@ -51,7 +49,11 @@ def summarise_parser_error(message: str) -> str:
         close = difflib.get_close_matches(path.group(1), list(short_names()), n=3, cutoff=0.6)
         hint = f": did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         return f"{key}: unknown class_path {path.group(1)!r}{hint}" if key else f"unknown class_path{hint}"
-    for pattern in (r"Got value:", r"^Expected", r"not a valid|Unrecognized|unrecognized|does not exist|Invalid"):
+    for pattern in (
+        r"Got value:",
+        r"^Expected",
+        r"not a valid|Unrecognized|unrecognized|does not exist|Invalid",
+    ):
         hit = next((line for line in lines if re.search(pattern, line)), None)
         if hit:
             return f"{key}: {hit}" if key and not hit.startswith(key) else hit

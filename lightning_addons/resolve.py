@@ -5,7 +5,7 @@ one of :data:`SHORT_NAME_MODULES` (``"ImageClassifier"``); an unknown name fails
 suggestions. This module imports only the standard library at import time (PyYAML when reading a file, the
 named modules when resolving), so the CLI, the tuner and the federated package all import it without a cycle.
 
-Example:
+Examples:
     >>> resolve_class("LeNet5").__name__
     'LeNet5'
     >>> resolve_class("LeNet")

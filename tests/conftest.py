@@ -103,5 +103,8 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     if _UNEXPECTED_SKIPS and exitstatus == 0:
-        print("\nCI: tests were skipped although every extra should be installed:\n  " + "\n  ".join(_UNEXPECTED_SKIPS))
+        print(
+            "\nCI: tests were skipped although every extra should be installed:\n  "
+            + "\n  ".join(_UNEXPECTED_SKIPS)
+        )
         session.exitstatus = 1

@@ -30,7 +30,9 @@ def verify_checkpoint(checkpoint: Mapping[str, Any] | str | os.PathLike, source:
         try:
             checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
         except Exception as err:  # noqa: BLE001 - unreadable is one fault for the user
-            raise IntegrityError(f"Checkpoint {source!r} cannot be read ({type(err).__name__}): truncated or corrupt.") from None
+            raise IntegrityError(
+                f"Checkpoint {source!r} cannot be read ({type(err).__name__}): truncated or corrupt."
+            ) from None
     where = f"Checkpoint {source!r}" if source else "The checkpoint"
     stored = checkpoint.get(DIGEST_KEY)
     if not isinstance(stored, Mapping) or "sha256" not in stored:
@@ -67,7 +69,7 @@ class CheckpointDigest(pl.Callback):
     Raises:
         ValueError: ``require`` is not a bool.
 
-    Example:
+    Examples:
         >>> import tempfile, os, torch
         >>> from lightning.pytorch.demos.boring_classes import BoringModel
         >>> root = tempfile.mkdtemp()
@@ -93,10 +95,14 @@ class CheckpointDigest(pl.Callback):
             raise ValueError(f"`require` must be a bool, got {require!r}.")
         self.require = require
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
         checkpoint[DIGEST_KEY] = {"sha256": state_digest(checkpoint["state_dict"]), "version": 1}
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
         if DIGEST_KEY not in checkpoint and not self.require:
             return
         path = getattr(trainer, "ckpt_path", None)

@@ -43,7 +43,7 @@ class EnergyMeter(pl.Callback):
         energy_joules: joules of the last (or running) fit.
         fit_seconds: wall seconds of the last (or running) fit.
 
-    Example:
+    Examples:
         >>> import lightning.pytorch as pl
         >>> from lightning.pytorch.demos.boring_classes import BoringModel
         >>> meter = EnergyMeter(source="cpu-time-estimate")

@@ -53,7 +53,7 @@ class FlopsProfiler(pl.Callback):
         ValueError: both baselines given, non-positive ``baseline_flops_per_sample``/``depth``/``top``;
             no batch available to measure.
 
-    Example:
+    Examples:
         >>> from lightning_addons.modules import Forecaster
         >>> from lightning_addons.modules.nn import LinearForecaster
         >>> cb = FlopsProfiler(verbose=False)

@@ -46,7 +46,7 @@ def match_modules(module: nn.Module, patterns: list[str]) -> dict[str, list[str]
     out = {}
     for pat in patterns:
         if pat.startswith(TYPE_PREFIX):
-            cls = pat[len(TYPE_PREFIX):]
+            cls = pat[len(TYPE_PREFIX) :]
             out[pat] = [n for n, m in named if any(c.__name__ == cls for c in type(m).__mro__)]
         elif any(ch in pat for ch in "*?["):
             out[pat] = [n for n, _ in named if fnmatch.fnmatchcase(n, pat)]
@@ -136,7 +136,7 @@ class GMMFilterAuditor(pl.Callback):
     warning listing them and why; dead (constant) filters and filters with rank-1 panels are reported as
     such (``dead`` / ``degenerate_filters``), never as anomalies.
 
-    Example:
+    Examples:
         >>> import lightning.pytorch as pl
         >>> from lightning_addons.datamodules import DigitsDataModule
         >>> from lightning_addons.modules import ImageClassifier
@@ -177,11 +177,16 @@ class GMMFilterAuditor(pl.Callback):
         if layers is not None and (
             not isinstance(layers, (list, tuple)) or not layers or not all(isinstance(n, str) for n in layers)
         ):
-            raise ValueError(f"`layers` must be None (every nn.Conv2d) or a non-empty list of module names, got {layers!r}.")
+            raise ValueError(
+                f"`layers` must be None (every nn.Conv2d) or a non-empty list of module names, got {layers!r}."
+            )
         if ignored_layers is not None and (
-            not isinstance(ignored_layers, (list, tuple)) or not all(isinstance(n, str) for n in ignored_layers)
+            not isinstance(ignored_layers, (list, tuple))
+            or not all(isinstance(n, str) for n in ignored_layers)
         ):
-            raise ValueError(f"`ignored_layers` must be None or a list of module names/patterns, got {ignored_layers!r}.")
+            raise ValueError(
+                f"`ignored_layers` must be None or a list of module names/patterns, got {ignored_layers!r}."
+            )
         if subset not in SUBSETS:
             raise ValueError(f"`subset` must be one of {list(SUBSETS)}, got {subset!r}.")
         if max_samples is not None:
@@ -190,7 +195,9 @@ class GMMFilterAuditor(pl.Callback):
         _positive_int("every_n_epochs", every_n_epochs)
         _positive_int("warmup_epochs", warmup_epochs, minimum=0)
         if max_overhead is not None and (
-            isinstance(max_overhead, bool) or not isinstance(max_overhead, (int, float)) or not 0 < max_overhead
+            isinstance(max_overhead, bool)
+            or not isinstance(max_overhead, (int, float))
+            or not 0 < max_overhead
             or not math.isfinite(max_overhead)
         ):
             raise ValueError(
@@ -253,8 +260,12 @@ class GMMFilterAuditor(pl.Callback):
         """Unique per configuration, so several auditors (e.g. two rules) can share a Trainer and a checkpoint."""
         rule = self.rule if isinstance(self.rule, str) else getattr(self.rule, "__name__", "custom")
         return self._generate_state_key(
-            layers=self.layers, rule=rule, rule_kwargs=sorted(self.rule_kwargs.items()), criterion=self.criterion,
-            max_samples=self.max_samples, seed=self.seed,
+            layers=self.layers,
+            rule=rule,
+            rule_kwargs=sorted(self.rule_kwargs.items()),
+            criterion=self.criterion,
+            max_samples=self.max_samples,
+            seed=self.seed,
         )
 
     # ------------------------------------------------------------------ results
@@ -276,7 +287,9 @@ class GMMFilterAuditor(pl.Callback):
     @property
     def coverage(self) -> float:
         """Share of the training set audited at least once so far."""
-        return float(self._covered.float().mean()) if self._covered is not None and len(self._covered) else 0.0
+        return (
+            float(self._covered.float().mean()) if self._covered is not None and len(self._covered) else 0.0
+        )
 
     @property
     def skipped_epochs(self) -> list[int]:
@@ -341,8 +354,10 @@ class GMMFilterAuditor(pl.Callback):
             matches = match_modules(module, self.ignored_layers)
             unknown = [p for p, names in matches.items() if not names]
             if unknown:
-                raise ValueError(f"`ignored_layers` entries {unknown} match no module of the model; audited "
-                                 f"layers: {chosen[:20]}.")
+                raise ValueError(
+                    f"`ignored_layers` entries {unknown} match no module of the model; audited "
+                    f"layers: {chosen[:20]}."
+                )
             drop = {n for names in matches.values() for n in names}
             chosen = [n for n in chosen if n not in drop]
             if not chosen:
@@ -501,8 +516,9 @@ class GMMFilterAuditor(pl.Callback):
             self._maybe_audit(trainer, pl_module)
 
     # ------------------------------------------------------------------ audit
-    def _capture(self, pl_module: nn.Module, x: torch.Tensor, device: torch.device | None = None
-                 ) -> dict[str, torch.Tensor]:
+    def _capture(
+        self, pl_module: nn.Module, x: torch.Tensor, device: torch.device | None = None
+    ) -> dict[str, torch.Tensor]:
         # each layer's maps go straight into a [C, N, H, W] buffer: per-filter matrices without a later transpose
         store: dict[str, torch.Tensor] = {}
         offset = {"start": 0}
@@ -518,8 +534,13 @@ class GMMFilterAuditor(pl.Callback):
                 out = out.detach()
                 if name not in store:
                     # on the model's device: the torch backend fits there (a GPU audits on the GPU)
-                    store[name] = torch.empty(out.shape[1], len(x), *out.shape[2:], dtype=torch.float32,
-                                              device=out.device if self.audit_device == "auto" else "cpu")
+                    store[name] = torch.empty(
+                        out.shape[1],
+                        len(x),
+                        *out.shape[2:],
+                        dtype=torch.float32,
+                        device=out.device if self.audit_device == "auto" else "cpu",
+                    )
                 start = offset["start"]
                 store[name][:, start : start + len(out)] = out.transpose(0, 1)
 
@@ -564,9 +585,20 @@ class GMMFilterAuditor(pl.Callback):
         if not maps:
             raise ValueError("`maps` must hold at least one layer's feature maps.")
         n = next(iter(maps.values())).shape[0]
-        ids = self._sample_ids if self._sample_ids is not None and len(self._sample_ids) == n else torch.arange(n)
+        ids = (
+            self._sample_ids
+            if self._sample_ids is not None and len(self._sample_ids) == n
+            else torch.arange(n)
+        )
         audits: dict[str, LayerAudit] = audit_layers(
-            maps, self.components, self.criterion, self.rule, self.rule_kwargs, self.backend, self.seed, self.n_jobs
+            maps,
+            self.components,
+            self.criterion,
+            self.rule,
+            self.rule_kwargs,
+            self.backend,
+            self.seed,
+            self.n_jobs,
         )
         votes = sample_votes(list(audits.values()))
         outliers = (votes >= self.min_votes).nonzero().flatten()
@@ -584,26 +616,45 @@ class GMMFilterAuditor(pl.Callback):
                 "mean_ch": float(a.ch[live].mean()) if bool(live.any()) else 0.0,
             }
             for f in range(len(a.k)):
-                flagged = a.flagged[f].nonzero().flatten() if bool(a.anomaly[f]) else torch.zeros(0, dtype=torch.long)
-                filters.append({
-                    "epoch": epoch, "layer": name, "filter": f, "k": int(a.k[f]), "ch": float(a.ch[f]),
-                    "min_fraction": float(a.min_fraction[f]), "dead": bool(a.dead[f]),
-                    "anomaly": bool(a.anomaly[f]), "score": float(a.score[f]), "n_flagged": len(flagged),
-                    "flagged_ids": ids[flagged].tolist(),
-                })
+                flagged = (
+                    a.flagged[f].nonzero().flatten()
+                    if bool(a.anomaly[f])
+                    else torch.zeros(0, dtype=torch.long)
+                )
+                filters.append(
+                    {
+                        "epoch": epoch,
+                        "layer": name,
+                        "filter": f,
+                        "k": int(a.k[f]),
+                        "ch": float(a.ch[f]),
+                        "min_fraction": float(a.min_fraction[f]),
+                        "dead": bool(a.dead[f]),
+                        "anomaly": bool(a.anomaly[f]),
+                        "score": float(a.score[f]),
+                        "n_flagged": len(flagged),
+                        "flagged_ids": ids[flagged].tolist(),
+                    }
+                )
             score = torch.where(live, a.score, torch.full_like(a.score, -torch.inf))
             top = int(score.argmax()) if len(a.k) else 0
             if len(a.k) and bool(live[top]):
                 self._plot_data[name] = {
-                    "filter": top, "points": a.points[top].float(), "weights": a.weights[top],
-                    "means": a.means[top], "covariances": a.covariances[top],
-                    "flagged": a.flagged[top] & a.anomaly[top], "epoch": epoch,
+                    "filter": top,
+                    "points": a.points[top].float(),
+                    "weights": a.weights[top],
+                    "means": a.means[top],
+                    "covariances": a.covariances[top],
+                    "flagged": a.flagged[top] & a.anomaly[top],
+                    "epoch": epoch,
                 }
         new = {k: v for k, v in skipped_layers.items() if self._warned_layers.get(k) != v}
         if new:
             self._warned_layers.update(new)
             listing = "; ".join(f"{k}: {v}" for k, v in new.items())
-            rank_zero_warn(f"GMMFilterAuditor skips {len(new)} layer(s) whose maps cannot be audited: {listing}.")
+            rank_zero_warn(
+                f"GMMFilterAuditor skips {len(new)} layer(s) whose maps cannot be audited: {listing}."
+            )
         live_ch = [r["ch"] for r in filters if not r["dead"] and r["k"] > 0]
         return {
             "epoch": epoch,
@@ -623,8 +674,13 @@ class GMMFilterAuditor(pl.Callback):
             "filters": filters,
         }
 
-    def audit_module(self, module: nn.Module, x: torch.Tensor, sample_ids: list[int] | torch.Tensor | None = None,
-                     epoch: int = 0) -> dict[str, Any]:
+    def audit_module(
+        self,
+        module: nn.Module,
+        x: torch.Tensor,
+        sample_ids: list[int] | torch.Tensor | None = None,
+        epoch: int = 0,
+    ) -> dict[str, Any]:
         """Audit ``module`` on inputs ``x`` ``[N, C, H, W]`` now, without a Trainer (e.g. a trained model, a
         benchmark): the same layers, capture and verdicts as in a fit; ids are ``sample_ids`` (default
         ``0..N-1``). Nothing is appended to ``history``.
@@ -641,8 +697,13 @@ class GMMFilterAuditor(pl.Callback):
         maps = self._capture(module, x, device)
         return self.audit_maps(maps, epoch)
 
-    def run_audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, size: int | None = None,
-                  reason: str = "scheduled") -> dict[str, Any]:
+    def run_audit(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        size: int | None = None,
+        reason: str = "scheduled",
+    ) -> dict[str, Any]:
         """Run one audit now on ``size`` samples (default ``max_samples``); every rank calls it, rank 0 fits and
         broadcasts the verdicts. ``reason`` is recorded in the audit (e.g. ``"pruning"``)."""
         self._last_epoch = trainer.current_epoch
@@ -689,8 +750,9 @@ class GMMFilterAuditor(pl.Callback):
             values[f"gmm/mean_ch/{name}"] = v["mean_ch"]
         # identical on every rank (broadcast): a "mean" reduction returns the same value, so sync_dist=True is
         # exact and keeps Lightning's DDP checks quiet
-        pl_module.log_dict({k: float(v) for k, v in values.items()}, on_step=False, on_epoch=True,
-                           sync_dist=True)
+        pl_module.log_dict(
+            {k: float(v) for k, v in values.items()}, on_step=False, on_epoch=True, sync_dist=True
+        )
 
     # ------------------------------------------------------------------ outputs
     def _write(self, trainer: pl.Trainer, r: dict[str, Any]) -> None:
@@ -715,7 +777,9 @@ class GMMFilterAuditor(pl.Callback):
             ValueError: no ``out_dir`` and the auditor has not been set up by a Trainer (no output folder)."""
         folder = Path(out_dir) if out_dir is not None else self._out_dir
         if folder is None:
-            raise ValueError("`out_dir` is required before the auditor has run in a Trainer (no output folder yet).")
+            raise ValueError(
+                "`out_dir` is required before the auditor has run in a Trainer (no output folder yet)."
+            )
         return report.save_figures(self.history, self._plot_data, self._layer_names, folder)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -751,7 +815,9 @@ class GMMFilterAuditor(pl.Callback):
         self._last_epoch = int(state_dict.get("last_epoch", -1))
         skipped = state_dict.get("skipped")
         if skipped is None:  # version 1: epochs only
-            skipped = [{"epoch": int(e), "reason": "max_overhead"} for e in state_dict.get("skipped_epochs", [])]
+            skipped = [
+                {"epoch": int(e), "reason": "max_overhead"} for e in state_dict.get("skipped_epochs", [])
+            ]
         self.skipped = [dict(x) for x in skipped]
         self._audit_seconds = float(state_dict.get("audit_seconds", 0.0))
         self._fit_seconds_before, self._fit_start = float(state_dict.get("fit_seconds", 0.0)), None

@@ -88,7 +88,7 @@ class AnomalyFilterPruning(pl.Callback):
             ``amount=None``) without an auditor (or ``anomaly_sets``), unknown or non-conv layer names.
         ModuleNotFoundError: ``mode="physical"`` without ``torch-pruning`` (names the extra).
 
-    Example:
+    Examples:
         >>> import lightning.pytorch as pl
         >>> from lightning_addons.datamodules import DigitsDataModule
         >>> from lightning_addons.modules import ImageClassifier
@@ -125,17 +125,26 @@ class AnomalyFilterPruning(pl.Callback):
             raise ValueError(f"`auditor` must be a GMMFilterAuditor or None, got {type(auditor).__name__}.")
         if anomaly_sets is not None and (
             not isinstance(anomaly_sets, dict)
-            or not all(isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v) for v in anomaly_sets.values())
+            or not all(
+                isinstance(v, (list, tuple)) and all(isinstance(i, int) for i in v)
+                for v in anomaly_sets.values()
+            )
         ):
-            raise ValueError(f"`anomaly_sets` must be a dict {{layer: [filter indices]}}, got {anomaly_sets!r}.")
+            raise ValueError(
+                f"`anomaly_sets` must be a dict {{layer: [filter indices]}}, got {anomaly_sets!r}."
+            )
         if callable(epochs):
             self._schedule: Callable[[int], bool] = epochs
         else:
             ep = [epochs] if isinstance(epochs, int) and not isinstance(epochs, bool) else epochs
-            if not isinstance(ep, (list, tuple)) or not ep or any(
-                not isinstance(e, int) or isinstance(e, bool) or e < 0 for e in ep
+            if (
+                not isinstance(ep, (list, tuple))
+                or not ep
+                or any(not isinstance(e, int) or isinstance(e, bool) or e < 0 for e in ep)
             ):
-                raise ValueError(f"`epochs` must be a non-negative int, a list of them or a callable, got {epochs!r}.")
+                raise ValueError(
+                    f"`epochs` must be a non-negative int, a list of them or a callable, got {epochs!r}."
+                )
             wanted = set(ep)
             self._schedule = wanted.__contains__
         if amount is not None:
@@ -146,7 +155,9 @@ class AnomalyFilterPruning(pl.Callback):
         if not isinstance(max_fraction, (int, float)) or not 0.0 < max_fraction < 1.0:
             raise ValueError(f"`max_fraction` must be in (0, 1), got {max_fraction!r}.")
         for name, value in (("layers", layers), ("ignored_layers", ignored_layers)):
-            if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value)):
+            if value is not None and (
+                not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value)
+            ):
                 raise ValueError(f"`{name}` must be None or a list of module names, got {value!r}.")
         if not isinstance(apoz_samples, int) or apoz_samples < 1:
             raise ValueError(f"`apoz_samples` must be a positive integer, got {apoz_samples!r}.")
@@ -196,7 +207,11 @@ class AnomalyFilterPruning(pl.Callback):
                 f"AnomalyFilterPruning with {what} needs a GMMFilterAuditor: pass `auditor=...` or add one to "
                 "the Trainer's callbacks"
                 + ("" if self.criterion == "low_ch" else ", or give `anomaly_sets`")
-                + ("" if self.criterion in ("anomaly", "low_ch") else ", or set `amount` (an int or a fraction)")
+                + (
+                    ""
+                    if self.criterion in ("anomaly", "low_ch")
+                    else ", or set `amount` (an int or a fraction)"
+                )
                 + "."
             )
 
@@ -213,18 +228,26 @@ class AnomalyFilterPruning(pl.Callback):
         for arg, names in (("layers", wanted), ("ignored_layers", self.ignored_layers)):
             bad = [n for n in names if not isinstance(named.get(n), nn.Conv2d)]
             if bad:
-                raise ValueError(f"`{arg}` names {bad} that are not nn.Conv2d modules of the model; conv layers: {convs[:20]}.")
+                raise ValueError(
+                    f"`{arg}` names {bad} that are not nn.Conv2d modules of the model; conv layers: {convs[:20]}."
+                )
         self._layer_names = [n for n in wanted if n not in self.ignored_layers]
         if not self._layer_names:
-            raise ValueError("AnomalyFilterPruning has no layer to prune: check `layers` and `ignored_layers`.")
+            raise ValueError(
+                "AnomalyFilterPruning has no layer to prune: check `layers` and `ignored_layers`."
+            )
         if trainer is not None and self.auditor is not None and self.auditor not in trainer.callbacks:
-            raise ValueError("`auditor` must also be one of the Trainer's callbacks (it audits during the fit).")
+            raise ValueError(
+                "`auditor` must also be one of the Trainer's callbacks (it audits during the fit)."
+            )
         if self.mode == "mask" and self._load_hook is None:
             # masks are the model's state: re-create them from any state dict loaded into the model (a resume,
             # `trainer.test(ckpt_path=...)`) before its keys are matched, so the strict load succeeds
             self._load_hook = pl_module.register_load_state_dict_pre_hook(self._attach_from_state_dict)
 
-    def _attach_from_state_dict(self, module: nn.Module, state: dict[str, torch.Tensor], prefix: str, *_: Any) -> None:
+    def _attach_from_state_dict(
+        self, module: nn.Module, state: dict[str, torch.Tensor], prefix: str, *_: Any
+    ) -> None:
         """Re-create the ``torch.nn.utils.prune`` masks found in ``state`` on ``module``."""
         modules = dict(module.named_modules())
         for key, mask in state.items():
@@ -332,7 +355,11 @@ class AnomalyFilterPruning(pl.Callback):
             conv = modules[layer]
             c = conv.out_channels
             keep = self.masks.get(layer, torch.ones(c, dtype=torch.bool))
-            order = [i for i in self._ranking(trainer, pl_module, layer, conv, epoch, apoz) if 0 <= i < c and bool(keep[i])]
+            order = [
+                i
+                for i in self._ranking(trainer, pl_module, layer, conv, epoch, apoz)
+                if 0 <= i < c and bool(keep[i])
+            ]
             if order[:n]:
                 decision[layer] = sorted(order[:n])
         return decision
@@ -351,7 +378,12 @@ class AnomalyFilterPruning(pl.Callback):
                 if hasattr(module, pname + "_orig"):
                     prune.remove(module, pname)
                 param = getattr(module, pname)
-                mask = keep.to(param.device).view(-1, *([1] * (param.dim() - 1))).expand_as(param).to(param.dtype)
+                mask = (
+                    keep.to(param.device)
+                    .view(-1, *([1] * (param.dim() - 1)))
+                    .expand_as(param)
+                    .to(param.dtype)
+                )
                 prune.custom_from_mask(module, pname, mask)
 
     def _prune_physical(self, trainer, pl_module, decision: dict[str, list[int]]) -> None:
@@ -369,9 +401,12 @@ class AnomalyFilterPruning(pl.Callback):
         ops1, params1 = tp.utils.count_ops_and_params(pl_module, x)
         trainer.strategy.setup_optimizers(trainer)
         self.reductions = {
-            "params_before": float(params0), "params_after": float(params1),
-            "flops_before": float(ops0), "flops_after": float(ops1),
-            "params_reduction": 1.0 - params1 / params0, "flops_reduction": 1.0 - ops1 / ops0,
+            "params_before": float(params0),
+            "params_after": float(params1),
+            "flops_before": float(ops0),
+            "flops_after": float(ops1),
+            "params_reduction": 1.0 - params1 / params0,
+            "flops_reduction": 1.0 - ops1 / ops0,
         }
 
     def _example(self, trainer, pl_module) -> torch.Tensor:
@@ -387,13 +422,16 @@ class AnomalyFilterPruning(pl.Callback):
             return
         self._last_epoch = epoch
         uses_audit = self.criterion == "low_ch" or (
-            self.anomaly_sets is None and (self.criterion == "anomaly" or self.amount is None))
+            self.anomaly_sets is None and (self.criterion == "anomaly" or self.amount is None)
+        )
         if uses_audit and self.auditor is not None:
             latest = self.auditor.latest
             if latest is None or latest["epoch"] < epoch - 1:  # stale or none: audit now, whatever the budget
                 self.auditor.run_audit(trainer, pl_module, reason="pruning")
         elif uses_audit:
-            warnings.warn(f"AnomalyFilterPruning: no GMM auditor at epoch {epoch}; nothing pruned.", stacklevel=2)
+            warnings.warn(
+                f"AnomalyFilterPruning: no GMM auditor at epoch {epoch}; nothing pruned.", stacklevel=2
+            )
             return
         decision = self.decide(trainer, pl_module, epoch)
         if trainer.world_size > 1:  # decide once on rank 0, every rank applies the same masks
@@ -406,12 +444,16 @@ class AnomalyFilterPruning(pl.Callback):
         else:
             modules = dict(pl_module.named_modules())
             for layer, idx in decision.items():
-                keep = self.masks.get(layer, torch.ones(modules[layer].out_channels, dtype=torch.bool)).clone()
+                keep = self.masks.get(
+                    layer, torch.ones(modules[layer].out_channels, dtype=torch.bool)
+                ).clone()
                 keep[idx] = False
                 self.masks[layer] = keep
                 self._apply_mask(pl_module, layer, keep)
         total = sum(len(v) for v in decision.values())
-        rank_zero_info(f"AnomalyFilterPruning ({self.criterion}) epoch {epoch}: pruned {total} filters {decision}")
+        rank_zero_info(
+            f"AnomalyFilterPruning ({self.criterion}) epoch {epoch}: pruned {total} filters {decision}"
+        )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pruned = sum(len(v) for v in self.pruned_filters.values())

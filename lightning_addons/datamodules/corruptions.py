@@ -3,7 +3,7 @@
 All functions are deterministic given a ``torch.Generator`` and never modify their inputs.
 Images are float tensors ``[N, C, H, W]`` with intensities in ``[0, 1]``.
 
-Example:
+Examples:
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
     >>> y = torch.arange(10).repeat(10)
@@ -120,10 +120,14 @@ def validate_corruptions(corruptions: dict[str, Any] | None) -> dict[str, Any]:
     if corruptions is None:
         return {}
     if not isinstance(corruptions, dict):
-        raise ValueError(f"`corruptions` must be a dict mapping names {list(CORRUPTIONS)} to values, got {corruptions!r}.")
+        raise ValueError(
+            f"`corruptions` must be a dict mapping names {list(CORRUPTIONS)} to values, got {corruptions!r}."
+        )
     unknown = sorted(set(corruptions) - set(CORRUPTIONS))
     if unknown:
-        raise ValueError(f"Unknown corruption name(s) {unknown} in `corruptions`; allowed names are {list(CORRUPTIONS)}.")
+        raise ValueError(
+            f"Unknown corruption name(s) {unknown} in `corruptions`; allowed names are {list(CORRUPTIONS)}."
+        )
     out = dict(corruptions)
     for key in ("label_noise", "outliers"):
         if key in out:
@@ -134,5 +138,3 @@ def validate_corruptions(corruptions: dict[str, Any] | None) -> dict[str, Any]:
         else:
             out["domain_shift"] = resolve_shift(out["domain_shift"])
     return out
-
-

@@ -98,7 +98,7 @@ class DigitsDataModule(pl.LightningDataModule):
         ValueError: fractions outside their range, splits that leave fewer samples than classes,
             unknown corruption names, ``channels`` not 1 or 3.
 
-    Example:
+    Examples:
         >>> dm = DigitsDataModule(resize=32, corruptions={"outliers": 0.05}, return_indices=True)
         >>> dm.setup("fit")
         >>> x, y, idx = next(iter(dm.train_dataloader()))
@@ -142,7 +142,11 @@ class DigitsDataModule(pl.LightningDataModule):
             raise ValueError(f"`num_workers` must be a non-negative integer, got {num_workers!r}.")
         self.corruptions = validate_corruptions(corruptions)
         self.batch_size = batch_size
-        self.val_fraction, self.test_fraction, self.public_fraction = val_fraction, test_fraction, public_fraction
+        self.val_fraction, self.test_fraction, self.public_fraction = (
+            val_fraction,
+            test_fraction,
+            public_fraction,
+        )
         self.resize, self.channels, self.normalize = resize, channels, normalize
         self.return_indices = return_indices
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
@@ -208,7 +212,9 @@ class DigitsDataModule(pl.LightningDataModule):
                 if self.corruptions.get("label_noise", 0) > 0:
                     y, is_noisy = label_noise(y, self.corruptions["label_noise"], self.num_classes, g)
                 if self.corruptions.get("outliers", 0) > 0:
-                    ox, oy, src = inject_outliers(x, clean_y, self.corruptions["outliers"], self.num_classes, g)
+                    ox, oy, src = inject_outliers(
+                        x, clean_y, self.corruptions["outliers"], self.num_classes, g
+                    )
                     x = torch.cat([x, ox])
                     y = torch.cat([y, oy])
                     clean_y = torch.cat([clean_y, clean_y[src]])

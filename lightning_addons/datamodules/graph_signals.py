@@ -39,7 +39,7 @@ def gaussian_kernel_edges(dist: np.ndarray, threshold: float = 0.1) -> tuple[np.
     Returns ``(edge_index [2, E], edge_weight [E])`` without self-loops, ``edge_index[0]`` the source
     (row of ``dist``).
 
-    Example:
+    Examples:
         >>> d = np.array([[0.0, 1.0, np.inf], [1.0, 0.0, 3.0], [np.inf, 3.0, 0.0]])
         >>> ei, ew = gaussian_kernel_edges(d)
         >>> ei.tolist(), [round(float(w), 3) for w in ew]
@@ -181,7 +181,7 @@ def load_graph_signal_json(
     Raises:
         ValueError: malformed file (naming it and what is wrong).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> f = pathlib.Path(tempfile.mkdtemp()) / "g.json"
         >>> _ = f.write_text(json.dumps({"nodes": [{"id": "a", "series": [1, 2, 3]}, {"id": "b", "series": [4, 5, 6]}],
@@ -270,7 +270,7 @@ class GraphSignalDataModule(TimeSeriesDataModule):
         invalid: ``"raise"`` or ``"mask"``.
         num_workers: DataLoader workers.
 
-    Example:
+    Examples:
         >>> from lightning_addons.data import shared_data_path
         >>> dm = GraphSignalDataModule(shared_data_path("pedalme_london.json"), lookback=4, horizon=2,
         ...                            start="2020-01-06", freq="7D")
@@ -345,7 +345,7 @@ def seasonal_graph_signal(
     Returns:
         ``(values [steps, N], edge_index [2, E], edge_weight [E], dates)``.
 
-    Example:
+    Examples:
         >>> values, ei, ew, dates = seasonal_graph_signal(num_nodes=20, steps=24 * 14, neighbours=3)
         >>> values.shape, ei.shape[0], str(dates.freq)
         ((336, 20), 2, '<Hour>')

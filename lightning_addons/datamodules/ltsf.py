@@ -58,7 +58,7 @@ LTSF_DATASETS: dict[str, LTSFSpec] = {
 def ltsf_splits(name: str, rows: int) -> tuple[int, int, int]:
     """``(train, val, test)`` row counts of the reference code for dataset ``name`` with ``rows`` rows.
 
-    Example:
+    Examples:
         >>> ltsf_splits("ETTh1", 17420), ltsf_splits("ETTm1", 69680), ltsf_splits("ILI", 966)
         ((8640, 2880, 2880), (34560, 11520, 11520), (676, 97, 193))
     """
@@ -91,7 +91,7 @@ def load_ltsf(name: str, path: str | os.PathLike | None = None) -> pd.DataFrame:
             a direct download.
         FileNotFoundError: ``path`` does not exist.
 
-    Example:
+    Examples:
         >>> from lightning_addons.data import shared_data_path
         >>> df = load_ltsf("ETTh1", shared_data_path("ETTh1.csv"))
         >>> df.shape, list(df.columns[:2])
@@ -110,7 +110,7 @@ def load_ltsf(name: str, path: str | os.PathLike | None = None) -> pd.DataFrame:
 def read_dated_csv(file: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV with a ``date`` column and numeric variable columns; clear errors on malformed files.
 
-    Example:
+    Examples:
         >>> import io, tempfile, pathlib
         >>> f = pathlib.Path(tempfile.mkdtemp()) / "tiny.csv"
         >>> _ = f.write_text("date,a,OT\\n2020-01-01 00:00,1,2\\n2020-01-01 01:00,3,4\\n")
@@ -171,7 +171,7 @@ class LTSFDataModule(TimeSeriesDataModule):
         ValueError: unknown name/features, bad sizes; at load time, a malformed file, a missing
             ``target`` column, a disagreeing ``steps_per_day``.
 
-    Example:
+    Examples:
         >>> from lightning_addons.data import shared_data_path
         >>> dm = LTSFDataModule("ETTh1", path=shared_data_path("ETTh1.csv"), history=168)
         >>> dm.setup()
@@ -232,7 +232,7 @@ class LTSFDataModule(TimeSeriesDataModule):
 class ETTDataModule(LTSFDataModule):
     """The ETT family (``"ETTh1"``, ``"ETTh2"``, ``"ETTm1"``, ``"ETTm2"``): :class:`LTSFDataModule` restricted to it.
 
-    Example:
+    Examples:
         >>> from lightning_addons.data import shared_data_path
         >>> dm = ETTDataModule("ETTh1", path=shared_data_path("ETTh1.csv"), features="S")
         >>> dm.num_nodes, dm.steps_per_day

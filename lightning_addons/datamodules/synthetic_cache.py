@@ -109,7 +109,7 @@ class DiffusersPipelineGenerator(CacheGenerator):
         FileNotFoundError: ``pipeline`` is a local path (``/``, ``./``, ``../``, ``~``) that does not exist;
             at first use, a pipeline that cannot be loaded (names the value and ``local_files_only``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> def pipe(prompt, num_images_per_prompt, generator, output_type, **kw):  # a stand-in pipeline
         ...     return (torch.rand(num_images_per_prompt, 3, 16, 16, generator=generator),)
@@ -154,7 +154,11 @@ class DiffusersPipelineGenerator(CacheGenerator):
                 "`pipeline` must be a local diffusers pipeline folder, a hub id or a callable pipeline object, "
                 f"got {type(pipeline).__name__}."
             )
-        if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
+        if (
+            not isinstance(num_inference_steps, int)
+            or isinstance(num_inference_steps, bool)
+            or num_inference_steps < 1
+        ):
             raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
         if not (isinstance(guidance_scale, (int, float)) and guidance_scale >= 0):
             raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}.")
@@ -350,7 +354,7 @@ class CacheInitializer:
             time a generator returning the wrong count, shape, dtype or non-finite values.
         RuntimeError: the filter could not collect ``K`` images of a class in ``max_rounds`` rounds.
 
-    Example:
+    Examples:
         >>> import torch
         >>> gen = FewShotGenerator(torch.rand(30, 1, 8, 8), torch.arange(3).repeat(10))
         >>> cs = CacheInitializer(gen, ["a", "b", "c"], shots=4).run()
@@ -495,7 +499,7 @@ class SyntheticCacheDataModule(pl.LightningDataModule):
         ValueError: ``shots < 1``, unknown generator string, duplicate/empty class names, a filter
             without a judge.
 
-    Example:
+    Examples:
         >>> dm = SyntheticCacheDataModule(generator="real:public", shots=2)
         >>> cs = dm.cache_set()
         >>> tuple(cs[0].shape), cs[1].bincount().tolist()

@@ -60,7 +60,7 @@ def load_etth1(path: str | os.PathLike | None = None) -> pd.DataFrame:
         path: local ``ETTh1.csv`` or a folder holding it; ``None`` downloads it once from
             github.com/zhouhaoyi/ETDataset into the cache.
 
-    Example:
+    Examples:
         >>> from lightning_addons.data import shared_data_path
         >>> load_etth1(shared_data_path("ETTh1.csv")).shape
         (17420, 8)
@@ -78,7 +78,7 @@ def load_chickenpox(path: str | os.PathLike | None = None) -> tuple[np.ndarray, 
         path: local ``chickenpox.json`` or a folder holding it; ``None`` downloads it once from
             github.com/benedekrozemberczki/pytorch_geometric_temporal into the cache.
 
-    Example:
+    Examples:
         >>> from lightning_addons.data import shared_data_path
         >>> values, edge_index, names = load_chickenpox(shared_data_path("chickenpox.json"))
         >>> values.shape, edge_index.shape, names[4]
@@ -105,7 +105,7 @@ def load_stocks_demo() -> pd.DataFrame:
     Rows without any price are dropped, and DELL (71 of 524 months observed); missing prices (companies not
     yet listed) stay NaN.
 
-    Example:
+    Examples:
         >>> df = load_stocks_demo()
         >>> list(df.columns[:3]), bool(df["AMZN"].isna().any())
         (['date', 'IBM', 'AAPL'], True)
@@ -126,7 +126,7 @@ def infer_steps_per_day(dates: pd.Series | pd.DatetimeIndex) -> int | None:
     Raises:
         ValueError: fewer than two timestamps, or timestamps not strictly increasing.
 
-    Example:
+    Examples:
         >>> infer_steps_per_day(pd.date_range("2016-07-01", periods=5, freq="h"))
         24
         >>> infer_steps_per_day(pd.date_range("2016-07-01", periods=5, freq="15min"))
@@ -150,10 +150,12 @@ def infer_steps_per_day(dates: pd.Series | pd.DatetimeIndex) -> int | None:
     return day_ns // step_ns
 
 
-def check_steps_per_day(steps_per_day: int | None, inferred: int | None, source: str = "the timestamps") -> None:
+def check_steps_per_day(
+    steps_per_day: int | None, inferred: int | None, source: str = "the timestamps"
+) -> None:
     """Raise if an explicit ``steps_per_day`` disagrees with the one the timestamps imply.
 
-    Example:
+    Examples:
         >>> check_steps_per_day(24, 24)
         >>> check_steps_per_day(288, 24)
         Traceback (most recent call last):
@@ -172,7 +174,7 @@ def check_steps_per_day(steps_per_day: int | None, inferred: int | None, source:
 def time_features(dates: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """``[T, 2]``: time of day as a fraction of 24 h, and day of week (Monday = 0).
 
-    Example:
+    Examples:
         >>> time_features(pd.to_datetime(["2016-07-01 06:00"])).tolist()
         [[0.25, 4.0]]
     """
@@ -190,7 +192,7 @@ class StandardScaler(torch.nn.Module):
         mean: ``[N, F]``.
         std: ``[N, F]`` (zeros are replaced by 1).
 
-    Example:
+    Examples:
         >>> s = StandardScaler(torch.tensor([[1.0]]), torch.tensor([[2.0]]))
         >>> s.inverse_transform(s.transform(torch.tensor([[[5.0]]]))).item()
         5.0
@@ -235,7 +237,7 @@ class WindowDataset(Dataset):
         history: length of ``x_hist`` (0: none), the steps ending where ``x`` ends.
         starts: explicit window start rows (overrides ``first``/``last``/``stride``).
 
-    Example:
+    Examples:
         >>> ds = WindowDataset(torch.arange(10.0)[:, None, None], torch.ones(10, 1, 1, dtype=torch.bool), 2, 1,
         ...                    first=4, history=5)
         >>> len(ds), ds[0]["x"].flatten().tolist(), ds[0]["x_hist"].flatten().tolist()
@@ -337,7 +339,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
             window, or a wrongly shaped series; at setup, invalid values (see ``invalid``) or a
             ``steps_per_day`` that disagrees with ``dates``.
 
-    Example:
+    Examples:
         >>> dm = TimeSeriesDataModule(np.sin(np.arange(200.0)), lookback=24, horizon=6, splits=[0.6, 0.2, 0.2])
         >>> dm.setup()
         >>> batch = next(iter(dm.train_dataloader()))
@@ -368,7 +370,11 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         super().__init__()
         if invalid not in ("raise", "mask"):
             raise ValueError(f"`invalid` must be one of ['raise', 'mask'], got {invalid!r}.")
-        if isinstance(min_observed, bool) or not isinstance(min_observed, (int, float)) or not 0 <= min_observed < 1:
+        if (
+            isinstance(min_observed, bool)
+            or not isinstance(min_observed, (int, float))
+            or not 0 <= min_observed < 1
+        ):
             raise ValueError(f"`min_observed` must be a fraction in [0, 1), got {min_observed!r}.")
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
             raise ValueError(f"`history` must be a non-negative integer, got {history!r}.")
@@ -489,7 +495,11 @@ class TimeSeriesDataModule(pl.LightningDataModule):
 
     def _channel_name(self, node: int, feat: int) -> str:
         names = getattr(self, "columns", None) or getattr(self, "node_names", None)
-        label = repr(names[node]) if names is not None and node < len(names) and self._values.shape[2] == 1 else None
+        label = (
+            repr(names[node])
+            if names is not None and node < len(names) and self._values.shape[2] == 1
+            else None
+        )
         return label or f"(node {node}, feature {feat})"
 
     def _validate(self, values: np.ndarray, n_train: int) -> np.ndarray:
@@ -510,8 +520,7 @@ class TimeSeriesDataModule(pl.LightningDataModule):
             warnings.simplefilter("ignore", RuntimeWarning)
             spread = np.nanmax(train, axis=0) - np.nanmin(train, axis=0)
         problems = [
-            (int(n), int(f), "never observed in the training rows")
-            for n, f in zip(*np.nonzero(counts == 0))
+            (int(n), int(f), "never observed in the training rows") for n, f in zip(*np.nonzero(counts == 0))
         ] + [
             (int(n), int(f), "constant in the training rows")
             for n, f in zip(*np.nonzero((counts > 0) & (spread == 0)))
@@ -530,7 +539,9 @@ class TimeSeriesDataModule(pl.LightningDataModule):
         self.masked_channels = problems
         return values
 
-    def _window_starts(self, split: str, mask: torch.Tensor, first: int, last: int, stride: int) -> torch.Tensor:
+    def _window_starts(
+        self, split: str, mask: torch.Tensor, first: int, last: int, stride: int
+    ) -> torch.Tensor:
         """Window starts in ``[first, last)`` with enough observed input and target values."""
         t, h = self.lookback, self.horizon
         starts = torch.arange(first, max(last - t - h + 1, first), stride)
@@ -645,7 +656,7 @@ class ETTh1DataModule(TimeSeriesDataModule):
     Raises:
         ValueError: unknown ``features``, non-positive sizes.
 
-    Example:
+    Examples:
         >>> from lightning_addons.data import shared_data_path
         >>> dm = ETTh1DataModule(path=shared_data_path("ETTh1.csv"))
         >>> dm.setup()
@@ -700,7 +711,7 @@ class ChickenpoxDataModule(TimeSeriesDataModule):
         batch_size: batch size.
         num_workers: DataLoader workers.
 
-    Example:
+    Examples:
         >>> from lightning_addons.data import shared_data_path
         >>> dm = ChickenpoxDataModule(path=shared_data_path("chickenpox.json"), lookback=8, horizon=4)
         >>> dm.setup()
@@ -742,7 +753,7 @@ class StocksDemoDataModule(TimeSeriesDataModule):
         batch_size: batch size.
         log: model log prices.
 
-    Example:
+    Examples:
         >>> dm = StocksDemoDataModule(lookback=24, horizon=6)
         >>> dm.setup()
         >>> dm.num_nodes, bool((~dm.dataset("train")[0]["mask"]).any())

@@ -3,7 +3,7 @@
 Used by the :class:`~lightning_addons.callbacks.EnergyMeter` callback and by the HyperTuner; the old
 location :mod:`lightning_addons.tuner.energy` re-exports them.
 
-Example:
+Examples:
     >>> from lightning_addons.energy import CPUTimeMeter
     >>> CPUTimeMeter(watts_per_core=10.0).source
     'cpu-time-estimate'

@@ -4,7 +4,7 @@ Every reading is labelled with its ``source`` (``"nvml"``, ``"rapl"``, ``"cpu-ti
 estimate is never mistaken for a measurement. :func:`best_meter` picks NVML when a CUDA device is used and
 NVML answers, else RAPL where its counters are readable, else the estimate.
 
-Example:
+Examples:
     >>> meter = CPUTimeMeter(watts_per_core=10.0)
     >>> meter.start(); _ = sum(range(10000)); joules = meter.stop()
     >>> meter.source, joules >= 0
@@ -49,7 +49,7 @@ class CPUTimeMeter(EnergyMeterBase):
     Raises:
         ValueError: ``watts_per_core <= 0``.
 
-    Example:
+    Examples:
         >>> m = CPUTimeMeter(5.0); m.start(); m.read() >= 0
         True
     """
@@ -87,7 +87,7 @@ class RAPLMeter(EnergyMeterBase):
     Raises:
         FileNotFoundError: no readable ``intel-rapl`` package domain under ``root``.
 
-    Example:
+    Examples:
         >>> RAPLMeter.available("/nonexistent")
         False
     """
@@ -208,7 +208,7 @@ def best_meter(
         rapl_root: powercap folder.
         watts_per_core: per-core power of the estimate.
 
-    Example:
+    Examples:
         >>> best_meter(prefer_gpu=False, rapl_root="/nonexistent").source
         'cpu-time-estimate'
     """

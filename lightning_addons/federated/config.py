@@ -81,7 +81,9 @@ def load_config(path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     cfg["federation"] = {**FEDERATION_KEYS, **fed}
     aggregator = cfg["federation"]["aggregator"] or {}
     if not isinstance(aggregator, Mapping):
-        raise ValueError(f"`federation.aggregator` must be a mapping of Aggregator arguments, got {aggregator!r}.")
+        raise ValueError(
+            f"`federation.aggregator` must be a mapping of Aggregator arguments, got {aggregator!r}."
+        )
     import inspect
 
     from lightning_addons.strategies.aggregation import Aggregator

@@ -22,7 +22,7 @@ from lightning_addons.federated.partition import labels_of, partition
 class ClientSampler(Sampler[int]):
     """Random permutation per epoch, seeded by ``(seed, client_id, epoch_offset + epoch)``.
 
-    Example:
+    Examples:
         >>> s = ClientSampler(5, seed=0, client_id=1)
         >>> s.set_epoch(2); a = list(s)
         >>> s.epoch_offset, s.epoch = 1, 1; b = list(s)
@@ -67,7 +67,7 @@ class ClientDataModule(pl.LightningDataModule):
     Raises:
         ValueError: empty training set, non-positive batch size.
 
-    Example:
+    Examples:
         >>> from torch.utils.data import TensorDataset
         >>> dm = ClientDataModule(TensorDataset(torch.zeros(6, 2), torch.zeros(6).long()), batch_size=4)
         >>> [len(b[0]) for b in dm.train_dataloader()]
@@ -159,7 +159,7 @@ class FederatedDataModule(pl.LightningDataModule):
         ValueError: bad partition arguments, ``local_val_fraction`` outside [0, 1), a client id outside
             ``[0, num_clients)`` or a world size different from ``num_clients`` under the strategy.
 
-    Example:
+    Examples:
         >>> from lightning_addons.datamodules import DigitsDataModule
         >>> fdm = FederatedDataModule(DigitsDataModule(), num_clients=4, partition="dirichlet", alpha=0.5)
         >>> [c.num_samples for c in fdm.clients()][:2]

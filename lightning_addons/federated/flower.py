@@ -49,7 +49,7 @@ def LightningFedAvg(aggregator: Aggregator | None = None, **kwargs: Any) -> flwr
     Replies whose arrays hold NaN/inf or have the wrong keys/shapes are dropped for the round and
     logged, never averaged in. ``kwargs`` go to ``flwr.serverapp.strategy.FedAvg``.
 
-    Example:
+    Examples:
         >>> strategy = LightningFedAvg(fraction_evaluate=0.0)
         >>> type(strategy).__name__
         '_LightningFedAvg'
@@ -248,7 +248,7 @@ def write_flower_app(
         FileNotFoundError: ``config_path`` does not exist.
         ValueError: an invalid config.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> d = tempfile.mkdtemp()
         >>> cfg = Path(d) / "c.yaml"

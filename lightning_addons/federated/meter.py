@@ -22,7 +22,7 @@ class CommunicationMeter:
         full_model_bytes: bytes of the full model (what traditional FedAvg would send each way), for
             :meth:`ratio_to_full`. Use :meth:`from_module` to measure it from a module.
 
-    Example:
+    Examples:
         >>> meter = CommunicationMeter(full_model_bytes=1000)
         >>> meter.record(0, client=1, down={"k": torch.zeros(10)}, up={"k": torch.zeros(10)})
         >>> meter.total_bytes, meter.bytes_per_client_round(), meter.ratio_to_full()

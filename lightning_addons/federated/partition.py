@@ -18,7 +18,7 @@ PARTITIONS = ("iid", "dirichlet", "pathological", "shards")
 def labels_of(data: Any) -> np.ndarray:
     """The integer labels of a label array/tensor or a map-style dataset (``targets``, ``y`` or items ``(x, y, ...)``).
 
-    Example:
+    Examples:
         >>> labels_of([0, 1, 1]).tolist()
         [0, 1, 1]
     """
@@ -50,7 +50,7 @@ def _check_clients(num_clients: int, n: int) -> None:
 def iid_partition(labels: Any, num_clients: int, seed: int = 0) -> list[np.ndarray]:
     """Shuffle and split into ``num_clients`` parts of (almost) equal size.
 
-    Example:
+    Examples:
         >>> [len(p) for p in iid_partition(np.arange(10) % 2, 3)]
         [4, 3, 3]
     """
@@ -85,7 +85,7 @@ def dirichlet_partition(
         ValueError: non-positive ``alpha``, ``min_size * num_clients`` above the data size, or no draw
             meeting ``min_size`` within ``max_tries``.
 
-    Example:
+    Examples:
         >>> parts = dirichlet_partition(np.arange(200) % 4, 4, alpha=0.5, min_size=5)
         >>> sum(len(p) for p in parts)
         200
@@ -130,7 +130,7 @@ def pathological_partition(
     Raises:
         ValueError: ``classes_per_client`` outside [1, num_classes], or some class left without a client.
 
-    Example:
+    Examples:
         >>> parts = pathological_partition(np.arange(100) % 10, 5, classes_per_client=2)
         >>> sorted({int(c) for c in (np.arange(100) % 10)[parts[0]]}).__len__()
         2
@@ -170,7 +170,7 @@ def shard_partition(
 ) -> list[np.ndarray]:
     """Sort by label, cut into ``num_clients * shards_per_client`` shards, deal them at random (McMahan et al.).
 
-    Example:
+    Examples:
         >>> [len(p) for p in shard_partition(np.arange(40) % 4, 4, shards_per_client=2)]
         [10, 10, 10, 10]
     """
@@ -208,7 +208,7 @@ def partition(
     Raises:
         ValueError: unknown ``method`` (and whatever the chosen partitioner raises).
 
-    Example:
+    Examples:
         >>> len(partition(np.arange(30) % 3, 3, "dirichlet", alpha=1.0, min_size=2))
         3
     """
@@ -226,7 +226,7 @@ def partition(
 def label_histogram(labels: Any, parts: Sequence[np.ndarray], num_classes: int | None = None) -> np.ndarray:
     """``[num_clients, num_classes]`` sample counts per client and class.
 
-    Example:
+    Examples:
         >>> label_histogram(np.array([0, 1, 1]), [np.array([0]), np.array([1, 2])]).tolist()
         [[1, 0], [0, 2]]
     """
@@ -238,7 +238,7 @@ def label_histogram(labels: Any, parts: Sequence[np.ndarray], num_classes: int |
 def plot_label_histogram(labels: Any, parts: Sequence[np.ndarray], path: str | None = None, title: str = ""):
     """Stacked bar chart of each client's label counts; saved to ``path`` when given. Returns the figure.
 
-    Example:
+    Examples:
         >>> fig = plot_label_histogram(np.arange(20) % 2, iid_partition(np.arange(20) % 2, 2))
         >>> len(fig.axes)
         1

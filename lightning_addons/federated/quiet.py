@@ -1,7 +1,7 @@
 """Quieter many-Trainer runs: silence the per-Trainer info lines and data-loader hints that Lightning repeats
 for every client of a simulation, inside a ``with`` block only (levels and warning filters are restored).
 
-Example:
+Examples:
     >>> import logging
     >>> with quiet_lightning():
     ...     logging.getLogger("lightning.pytorch").level

@@ -241,7 +241,7 @@ class FederatedSimulation:
     Raises:
         ValueError: bad arguments (each message names the argument, the allowed values and the value).
 
-    Example:
+    Examples:
         >>> from lightning_addons.datamodules import DigitsDataModule
         >>> from lightning_addons.modules import ImageClassifier
         >>> from lightning_addons.modules.nn import LeNet5
@@ -305,7 +305,9 @@ class FederatedSimulation:
                     "With `privacy`, clients are Poisson-sampled at `privacy.sample_rate`: leave `fraction_fit`=1.0 "
                     f"and `min_fit_clients`=1, got {fraction_fit!r} and {min_fit_clients!r}."
                 )
-            if aggregator is not None and (aggregator.clip_norm is not None or aggregator.noise_multiplier > 0):
+            if aggregator is not None and (
+                aggregator.clip_norm is not None or aggregator.noise_multiplier > 0
+            ):
                 raise ValueError(
                     "With `privacy`, clipping and noise are the ClientDP's: the `aggregator` must have "
                     f"clip_norm=None and noise_multiplier=0, got {aggregator.clip_norm!r} and {aggregator.noise_multiplier!r}."
@@ -603,7 +605,9 @@ class FederatedSimulation:
                 v = "(absent)" if v is None else v
                 return v if len(v) <= 60 else v[:57] + "..."
 
-            shown = "; ".join(f"{k}: checkpoint {short(stored.get(k))}, now {short(current.get(k))}" for k in differ[:8])
+            shown = "; ".join(
+                f"{k}: checkpoint {short(stored.get(k))}, now {short(current.get(k))}" for k in differ[:8]
+            )
             more = f" (and {len(differ) - 8} more)" if len(differ) > 8 else ""
             raise ResumeMismatchError(
                 f"Refusing to resume from {source}: it was written by a run with another configuration. "
@@ -784,7 +788,7 @@ class FederatedSimulation:
 def rejection_metrics(rejected: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Per-round metrics of rejected updates: ``rejected_updates`` and one ``rejected_<reason>`` count per reason.
 
-    Example:
+    Examples:
         >>> rejection_metrics([{"client": 3, "key": None, "reason": "norm_outlier"}])
         {'rejected_updates': 1.0, 'rejected_norm_outlier': 1.0}
     """
@@ -805,7 +809,7 @@ def local_only(
 ) -> dict[str, Any]:
     """Baseline: every client trains alone for ``epochs`` from the same start; test metrics per client and mean.
 
-    Example:
+    Examples:
         >>> from lightning_addons.datamodules import DigitsDataModule
         >>> from lightning_addons.modules import ImageClassifier
         >>> from lightning_addons.modules.nn import LeNet5

@@ -1,7 +1,7 @@
 """One audit of one layer: per-filter PCA to 2-D, Gaussian mixtures over a range of K, the choice of K,
 CH index, dead filters and anomaly verdicts (pure torch / scikit-learn, no Lightning).
 
-Example:
+Examples:
     >>> import torch
     >>> maps = torch.randn(64, 4, 5, 5, generator=torch.Generator().manual_seed(0))
     >>> maps[:, 0] = 0.0  # a dead filter
@@ -101,7 +101,9 @@ def filter_matrix(maps: torch.Tensor) -> torch.Tensor:
     return maps.detach().float().reshape(n, c, -1).transpose(0, 1).contiguous()
 
 
-def dead_filters(mats: torch.Tensor, rel_tol: float = 1e-8, centred: torch.Tensor | None = None) -> torch.Tensor:
+def dead_filters(
+    mats: torch.Tensor, rel_tol: float = 1e-8, centred: torch.Tensor | None = None
+) -> torch.Tensor:
     """``[C]``: filters whose map is (numerically) the same for every sample (e.g. a ReLU that never fires).
 
     ``centred`` may pass ``mats`` already centred over the samples (saves a pass over the data)."""
@@ -120,7 +122,9 @@ def validate_components(components: Sequence[int], n_samples: int | None = None)
     """
     comps = list(components) if isinstance(components, (list, tuple)) else None
     if not comps or any(not isinstance(k, int) or isinstance(k, bool) or k < 2 for k in comps):
-        raise ValueError(f"`components` must be a non-empty list of integers >= 2, e.g. [2, 3, 4], got {components!r}.")
+        raise ValueError(
+            f"`components` must be a non-empty list of integers >= 2, e.g. [2, 3, 4], got {components!r}."
+        )
     if len(set(comps)) != len(comps):
         raise ValueError(f"`components` must not repeat values, got {components!r}.")
     if n_samples is not None and max(comps) >= n_samples:
@@ -174,7 +178,9 @@ def audit_layer(
     Raises:
         ValueError: bad ``maps`` shape, ``components``, ``criterion`` or ``backend``; unknown rule.
     """
-    return audit_layers({"layer": maps}, components, criterion, rule, rule_kwargs, backend, seed, n_jobs)["layer"]
+    return audit_layers({"layer": maps}, components, criterion, rule, rule_kwargs, backend, seed, n_jobs)[
+        "layer"
+    ]
 
 
 def audit_layers(
@@ -226,7 +232,11 @@ def audit_layers(
                 degenerate[live[flat.to(live.device)].cpu()] = True
                 keep = (~flat).nonzero().flatten()
                 live = live[keep.to(live.device)]
-                pts = normalise_scale(raw if len(keep) == len(flat) else raw[keep.to(raw.device)]) if len(keep) else None
+                pts = (
+                    normalise_scale(raw if len(keep) == len(flat) else raw[keep.to(raw.device)])
+                    if len(keep)
+                    else None
+                )
         if skipped is not None:
             live, pts = live[:0], None
             degenerate = ~dead.cpu()
@@ -238,7 +248,9 @@ def audit_layers(
     fits: dict[str, list] = {}
     if backend == "torch":
         names = [k for k, v in prepared.items() if v[4] is not None]
-        for chunk in _chunks(names, [len(prepared[k][4]) for k in names], n, on_cpu=not _on_cuda(prepared, names)):
+        for chunk in _chunks(
+            names, [len(prepared[k][4]) for k in names], n, on_cpu=not _on_cuda(prepared, names)
+        ):
             allp = torch.cat([prepared[k][4] for k in chunk])
             many = fit_gmm_torch_many(allp, comps, seed=seed, groups=[len(prepared[k][4]) for k in chunk])
             start = 0
@@ -285,11 +297,14 @@ def _chunks(names: list[str], sizes: list[int], n: int, on_cpu: bool) -> list[li
 
 
 def _slice_fit(f: MixtureFit, a: int, b: int) -> MixtureFit:
-    return MixtureFit(f.weights[a:b], f.means[a:b], f.covariances[a:b], f.labels[a:b], f.log_prob[a:b], f.converged[a:b])
+    return MixtureFit(
+        f.weights[a:b], f.means[a:b], f.covariances[a:b], f.labels[a:b], f.log_prob[a:b], f.converged[a:b]
+    )
 
 
-def _finish_layer(c, n, dead, live, pts, degenerate, skipped, fits, comps, criterion, rule_fn, rule_kwargs,
-                  n_layers=1) -> LayerAudit:
+def _finish_layer(
+    c, n, dead, live, pts, degenerate, skipped, fits, comps, criterion, rule_fn, rule_kwargs, n_layers=1
+) -> LayerAudit:
     """Choose K, apply the rule and assemble the layer's verdicts on the fits' device (vectorised: no per-filter
     transfer on a GPU); the result is moved to the CPU once."""
     dev = pts.device if pts is not None else torch.device("cpu")
@@ -336,20 +351,67 @@ def _finish_layer(c, n, dead, live, pts, degenerate, skipped, fits, comps, crite
     counts = torch.nn.functional.one_hot(labels, max(comps)).sum(1)
     smallest = torch.where(counts > 0, counts, torch.full_like(counts, n)).min(-1).values
     min_fraction = torch.where(unfitted, torch.ones_like(ch), smallest.to(torch.float64) / n)
-    ri = RuleInput(labels=labels, log_prob=log_prob, ch=ch, k=k_chosen.clamp_min(1), dead=unfitted,
-                   component_log_prob=comp_lp, weights=w_pad, n_layers=n_layers)
+    ri = RuleInput(
+        labels=labels,
+        log_prob=log_prob,
+        ch=ch,
+        k=k_chosen.clamp_min(1),
+        dead=unfitted,
+        component_log_prob=comp_lp,
+        weights=w_pad,
+        n_layers=n_layers,
+    )
     anomaly, flagged, score = rule_fn(ri, **(rule_kwargs or {}))
     anomaly, flagged = anomaly.bool() & ~unfitted, flagged.bool() & ~unfitted[:, None]
-    k_chosen, ch, ch_all, bic_all, min_fraction, dead, anomaly, flagged, score, points, w_pad, mu_pad, cv_pad = (
-        t.cpu() for t in (k_chosen, ch, ch_all, bic_all, min_fraction, dead, anomaly, flagged,
-                          score.to(torch.float64), points, w_pad, mu_pad, cv_pad)
+    (
+        k_chosen,
+        ch,
+        ch_all,
+        bic_all,
+        min_fraction,
+        dead,
+        anomaly,
+        flagged,
+        score,
+        points,
+        w_pad,
+        mu_pad,
+        cv_pad,
+    ) = (
+        t.cpu()
+        for t in (
+            k_chosen,
+            ch,
+            ch_all,
+            bic_all,
+            min_fraction,
+            dead,
+            anomaly,
+            flagged,
+            score.to(torch.float64),
+            points,
+            w_pad,
+            mu_pad,
+            cv_pad,
+        )
     )
     ks = k_chosen.tolist()  # per-filter fits of the chosen K (for plots); dead filters get empty ones
     return LayerAudit(
-        k=k_chosen, ch=ch, ch_all=ch_all, bic_all=bic_all, min_fraction=min_fraction, dead=dead, anomaly=anomaly,
-        flagged=flagged, score=score, points=points,
-        weights=[w_pad[f, :k] for f, k in enumerate(ks)], means=[mu_pad[f, :k] for f, k in enumerate(ks)],
-        covariances=[cv_pad[f, :k] for f, k in enumerate(ks)], degenerate=degenerate.cpu() & ~dead, skipped=skipped,
+        k=k_chosen,
+        ch=ch,
+        ch_all=ch_all,
+        bic_all=bic_all,
+        min_fraction=min_fraction,
+        dead=dead,
+        anomaly=anomaly,
+        flagged=flagged,
+        score=score,
+        points=points,
+        weights=[w_pad[f, :k] for f, k in enumerate(ks)],
+        means=[mu_pad[f, :k] for f, k in enumerate(ks)],
+        covariances=[cv_pad[f, :k] for f, k in enumerate(ks)],
+        degenerate=degenerate.cpu() & ~dead,
+        skipped=skipped,
     )
 
 

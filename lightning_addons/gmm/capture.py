@@ -1,7 +1,7 @@
 """Run a module in eval mode with temporary forward hooks (pure torch): the one hook/eval/restore block that
 the auditor's map capture and the pruning's APoZ measurement share.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).train()

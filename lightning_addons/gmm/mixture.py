@@ -6,7 +6,7 @@ backend fits every filter at once (closed-form 2x2 inverses, per-problem converg
 :func:`fit_gmm_torch_many` puts several K (and several layers' filters) into the same batch. The
 scikit-learn backend is the reference it is tested against.
 
-Example:
+Examples:
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
     >>> pts = torch.cat([torch.randn(2, 60, 2, generator=g), torch.randn(2, 40, 2, generator=g) + 6], dim=1)
@@ -72,7 +72,9 @@ def _kmeanspp_seed(x: torch.Tensor, k: int, generator: torch.Generator) -> torch
     trials = 2 + int(math.log(k))
     for _ in range(1, k):
         probs = closest.clamp_min(0) + 1e-300
-        cand = torch.multinomial(probs / probs.sum(-1, keepdim=True), trials, replacement=True, generator=generator)
+        cand = torch.multinomial(
+            probs / probs.sum(-1, keepdim=True), trials, replacement=True, generator=generator
+        )
         cand_pts = torch.gather(x, 1, cand[..., None].expand(b, trials, 2))  # [B, T, 2]
         d_cand = _sqdist(x, cand_pts)  # [B, N, T]
         pot = torch.minimum(closest[..., None], d_cand).sum(1)  # [B, T]
@@ -208,8 +210,15 @@ def _m_step_phi(phi: torch.Tensor, resp: torch.Tensor, valid: torch.Tensor, reg:
     return weights, mom[..., :2], cov
 
 
-def _em(x: torch.Tensor, labels: torch.Tensor, ks: torch.Tensor, reg_covar: float, tol: float, max_iter: int,
-        phi: torch.Tensor | None = None):
+def _em(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    ks: torch.Tensor,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    phi: torch.Tensor | None = None,
+):
     """EM for every problem of ``x`` ``[P, N, 2]`` from hard ``labels`` (returns log-densities ``[P, K, N]``); problem ``p`` uses ``ks[p]`` of the
     ``K = max(ks)`` component slots. Each problem stops at its own convergence (its parameters are frozen
     then); finished problems are dropped from the working batch once they are a fifth of it."""
@@ -245,7 +254,15 @@ def _em(x: torch.Tensor, labels: torch.Tensor, ks: torch.Tensor, reg_covar: floa
             break
         if 5 * n_act <= 4 * len(cur):  # compact (copying is cheaper than iterating finished problems)
             keep = active.nonzero().flatten()
-            cur, ph, va, w, mu, cv, lower = cur[keep], ph[keep], va[keep], w[keep], mu[keep], cv[keep], lower[keep]
+            cur, ph, va, w, mu, cv, lower = (
+                cur[keep],
+                ph[keep],
+                va[keep],
+                w[keep],
+                mu[keep],
+                cv[keep],
+                lower[keep],
+            )
             active = torch.ones(len(keep), dtype=torch.bool, device=x.device)
     else:
         ids = cur[active]
@@ -305,10 +322,17 @@ def fit_gmm_torch_many(
         padded = [torch.cat([c, c.new_full((b, kmax - k, 2), torch.inf)], dim=1) for k, c in zip(ks, seeds)]
         labels = _lloyd(xf.repeat(nk, 1, 1), torch.cat(padded))
         kvec = torch.tensor(ks, device=x.device).repeat_interleave(b)
-        w, mu, cv, wlp, conv = _em(x.repeat(nk, 1, 1), labels, kvec, reg_covar, tol, max_iter, phi.repeat(nk, 1, 1))
+        w, mu, cv, wlp, conv = _em(
+            x.repeat(nk, 1, 1), labels, kvec, reg_covar, tol, max_iter, phi.repeat(nk, 1, 1)
+        )
         per_k = [
-            (w[j * b : (j + 1) * b, :k], mu[j * b : (j + 1) * b, :k], cv[j * b : (j + 1) * b, :k],
-             wlp[j * b : (j + 1) * b, :k], conv[j * b : (j + 1) * b])
+            (
+                w[j * b : (j + 1) * b, :k],
+                mu[j * b : (j + 1) * b, :k],
+                cv[j * b : (j + 1) * b, :k],
+                wlp[j * b : (j + 1) * b, :k],
+                conv[j * b : (j + 1) * b],
+            )
             for j, k in enumerate(ks)
         ]
     else:  # one k-means and one EM loop per K: no masked component slots (on a CPU the work dominates)
@@ -346,8 +370,9 @@ def _sklearn_one(xb, k: int, seed: int, reg_covar: float, tol: float, max_iter: 
 
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gm = GaussianMixture(k, covariance_type="full", reg_covar=reg_covar, tol=tol, max_iter=max_iter,
-                             random_state=seed).fit(xb)
+        gm = GaussianMixture(
+            k, covariance_type="full", reg_covar=reg_covar, tol=tol, max_iter=max_iter, random_state=seed
+        ).fit(xb)
         return gm.weights_, gm.means_, gm.covariances_, gm.predict(xb), gm.score_samples(xb), gm.converged_
 
 
@@ -370,7 +395,9 @@ def fit_gmm_sklearn(
     else:
         from joblib import Parallel, delayed
 
-        fits = Parallel(n_jobs=n_jobs)(delayed(_sklearn_one)(xb, k, seed, reg_covar, tol, max_iter) for xb in x)
+        fits = Parallel(n_jobs=n_jobs)(
+            delayed(_sklearn_one)(xb, k, seed, reg_covar, tol, max_iter) for xb in x
+        )
     t = [torch.from_numpy(np.stack([np.asarray(f[i]) for f in fits])) for i in range(6)]
     return MixtureFit(t[0], t[1], t[2], t[3].long(), t[4], t[5].bool())
 

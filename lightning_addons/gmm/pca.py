@@ -1,6 +1,6 @@
 """Batched PCA of per-filter feature matrices to two dimensions (pure torch).
 
-Example:
+Examples:
     >>> import torch
     >>> x = torch.randn(3, 50, 20, generator=torch.Generator().manual_seed(0))
     >>> project_2d(x).shape

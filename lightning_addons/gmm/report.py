@@ -1,7 +1,7 @@
 """Writers and figures of GMM audits (pure: no Lightning): an audit is a dict of primitives (as in
 ``GMMFilterAuditor.history``); these functions turn it into JSON/CSV/markdown text and PNG figures.
 
-Example:
+Examples:
     >>> audit = {"epoch": 0, "filters": [{"epoch": 0, "layer": "conv", "filter": 0, "k": 2, "ch": 5.0,
     ...          "min_fraction": 0.1, "dead": False, "anomaly": True, "score": 0.02, "n_flagged": 1,
     ...          "flagged_ids": [7]}]}
@@ -23,7 +23,18 @@ from typing import Any
 
 import torch
 
-FILTER_FIELDS = ("epoch", "layer", "filter", "k", "ch", "min_fraction", "dead", "anomaly", "score", "n_flagged")
+FILTER_FIELDS = (
+    "epoch",
+    "layer",
+    "filter",
+    "k",
+    "ch",
+    "min_fraction",
+    "dead",
+    "anomaly",
+    "score",
+    "n_flagged",
+)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -42,8 +53,9 @@ def audit_json(audit: dict[str, Any]) -> str:
 def audit_csv(audit: dict[str, Any]) -> str:
     """One CSV row per filter (``FILTER_FIELDS`` and the space-separated ``flagged_ids``)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*FILTER_FIELDS, "flagged_ids"], extrasaction="ignore",
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=[*FILTER_FIELDS, "flagged_ids"], extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     for row in audit["filters"]:
         writer.writerow({**row, "flagged_ids": " ".join(map(str, row["flagged_ids"]))})
@@ -53,8 +65,11 @@ def audit_csv(audit: dict[str, Any]) -> str:
 def anomaly_markdown(audit: dict[str, Any]) -> str:
     """A markdown table of the audit's anomaly filters (for TensorBoard's text panel)."""
     lines = ["| layer | filter | k | ch | score | n_flagged |", "|---|---|---|---|---|---|"]
-    lines += [f"| {x['layer']} | {x['filter']} | {x['k']} | {x['ch']:.1f} | {x['score']:.3f} | {x['n_flagged']} |"
-              for x in audit["filters"] if x["anomaly"]]
+    lines += [
+        f"| {x['layer']} | {x['filter']} | {x['k']} | {x['ch']:.1f} | {x['score']:.3f} | {x['n_flagged']} |"
+        for x in audit["filters"]
+        if x["anomaly"]
+    ]
     return "\n".join(lines)
 
 
@@ -64,8 +79,12 @@ def table_rows(audit: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return cols, [[x[c] for c in cols] for x in audit["filters"]]
 
 
-def save_figures(history: list[dict[str, Any]], plot_data: dict[str, dict[str, Any]], layers: list[str],
-                 folder: str | os.PathLike) -> list[Path]:
+def save_figures(
+    history: list[dict[str, Any]],
+    plot_data: dict[str, dict[str, Any]],
+    layers: list[str],
+    folder: str | os.PathLike,
+) -> list[Path]:
     """One PNG per layer: the PCA scatter (2-sigma mixture ellipses, flagged samples) of the layer's most
     anomalous filter in ``plot_data`` and the CH heat map (filters x audits) over ``history``. Returns the
     paths written."""

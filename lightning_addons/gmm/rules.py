@@ -5,7 +5,7 @@ score [C])``: the anomaly verdict per filter, the samples each filter flags and 
 (higher is more anomalous). Dead filters are never anomalies. The paper's exact rule is not public: these
 three rules and their defaults are our reconstruction (see docs/gmm.md).
 
-Example:
+Examples:
     >>> import torch
     >>> labels = torch.tensor([[0] * 98 + [1] * 2])
     >>> ri = RuleInput(labels=labels, log_prob=torch.zeros(1, 100), ch=torch.ones(1), k=torch.tensor([2]),
@@ -95,7 +95,11 @@ def poisson_binomial_tail(p: torch.Tensor) -> torch.Tensor:
 
 
 def consensus(
-    ri: RuleInput, z_threshold: float = 12.0, alpha: float = 0.01, bulk_tau: float = 0.1, min_share: float = 0.2
+    ri: RuleInput,
+    z_threshold: float = 12.0,
+    alpha: float = 0.01,
+    bulk_tau: float = 0.1,
+    min_share: float = 0.2,
 ) -> tuple[torch.Tensor, ...]:
     """Calibrated per layer: a sample is flagged when more of the layer's live filters call it far out than
     independent filters would, at a family-wise error rate ``alpha`` over the audit's samples and layers.
@@ -120,11 +124,19 @@ def consensus(
     n_live = int(live.sum())
     if c == 0 or n_live == 0:
         zero = torch.zeros(c, dtype=torch.bool, device=ri.labels.device)
-        return zero, torch.zeros(c, n, dtype=torch.bool, device=ri.labels.device), torch.zeros(c, dtype=torch.float64)
+        return (
+            zero,
+            torch.zeros(c, n, dtype=torch.bool, device=ri.labels.device),
+            torch.zeros(c, dtype=torch.float64),
+        )
     hit = (robust_z(bulk_nll(ri, bulk_tau), dim=-1) > z_threshold) & live[:, None]  # [C, N]
     counts = hit.sum(0)
     bulk = counts < max(2.0, 0.5 * n_live)
-    rates = hit[live][:, bulk].to(torch.float64).mean(1) if bool(bulk.any()) else hit[live].to(torch.float64).mean(1)
+    rates = (
+        hit[live][:, bulk].to(torch.float64).mean(1)
+        if bool(bulk.any())
+        else hit[live].to(torch.float64).mean(1)
+    )
     tail = poisson_binomial_tail(rates)
     level = alpha / (n * max(1, int(ri.n_layers)))
     ok = (tail <= level).nonzero().flatten()
@@ -154,7 +166,9 @@ def likelihood(
     return (frac > min_fraction) & ~ri.dead, flagged, frac
 
 
-def ch_outlier(ri: RuleInput, z_threshold: float = 3.5, tau: float = 0.05, min_size: int = 3) -> tuple[torch.Tensor, ...]:
+def ch_outlier(
+    ri: RuleInput, z_threshold: float = 3.5, tau: float = 0.05, min_size: int = 3
+) -> tuple[torch.Tensor, ...]:
     """A filter is an anomaly when its CH index is a robust outlier among the layer's live filters (robust
     z-score of ``log(1 + CH)`` above ``z_threshold``; the log because CH is a ratio with a multiplicative spread); its flagged samples are the members of its smallest component when that holds
     fewer than half the samples. Score: the CH z-score."""

@@ -79,7 +79,7 @@ class CacheCLIPAdapter(pl.LightningModule):
         FileNotFoundError: a checkpoint path or ``local-dir:`` folder that does not exist.
         ModuleNotFoundError: open_clip is missing (names the ``clip`` extra).
 
-    Example:
+    Examples:
         >>> import torch
         >>> module = CacheCLIPAdapter(class_names=["zero", "one", "two"])  # the tiny world's CLIP
         >>> images = torch.rand(6, 1, 8, 8)
@@ -388,7 +388,13 @@ class CacheCLIPAdapter(pl.LightningModule):
         feats, labels = self.collect_features(val_loader)
         keys = self.cache_keys.detach() if keys is None else keys
         result = search_alpha_beta(
-            self.zero_shot_logits(feats), feats, labels, keys, self.cache_values, self.alpha_grid, self.beta_grid
+            self.zero_shot_logits(feats),
+            feats,
+            labels,
+            keys,
+            self.cache_values,
+            self.alpha_grid,
+            self.beta_grid,
         )
         if apply:
             self.alpha.fill_(result["alpha"])

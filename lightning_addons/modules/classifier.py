@@ -31,7 +31,7 @@ class ImageClassifier(pl.LightningModule):
     Raises:
         ValueError: unknown optimizer or scheduler, non-positive lr.
 
-    Example:
+    Examples:
         >>> from lightning_addons.modules.nn import LeNet5
         >>> module = ImageClassifier(LeNet5(), lr=1e-3)
         >>> module(torch.zeros(1, 1, 32, 32)).shape
@@ -72,7 +72,14 @@ class ImageClassifier(pl.LightningModule):
         metric = getattr(self, f"{stage}_acc")
         metric(logits, y)
         on_step = stage == "train"
-        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "train", sync_dist=not on_step)
+        self.log(
+            f"{stage}_loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=stage != "train",
+            sync_dist=not on_step,
+        )
         self.log(f"{stage}_acc", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 

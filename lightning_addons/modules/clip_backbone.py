@@ -1,7 +1,7 @@
 """The CLIP backbone of :class:`~lightning_addons.modules.CacheCLIPAdapter`, without Lightning: reference
 checks (no download), loading an open_clip model / a factory / the tiny-world model, and preprocessing.
 
-Example:
+Examples:
     >>> validate_clip_reference("pkg.module:factory", None)  # a factory reference is checked for shape only
     >>> validate_clip_reference("pkg.module", None)
     Traceback (most recent call last):
@@ -23,7 +23,6 @@ from lightning_addons._imports import require
 #: ``pretrained`` tag of the project's own tiny-world weights.
 TINY_WORLD_TAG = "lightning-addons"
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-
 
 
 def _is_factory_reference(name: str) -> bool:

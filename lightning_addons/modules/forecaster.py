@@ -24,7 +24,7 @@ class HorizonError(Metric):
     Args:
         horizon: number of forecast steps H.
 
-    Example:
+    Examples:
         >>> m = HorizonError(2)
         >>> m.update(torch.zeros(1, 2, 1, 1), torch.tensor([1.0, 2.0]).reshape(1, 2, 1, 1))
         >>> m.compute()["mae"].tolist()
@@ -105,7 +105,7 @@ class Forecaster(pl.LightningModule):
             mismatch, fitting a model without trainable parameters, a model ``steps_per_day`` that
             disagrees with the datamodule's.
 
-    Example:
+    Examples:
         >>> from lightning_addons.modules.nn import LinearForecaster
         >>> module = Forecaster(LinearForecaster(window=8, horizon=2), loss="mse")
         >>> module(torch.zeros(3, 8, 4, 1)).shape
@@ -188,7 +188,9 @@ class Forecaster(pl.LightningModule):
             )
 
     # -- forward -----------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, edge_index=None, edge_weight=None, u=None, x_hist=None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, edge_index=None, edge_weight=None, u=None, x_hist=None
+    ) -> torch.Tensor:
         kwargs = {}
         if edge_index is None and self.edge_index is not None:
             edge_index = self.edge_index.to(x.device)

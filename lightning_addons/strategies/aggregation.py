@@ -41,7 +41,9 @@ class InvalidClientUpdate(ValueError):
     ``"non_finite"``) say which update, which tensor and why.
     """
 
-    def __init__(self, message: str, client: object = None, key: str | None = None, reason: str = "invalid") -> None:
+    def __init__(
+        self, message: str, client: object = None, key: str | None = None, reason: str = "invalid"
+    ) -> None:
         super().__init__(message)
         self.client, self.key, self.reason = client, key, reason
 
@@ -51,7 +53,7 @@ def validate_update(
 ) -> None:
     """Raise :class:`InvalidClientUpdate` naming the client unless ``update`` matches ``reference``.
 
-    Example:
+    Examples:
         >>> ref = {"w": torch.zeros(2)}
         >>> validate_update(ref, {"w": torch.tensor([float("nan"), 0.0])}, client=3)
         Traceback (most recent call last):
@@ -90,7 +92,7 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
         ValueError: empty ``states``, wrong number of weights, negative/zero-sum/non-finite weights,
             or states with different keys/shapes.
 
-    Example:
+    Examples:
         >>> a, b = {"w": torch.tensor([0.0])}, {"w": torch.tensor([3.0])}
         >>> weighted_average([a, b], [1, 2])["w"]
         tensor([2.])
@@ -120,7 +122,7 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
 def mean(states: Sequence[Mapping[str, torch.Tensor]]) -> StateDict:
     """Unweighted mean of client states (:func:`weighted_average` with equal weights).
 
-    Example:
+    Examples:
         >>> mean([{"w": torch.tensor([1.0])}, {"w": torch.tensor([2.0])}])["w"]
         tensor([1.5000])
     """
@@ -136,7 +138,7 @@ def global_norm(state: Mapping[str, torch.Tensor]) -> float:
 def clip_update(delta: Mapping[str, torch.Tensor], max_norm: float) -> tuple[StateDict, float]:
     """Scale ``delta`` so that its global L2 norm is at most ``max_norm``; returns (clipped, original norm).
 
-    Example:
+    Examples:
         >>> clipped, norm = clip_update({"w": torch.tensor([3.0, 4.0])}, 1.0)
         >>> norm, clipped["w"]
         (5.0, tensor([0.6000, 0.8000]))
@@ -152,9 +154,7 @@ def _stack(states: Sequence[Mapping[str, torch.Tensor]], key: str) -> torch.Tens
     return torch.stack([s[key].to(torch.float64) for s in states])
 
 
-def _float_keys_or_first(
-    states: Sequence[Mapping[str, torch.Tensor]], per_key
-) -> StateDict:
+def _float_keys_or_first(states: Sequence[Mapping[str, torch.Tensor]], per_key) -> StateDict:
     if len(states) == 0:
         raise ValueError("Cannot aggregate an empty list of client states.")
     out: StateDict = {}
@@ -169,7 +169,7 @@ def coordinate_median(states: Sequence[Mapping[str, torch.Tensor]]) -> StateDict
     For an even number of states it is the mean of the two middle values (as numpy's). Unweighted;
     non-floating tensors are taken from the first state.
 
-    Example:
+    Examples:
         >>> coordinate_median([{"w": torch.tensor([1.0, 9.0])}, {"w": torch.tensor([2.0, 0.0])},
         ...                    {"w": torch.tensor([100.0, 5.0])}])["w"]
         tensor([2., 5.])
@@ -192,7 +192,7 @@ def trimmed_mean(states: Sequence[Mapping[str, torch.Tensor]], trim_fraction: fl
     Raises:
         ValueError: ``trim_fraction`` outside [0, 0.5).
 
-    Example:
+    Examples:
         >>> states = [{"w": torch.tensor([float(v)])} for v in (1, 2, 3, 4, 1000)]
         >>> trimmed_mean(states, 0.2)["w"]
         tensor([3.])
@@ -237,7 +237,7 @@ def krum(
     Raises:
         ValueError: no states, ``byzantine`` < 0 or ``select`` < 1.
 
-    Example:
+    Examples:
         >>> states = [{"w": torch.tensor([v])} for v in (1.0, 1.1, 0.9, 1.05, 50.0)]
         >>> krum(states, byzantine=1)[1]
         3
@@ -263,7 +263,7 @@ def screen_norms(norms: Sequence[float], max_ratio: float) -> tuple[float, list[
     huge update of two is caught. A round whose median is 0 flags only non-finite norms. Returns
     ``(median, flags)``.
 
-    Example:
+    Examples:
         >>> screen_norms([1.0, 1.2, 0.9, 1e6], max_ratio=10.0)
         (1.0, [False, False, False, True])
     """
@@ -274,13 +274,12 @@ def screen_norms(norms: Sequence[float], max_ratio: float) -> tuple[float, list[
     return med, [not (math.isfinite(x) and (x <= limit)) for x in t.tolist()]
 
 
-
 def add_gaussian_noise(
     state: Mapping[str, torch.Tensor], std: float, generator: torch.Generator
 ) -> StateDict:
     """``state + N(0, std^2)`` on every floating tensor, drawn from ``generator`` (reproducible).
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> add_gaussian_noise({"w": torch.zeros(3)}, 0.0, g)["w"]
         tensor([0., 0., 0.])
@@ -316,7 +315,7 @@ class ServerOptimizer:
     Raises:
         ValueError: unknown ``name`` or out-of-range hyper-parameters.
 
-    Example:
+    Examples:
         >>> opt = ServerOptimizer("fedavgm", lr=1.0, momentum=0.0)
         >>> opt.step({"w": torch.tensor([1.0])}, {"w": torch.tensor([0.5])})["w"]
         tensor([0.5000])
@@ -443,7 +442,7 @@ class Aggregator:
             ``noise_multiplier``, ``trim_fraction``, ``krum_byzantine``, ``norm_bound`` or
             ``max_norm_ratio``, noise without ``clip_norm``.
 
-    Example:
+    Examples:
         >>> agg = Aggregator()
         >>> g = {"w": torch.zeros(1)}
         >>> agg.aggregate(g, [{"w": torch.tensor([1.0])}, {"w": torch.tensor([4.0])}], [3, 1])["w"]
@@ -485,7 +484,9 @@ class Aggregator:
         if norm_bound is not None and not norm_bound > 0:
             raise ValueError(f"`norm_bound` must be > 0 or None, got {norm_bound!r}.")
         if max_norm_ratio is not None and not (math.isfinite(max_norm_ratio) and max_norm_ratio >= 1):
-            raise ValueError(f"`max_norm_ratio` must be a finite number >= 1 or None, got {max_norm_ratio!r}.")
+            raise ValueError(
+                f"`max_norm_ratio` must be a finite number >= 1 or None, got {max_norm_ratio!r}."
+            )
         if not 0 <= trim_fraction < 0.5:
             raise ValueError(f"`trim_fraction` must be in [0, 0.5), got {trim_fraction!r}.")
         if not isinstance(krum_byzantine, int) or isinstance(krum_byzantine, bool) or krum_byzantine < 0:
@@ -662,7 +663,9 @@ class Aggregator:
             self.server.load_state_dict(snapshot)
         return out
 
-    def _checked(self, global_state: Mapping[str, torch.Tensor], new: StateDict, count_step: bool) -> StateDict:
+    def _checked(
+        self, global_state: Mapping[str, torch.Tensor], new: StateDict, count_step: bool
+    ) -> StateDict:
         bad = [k for k, v in new.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
         if bad:
             self._reject(

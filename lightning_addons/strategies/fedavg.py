@@ -71,7 +71,7 @@ class FedAvgStrategy(DDPStrategy):
     Raises:
         ValueError: non-positive round lengths, unknown weighting/server optimiser.
 
-    Example:
+    Examples:
         >>> import lightning_addons.strategies.fedavg  # registers "fedavg"
         >>> strategy = FedAvgStrategy(round_every_n_epochs=2, start_method="fork")
         >>> strategy.round_every_n_epochs
@@ -261,7 +261,9 @@ class FedAvgStrategy(DDPStrategy):
                     contribution = self.aggregator.contribution(global_state, local)
                     log.warning("fedavg: rank %d, key *: norm_outlier_clipped (%s)", self.global_rank, detail)
                 else:
-                    log.warning("fedavg: rank %d, key *: norm_outlier (%s; not averaged)", self.global_rank, detail)
+                    log.warning(
+                        "fedavg: rank %d, key *: norm_outlier (%s; not averaged)", self.global_rank, detail
+                    )
                     weight = 0.0
                     contribution = {k: torch.zeros_like(v) for k, v in global_state.items()}
         total = torch.tensor(

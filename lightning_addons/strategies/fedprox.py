@@ -26,7 +26,7 @@ class FedProx(pl.Callback):
     Raises:
         ValueError: negative or non-finite ``mu``.
 
-    Example:
+    Examples:
         >>> from lightning_addons.federated import FederatedSimulation
         >>> FedProx(mu=0.01).mu
         0.01

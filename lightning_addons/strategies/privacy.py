@@ -50,7 +50,7 @@ def epsilon_spent(
 ) -> float:
     """The accountant's epsilon for ``steps`` steps of the sampled Gaussian mechanism ``(z, q)`` at ``delta``.
 
-    Example:
+    Examples:
         >>> round(epsilon_spent(5.0, 1.0, 20, 1e-5), 2)  # 20 Gaussian mechanisms, sigma = 5 (no sampling)
         4.16
     """
@@ -76,7 +76,7 @@ def calibrate_noise_multiplier(
     Raises:
         ValueError: a target the accountant cannot reach (names the values).
 
-    Example:
+    Examples:
         >>> z = calibrate_noise_multiplier(8.0, 1e-5, sample_rate=1.0, rounds=10)
         >>> 7.99 < epsilon_spent(z, 1.0, 10, 1e-5) <= 8.0
         True
@@ -113,7 +113,7 @@ def dp_fedavg_average(
     Every tensor of the state must be floating point (integer tensors cannot carry the noise). With no
     updates the result is ``global`` plus noise (the mechanism still runs).
 
-    Example:
+    Examples:
         >>> g = {"w": torch.zeros(2)}
         >>> new, norms = dp_fedavg_average(g, [{"w": torch.tensor([3.0, 4.0])}], 1.0, 0.0, 2.0, torch.Generator())
         >>> new["w"], norms
@@ -171,7 +171,7 @@ class ClientDP:
             ``accountant``.
         ModuleNotFoundError: Opacus is not installed (names the ``dp`` extra).
 
-    Example:
+    Examples:
         >>> dp = ClientDP(clip_norm=1.0, sample_rate=1.0, noise_multiplier=5.0, seed=0)
         >>> clients = dp.sample_clients(round=0, num_clients=2)
         >>> new = dp.aggregate({"w": torch.zeros(2)}, [{"w": torch.ones(2)}] * len(clients), 0, 2)

@@ -38,7 +38,7 @@ def get_federated_state(module: nn.Module) -> StateDict:
         ValueError: the module has nothing to federate (no trainable parameters) or its
             ``federated_state_dict()`` returned something that is not a dict of tensors.
 
-    Example:
+    Examples:
         >>> net = nn.Linear(2, 1)
         >>> net.bias.requires_grad_(False)
         Parameter containing:
@@ -83,7 +83,7 @@ def check_compatible(
     Dtypes must match exactly: a float16 or float64 tensor where the reference holds float32 is rejected,
     not cast (a cast would hide a client running another precision, or a 1e300 that overflows float32).
 
-    Example:
+    Examples:
         >>> check_compatible({"w": torch.zeros(2)}, {"w": torch.zeros(2, dtype=torch.float64)}, who="update")
         Traceback (most recent call last):
         ...
@@ -93,11 +93,15 @@ def check_compatible(
     extra = sorted(set(state) - set(reference))
     if missing or extra:
         key = (missing or extra)[0]
-        raise IncompatibleState(f"{who} has the wrong keys: missing {missing}, unexpected {extra}.", key, "keys")
+        raise IncompatibleState(
+            f"{who} has the wrong keys: missing {missing}, unexpected {extra}.", key, "keys"
+        )
     for key, ref in reference.items():
         value = state[key]
         if not isinstance(value, torch.Tensor):
-            raise IncompatibleState(f"{who}[{key!r}] must be a tensor, got {type(value).__name__}.", key, "type")
+            raise IncompatibleState(
+                f"{who}[{key!r}] must be a tensor, got {type(value).__name__}.", key, "type"
+            )
         if tuple(value.shape) != tuple(ref.shape):
             raise IncompatibleState(
                 f"{who}[{key!r}] has shape {tuple(value.shape)}, expected {tuple(ref.shape)} (the global state's).",
@@ -105,7 +109,9 @@ def check_compatible(
                 "shape",
             )
         if value.dtype != ref.dtype:
-            raise IncompatibleState(f"{who}[{key!r}] has dtype {value.dtype}, expected {ref.dtype}.", key, "dtype")
+            raise IncompatibleState(
+                f"{who}[{key!r}] has dtype {value.dtype}, expected {ref.dtype}.", key, "dtype"
+            )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise IncompatibleState(
@@ -120,7 +126,7 @@ def load_federated_state(module: nn.Module, state: Mapping[str, torch.Tensor]) -
     Raises:
         ValueError: keys, shapes or dtypes differ from the module's federated state, or NaN/inf values.
 
-    Example:
+    Examples:
         >>> a, b = nn.Linear(2, 1), nn.Linear(2, 1)
         >>> load_federated_state(b, get_federated_state(a))
         >>> bool(torch.equal(a.weight, b.weight))
@@ -139,7 +145,7 @@ def load_federated_state(module: nn.Module, state: Mapping[str, torch.Tensor]) -
 def state_nbytes(state: Mapping[str, torch.Tensor]) -> int:
     """Exact payload bytes of a state dict: ``sum(numel * element_size)`` (dtype-aware).
 
-    Example:
+    Examples:
         >>> state_nbytes({"w": torch.zeros(3, dtype=torch.float16)})
         6
     """

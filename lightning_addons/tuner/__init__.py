@@ -5,7 +5,7 @@ Pure cores (:mod:`~lightning_addons.tuner.space`, :mod:`~lightning_addons.tuner.
 the Optuna ``HyperTunerSampler``, trial runners) load when first used. Names load lazily (PEP 562). The energy
 meters moved to :mod:`lightning_addons.energy` (the old names here warn and still work).
 
-Example:
+Examples:
     >>> from lightning_addons.tuner import SearchSpace, ADUMBO
     >>> space = SearchSpace({"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}})
     >>> space.dim

@@ -19,7 +19,7 @@ from lightning_addons.tuner._pareto import dominates, nondominated_mask
 def nondominated_rank(F: np.ndarray) -> np.ndarray:
     """Non-dominated sorting: rank 0 is the Pareto front, rank 1 the front of the rest, and so on.
 
-    Example:
+    Examples:
         >>> nondominated_rank(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [-1.0, -1.0]])).tolist()
         [0, 0, 1, 2]
     """
@@ -112,7 +112,7 @@ def nsga2(
         ``(X, F)``: the non-dominated points among every point evaluated during the run (an archive
         updated each generation), and their objective values.
 
-    Example:
+    Examples:
         >>> X, F = nsga2(lambda x: np.stack([x[:, 0], 1 - x[:, 0]], 1), 1, np.random.default_rng(0), 8, 3)
         >>> bool(np.all(nondominated_rank(F) == 0))
         True

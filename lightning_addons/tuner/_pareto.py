@@ -41,7 +41,7 @@ def log_columns(Y: np.ndarray, columns: Sequence[int], floor: float | None = Non
     1e-300 are clamped there); otherwise values are
     clamped to ``floor`` first (``log(max(y, floor))``), so every row stays finite.
 
-    Example:
+    Examples:
         >>> log_columns(np.array([[1.0, 0.0], [2.0, np.e]]), [1]).tolist()
         [[1.0, nan], [2.0, 1.0]]
         >>> log_columns(np.array([0.0, 1.0]), [0], floor=1e-12).round(3).tolist()
@@ -76,7 +76,7 @@ def nondominated_mask(F: np.ndarray, chunk: int = 256) -> np.ndarray:
 def pareto_mask(Y: np.ndarray) -> np.ndarray:
     """Boolean mask of the non-dominated rows of ``Y`` (maximisation; rows with NaN are dominated).
 
-    Example:
+    Examples:
         >>> pareto_mask(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])).tolist()
         [True, True, False]
     """
@@ -100,7 +100,7 @@ def hypervolume(Y: np.ndarray, ref_point: Sequence[float]) -> float:
     Uses the simple inclusion of slices (HSO) recursion, fine for the fronts of a tuning run (< a few
     hundred points, <= 4 objectives). Tested against BoTorch's ``Hypervolume``.
 
-    Example:
+    Examples:
         >>> hypervolume(np.array([[1.0, 2.0], [2.0, 1.0]]), [0.0, 0.0])
         3.0
     """

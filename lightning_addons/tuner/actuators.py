@@ -52,7 +52,7 @@ class CPUFrequencyActuator(Actuator):
         PermissionError: not root (at ``apply``).
         FileNotFoundError: no ``cpu*/cpufreq/scaling_max_freq`` under ``root``.
 
-    Example:
+    Examples:
         >>> CPUFrequencyActuator.parameters
         ('cpu_max_freq_khz',)
     """

@@ -87,7 +87,7 @@ def mopir(
     Raises:
         ValueError: shape mismatch, fewer than 3 usable rows, bad weights/method/share/k_min.
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> X = rng.random((40, 3))
         >>> Y = np.stack([X[:, 0], X[:, 0] + 0.1 * X[:, 1]], 1)

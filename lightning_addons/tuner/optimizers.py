@@ -181,7 +181,7 @@ class AskTellOptimizer:
 class RandomSearch(AskTellOptimizer):
     """Uniform random search (baseline).
 
-    Example:
+    Examples:
         >>> opt = RandomSearch(2, ["minimize", "minimize"], seed=0)
         >>> opt.ask(3).shape
         (3, 2)
@@ -196,7 +196,7 @@ class RandomSearch(AskTellOptimizer):
 class SobolSearch(AskTellOptimizer):
     """Scrambled Sobol sequence (baseline); point ``k`` of the study is point ``k`` of the sequence.
 
-    Example:
+    Examples:
         >>> SobolSearch(2, ["minimize"], seed=0).ask(4).shape
         (4, 2)
     """
@@ -238,7 +238,7 @@ class ADUMBO(AskTellOptimizer):
         ValueError: bad weight/w0/tau/beta/n_init/candidates/ref_eps or any argument of
             :class:`AskTellOptimizer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> opt = ADUMBO(2, ["minimize", "minimize"], n_init=4, seed=0)
         >>> for _ in range(5):
@@ -565,7 +565,7 @@ class QNEHVI(AskTellOptimizer):
         ref_point: reference point in objective units (default: worst observed minus 10% of the range).
         num_restarts, raw_samples: settings of ``botorch.optim.optimize_acqf``.
 
-    Example:
+    Examples:
         >>> QNEHVI(2, ["minimize", "minimize"], n_init=3).ask(1).shape
         (1, 2)
     """
@@ -634,7 +634,7 @@ def make_optimizer(
     Raises:
         ValueError: unknown algorithm.
 
-    Example:
+    Examples:
         >>> make_optimizer("sobol", 3, ["minimize"]).ask(2).shape
         (2, 3)
     """

@@ -90,9 +90,7 @@ def default_comparison(result, min_saving: float = MIN_RELATIVE_SAVING) -> dict[
             else (h["values"][o.name] <= base["values"][o.name])
             for o in quality
         )
-        cheaper = [
-            o.name for o in cost if h["values"][o.name] < (1.0 - min_saving) * base["values"][o.name]
-        ]
+        cheaper = [o.name for o in cost if h["values"][o.name] < (1.0 - min_saving) * base["values"][o.name]]
         if ok_quality and cheaper:
             better.append(
                 {"number": h["number"], "cheaper_in": cheaper, "values": h["values"], "params": h["params"]}
@@ -137,7 +135,9 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
             order = np.argsort(Y[pm, i])
             ax.plot(Y[pm, i][order], Y[pm, j][order], "r.-", label="2-D front")
             if is_default.any():
-                ax.scatter(Y[is_default, i], Y[is_default, j], marker="*", s=160, c="black", label=default_label)
+                ax.scatter(
+                    Y[is_default, i], Y[is_default, j], marker="*", s=160, c="black", label=default_label
+                )
             ax.set_xlabel(axis_label(objs[i]))
             ax.set_ylabel(axis_label(objs[j]))
             if objs[i].log_scale:
@@ -227,7 +227,8 @@ def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
         f"- objectives: {', '.join(f'{o.name} ({o.direction})' for o in objs)}",
         f"- energy source(s): {sorted({str(h.get('energy_source')) for h in result.history if h.get('energy_source')})}",
         f"- final hypervolume (normalised): {curve[-1]:.4f}" if len(curve) else "- no trial finished",
-        "- units: " + ", ".join(f"{o.name} in {OBJECTIVE_UNITS[o.name]}" for o in objs if o.name in OBJECTIVE_UNITS)
+        "- units: "
+        + ", ".join(f"{o.name} in {OBJECTIVE_UNITS[o.name]}" for o in objs if o.name in OBJECTIVE_UNITS)
         if any(o.name in OBJECTIVE_UNITS for o in objs)
         else "",
         "",

@@ -50,7 +50,7 @@ class HyperTunerSampler(BaseSampler):
         optimizer_kwargs: further keyword arguments of the optimiser.
         objective_names: names used in the stored MOPIR ranking.
 
-    Example:
+    Examples:
         >>> import optuna
         >>> space = SearchSpace({"x": {"type": "float", "low": 0.0, "high": 1.0}})
         >>> study = optuna.create_study(directions=["minimize"], sampler=HyperTunerSampler(space, ["minimize"]))

@@ -54,7 +54,7 @@ class Param:
             empty or duplicated choices, a default outside the range, a ``condition`` (conditional
             parameters are not supported).
 
-    Example:
+    Examples:
         >>> p = Param("lr", "float", 1e-4, 1e-1, log=True)
         >>> round(p.from_unit(0.5), 6)
         0.003162
@@ -202,7 +202,7 @@ class SearchSpace:
     Raises:
         ValueError: empty space, duplicated names, an unknown system parameter, any :class:`Param` error.
 
-    Example:
+    Examples:
         >>> space = SearchSpace({"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
         ...                      "batch_size": {"type": "categorical", "choices": [32, 64], "layer": "system"}})
         >>> space.names, space.dim

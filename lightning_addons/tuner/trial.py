@@ -52,7 +52,7 @@ class Objective:
     Raises:
         ValueError: empty name or bad direction.
 
-    Example:
+    Examples:
         >>> Objective.parse("val_acc:max")
         Objective(name='val_acc', direction='maximize', log_scale=False)
     """
@@ -239,6 +239,7 @@ def _main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - runs
     result["token"] = spec.get("token")  # ties the result file to the trial that asked for it
     write_result(argv[1], result)
 
+
 # ----------------------------------------------------------------------------- result files, processes
 _DIGEST_PREFIX = b"sha256:"
 #: Environment variable holding the pid of the process that started a trial (read by the trial's watchdog).
@@ -248,7 +249,7 @@ PARENT_ENV = "LIGHTNING_ADDONS_TRIAL_PARENT"
 def write_result(path: str | os.PathLike, result: Mapping[str, Any]) -> Path:
     """Write a trial result atomically as ``sha256:<hex digest of the payload>\\n<JSON payload>``.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> p = write_result(pathlib.Path(tempfile.mkdtemp()) / "r.json", {"status": "ok", "time": 1.5})
         >>> read_result(p)["time"]
@@ -404,7 +405,7 @@ class FunctionTrialRunner(TrialRunner):
     ``time`` is the function's wall time and ``energy`` the CPU-time estimate unless ``fn`` returns them.
     Exceptions and non-finite values are reported as failed trials.
 
-    Example:
+    Examples:
         >>> r = FunctionTrialRunner(lambda p: {"loss": p["x"] ** 2})({"x": 3.0}, 0)
         >>> r["status"], r["metrics"]["loss"]
         ('ok', 9.0)

@@ -114,7 +114,9 @@ def _resolve(path: Any, where: str) -> type:
     try:
         return resolve_class(path)
     except Exception as err:  # noqa: BLE001 - ImportError, AttributeError, ValueError of the resolver
-        raise ValueError(f"`{where}`: cannot resolve class_path {path!r}: {type(err).__name__}: {err}") from err
+        raise ValueError(
+            f"`{where}`: cannot resolve class_path {path!r}: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _arguments(cls: Any) -> tuple[dict[str, inspect.Parameter], bool]:
@@ -159,7 +161,9 @@ def _check_class_configs(node: Any, where: str) -> None:
                     )
         missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in args]
         if missing:
-            raise ValueError(f"`{where}.init_args`: {name} needs the argument(s) {missing}, which are not set.")
+            raise ValueError(
+                f"`{where}.init_args`: {name} needs the argument(s) {missing}, which are not set."
+            )
         for k, v in args.items():
             _check_class_configs(v, f"{where}.init_args.{k}")
     elif isinstance(node, list):
@@ -387,7 +391,7 @@ class HyperTuner:
             from the config, a trainer section the Trainer rejects (with "did you mean").
         ModuleNotFoundError: Optuna/BoTorch missing (names the extra ``tune``), at :meth:`run`.
 
-    Example:
+    Examples:
         >>> tuner = HyperTuner(
         ...     space={"x": {"type": "float", "low": 0.0, "high": 1.0}},
         ...     objectives=["f1:min", "f2:min"],
@@ -466,8 +470,10 @@ class HyperTuner:
         self.timeout = timeout
         self.watts_per_core = watts_per_core
         self.progress = progress
-        if logger is not None and not (isinstance(logger, Mapping) and "class_path" in logger) and not all(
-            hasattr(logger, m) for m in ("log_metrics", "log_hyperparams")
+        if (
+            logger is not None
+            and not (isinstance(logger, Mapping) and "class_path" in logger)
+            and not all(hasattr(logger, m) for m in ("log_metrics", "log_hyperparams"))
         ):
             raise ValueError(
                 "`logger` must be a Lightning logger (e.g. CSVLogger(save_dir=...)) or its "
@@ -682,7 +688,13 @@ class HyperTuner:
         text = f"{type(err).__name__} {err}".lower()
         return any(
             s in text
-            for s in ("uniqueviolation", "integrityerror", "already exists", "duplicate", "database is locked")
+            for s in (
+                "uniqueviolation",
+                "integrityerror",
+                "already exists",
+                "duplicate",
+                "database is locked",
+            )
         )
 
     @contextlib.contextmanager
@@ -840,7 +852,9 @@ class HyperTuner:
         except errors as err:
             note = ""
             if trial is not None:
-                ok = self._fail_quietly(study, trial, f"the study storage failed: {type(err).__name__}: {err}")
+                ok = self._fail_quietly(
+                    study, trial, f"the study storage failed: {type(err).__name__}: {err}"
+                )
                 note = (
                     f" Trial {trial.number} was marked failed."
                     if ok
@@ -870,8 +884,12 @@ class HyperTuner:
 
             self.logger = instantiate(self.logger)
             self.logger.log_hyperparams(
-                {"algorithm": self.algorithm, "n_trials": self.n_trials, "seed": self.seed,
-                 "objectives": [f"{o.name}:{o.direction}" for o in self.objectives]}  # fmt: skip
+                {
+                    "algorithm": self.algorithm,
+                    "n_trials": self.n_trials,
+                    "seed": self.seed,
+                    "objectives": [f"{o.name}:{o.direction}" for o in self.objectives],
+                }  # fmt: skip
             )
         frozen = study._storage.get_trial(trial._trial_id)
         metrics: dict[str, float] = {"trial_failed": float(frozen.state.name == "FAIL")}
@@ -886,9 +904,7 @@ class HyperTuner:
     @staticmethod
     def _n_counted(study, states) -> int:
         """Trials that count towards ``n_trials``: lost trials (their worker died) do not."""
-        return sum(
-            1 for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("lost")
-        )
+        return sum(1 for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("lost"))
 
     def _fail_quietly(self, study, trial, error: str, lost: bool = False) -> bool:
         """Mark a running trial failed if the storage lets us; True on success."""

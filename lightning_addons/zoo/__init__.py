@@ -14,7 +14,7 @@ else they are trained once (a few minutes on 2 CPU cores) and written to the cac
 is checked against the sha256 recorded beside it (``SHA256SUMS``, written by the build) before it is
 used: a corrupt or unrecorded file is an :class:`~lightning_addons.integrity.IntegrityError` naming it.
 
-Example:
+Examples:
     >>> from lightning_addons.zoo import tiny_clip, DIGIT_CLASS_NAMES
     >>> model, tokenizer = tiny_clip()
     >>> DIGIT_CLASS_NAMES[7], model.visual.image_size

@@ -11,7 +11,7 @@ Weights are stored compactly: every tensor in float32 except the token embedding
 rows that training touched are kept (the other rows are zero when loaded; the tokenizer never emits
 them for the digit captions). The file is a plain dict of tensors: ``torch.load(weights_only=True)``.
 
-Example:
+Examples:
     >>> from lightning_addons.zoo.tinyclip import create_tiny_clip
     >>> model, tokenizer = create_tiny_clip(pretrained=False)
     >>> tuple(model.encode_text(tokenizer(["a photo of the number: \\"one\\"."])).shape)
@@ -72,7 +72,9 @@ def create_tiny_clip(pretrained: bool = True, weights: str | os.PathLike | None 
     # open_clip warns through the root logger that no pretrained weights were loaded (ours load below):
     # drop that one record while the model is built; every other record and the logger's level are untouched.
     def not_the_random_init_warning(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(f"No pretrained weights loaded for model '{TINY_CLIP_NAME}'")
+        return not record.getMessage().startswith(
+            f"No pretrained weights loaded for model '{TINY_CLIP_NAME}'"
+        )
 
     root = logging.getLogger()
     root.addFilter(not_the_random_init_warning)

@@ -5,7 +5,7 @@ against ``diffusers.DDIMScheduler`` (``set_timesteps`` / ``step``), with classif
 UNet has ``num_classes + 1`` class embeddings, the last one being the "no label" class used with
 probability ``p_uncond`` during training.
 
-Example:
+Examples:
     >>> import torch
     >>> from lightning_addons.zoo.tinyunet import create_tiny_unet, sample_ddim
     >>> unet, scheduler = create_tiny_unet(pretrained=False)

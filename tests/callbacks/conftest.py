@@ -10,8 +10,14 @@ import pytest
 def make_trainer(tmp_path):
     def make(**kwargs) -> pl.Trainer:
         opts = dict(
-            accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+            accelerator="cpu",
+            devices=1,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=str(tmp_path),
             num_sanity_val_steps=0,
         )
         opts.update(kwargs)

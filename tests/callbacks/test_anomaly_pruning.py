@@ -13,7 +13,13 @@ from lightning_addons.datamodules import DigitsDataModule
 from lightning_addons.modules import ImageClassifier
 from lightning_addons.modules.nn import AlexNetSmall, LeNet5
 
-ALEX_CONVS = ["model.features.0", "model.features.4", "model.features.8", "model.features.11", "model.features.14"]
+ALEX_CONVS = [
+    "model.features.0",
+    "model.features.4",
+    "model.features.8",
+    "model.features.11",
+    "model.features.14",
+]
 
 
 def alexnet(seed: int = 0) -> ImageClassifier:
@@ -67,8 +73,13 @@ def test_masked_filters_stay_exactly_zero_after_optimizer_steps(make_trainer):
 def _pruned_checkpoint(make_trainer, tmp_path, dm):
     pruning = AnomalyFilterPruning(criterion="random", amount=0.25, epochs=[1], seed=3)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
-    trainer = make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[pruning, ckpt],
-                           enable_checkpointing=True)
+    trainer = make_trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[pruning, ckpt],
+        enable_checkpointing=True,
+    )
     trainer.fit(alexnet(), dm)
     return pruning, tmp_path / "ckpt" / "last.ckpt"
 
@@ -76,15 +87,22 @@ def _pruned_checkpoint(make_trainer, tmp_path, dm):
 def test_checkpoint_holds_the_masks_and_folds_into_a_plain_state_dict(make_trainer, tmp_path):
     pruning, path = _pruned_checkpoint(make_trainer, tmp_path, DigitsDataModule(resize=32))
     raw = torch.load(path, weights_only=True)
-    assert {k[: -len(".weight_mask")] for k in raw["state_dict"] if k.endswith("weight_mask")} >= set(ALEX_CONVS)
+    assert {k[: -len(".weight_mask")] for k in raw["state_dict"] if k.endswith("weight_mask")} >= set(
+        ALEX_CONVS
+    )
     fresh = alexnet(5)
     fresh.load_state_dict(fold_pruning_masks(raw["state_dict"]), strict=True)
     for layer, idx in pruning.pruned_filters.items():
         assert torch.count_nonzero(dict(fresh.named_modules())[layer].weight[idx]) == 0
 
 
-@pytest.mark.parametrize("settings", [dict(criterion="random", amount=0.25, epochs=[1], seed=3),
-                                      dict(criterion="l1", amount=1, epochs=[9], max_fraction=0.2)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(criterion="random", amount=0.25, epochs=[1], seed=3),
+        dict(criterion="l1", amount=1, epochs=[9], max_fraction=0.2),
+    ],
+)
 def test_resume_keeps_the_masks_whatever_the_pruning_settings(make_trainer, tmp_path, settings):
     dm = DigitsDataModule(resize=32)
     pruning, path = _pruned_checkpoint(make_trainer, tmp_path, dm)
@@ -102,7 +120,9 @@ def test_resume_without_the_pruning_callback_fails_clearly(make_trainer, tmp_pat
     dm = DigitsDataModule(resize=32)
     _, path = _pruned_checkpoint(make_trainer, tmp_path, dm)
     trainer2 = make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1)
-    with pytest.raises(RuntimeError, match=r"(?s)Missing key.*model.features.0.weight.*Unexpected key.*weight_orig"):
+    with pytest.raises(
+        RuntimeError, match=r"(?s)Missing key.*model.features.0.weight.*Unexpected key.*weight_orig"
+    ):
         trainer2.fit(alexnet(7), dm, ckpt_path=str(path))
 
 
@@ -110,11 +130,20 @@ def test_resume_without_the_pruning_callback_fails_clearly(make_trainer, tmp_pat
 def test_anomaly_criterion_prunes_the_audit_anomaly_sets(make_trainer, seed_offset):
     pl.seed_everything(seed_offset, verbose=False)  # LeNet5's initial weights
     dm = DigitsDataModule(resize=32, corruptions={"outliers": 0.05}, seed=seed_offset)
-    auditor = GMMFilterAuditor(max_overhead=None, max_samples=256, rule="small_component", rule_kwargs={"tau": 0.2},
-                               figures="none", save_tables=False, seed=seed_offset)
+    auditor = GMMFilterAuditor(
+        max_overhead=None,
+        max_samples=256,
+        rule="small_component",
+        rule_kwargs={"tau": 0.2},
+        figures="none",
+        save_tables=False,
+        seed=seed_offset,
+    )
     pruning = AnomalyFilterPruning(auditor, criterion="anomaly", epochs=1, max_fraction=0.5)
     module = ImageClassifier(LeNet5(), lr=3e-3)
-    trainer = make_trainer(max_epochs=2, limit_train_batches=8, limit_val_batches=1, callbacks=[auditor, pruning])
+    trainer = make_trainer(
+        max_epochs=2, limit_train_batches=8, limit_val_batches=1, callbacks=[auditor, pruning]
+    )
     pl.seed_everything(seed_offset, verbose=False)
     trainer.fit(module, dm)
     first = auditor.history[0]
@@ -122,8 +151,11 @@ def test_anomaly_criterion_prunes_the_audit_anomaly_sets(make_trainer, seed_offs
     for r in sorted(first["filters"], key=lambda r: -r["score"]):
         if r["anomaly"]:
             sets.setdefault(r["layer"], []).append(r["filter"])
-    expected = {layer: sorted(v[: min(int(0.5 * n), n - 1)]) for layer, v in sets.items()
-                for n in [6 if layer.endswith("0") else 16]}
+    expected = {
+        layer: sorted(v[: min(int(0.5 * n), n - 1)])
+        for layer, v in sets.items()
+        for n in [6 if layer.endswith("0") else 16]
+    }
     assert sets, "the audit should find anomaly filters with tau=0.2"
     assert pruning.pruned_filters == {k: v for k, v in expected.items() if v}
     # pruned filters are dead in the next audit, so never counted as anomalies again
@@ -136,15 +168,28 @@ def test_anomaly_criterion_prunes_the_audit_anomaly_sets(make_trainer, seed_offs
 def test_baseline_criteria_prune_equal_counts_within_the_cap(make_trainer, criterion):
     auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
     sets = {"model.features.0": [0, 1, 2, 3, 4, 5, 6, 7], "model.features.4": [1]}
-    pruning = AnomalyFilterPruning(auditor, anomaly_sets=sets, criterion=criterion, epochs=1, max_fraction=0.5,
-                                   ignored_layers=["model.features.8"])
-    trainer = make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor, pruning])
+    pruning = AnomalyFilterPruning(
+        auditor,
+        anomaly_sets=sets,
+        criterion=criterion,
+        epochs=1,
+        max_fraction=0.5,
+        ignored_layers=["model.features.8"],
+    )
+    trainer = make_trainer(
+        max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor, pruning]
+    )
     module = alexnet()
     trainer.fit(module, DigitsDataModule(resize=32))
     pruned = pruning.pruned_filters
-    assert {k: len(v) for k, v in pruned.items()} == {"model.features.0": 4, "model.features.4": 1}  # 8 capped at 50%
+    assert {k: len(v) for k, v in pruned.items()} == {
+        "model.features.0": 4,
+        "model.features.4": 1,
+    }  # 8 capped at 50%
     assert_pruned_zero(module, pruned)
-    if criterion == "l1":  # smallest-norm filters at the pruning event: compare with the norms of the kept ones
+    if (
+        criterion == "l1"
+    ):  # smallest-norm filters at the pruning event: compare with the norms of the kept ones
         w = module.model.features[4].weight.detach().abs().flatten(1).sum(1)
         assert len(w) == 16
 
@@ -174,7 +219,10 @@ def test_physical_mode_removes_channels_and_reports_reductions(make_trainer):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"criterion": "l2", "amount": 1}, r"`criterion` must be one of \['anomaly', 'l1', 'apoz', 'random', 'low_ch'\]"),
+        (
+            {"criterion": "l2", "amount": 1},
+            r"`criterion` must be one of \['anomaly', 'l1', 'apoz', 'random', 'low_ch'\]",
+        ),
         ({"criterion": "l1", "amount": 1, "mode": "hard"}, r"`mode` must be one of \['mask', 'physical'\]"),
         ({"criterion": "l1", "amount": 1.5}, r"`amount` must be None, an int >= 1 or a float in \(0, 1\)"),
         ({"criterion": "l1", "amount": 1, "epochs": [-1]}, "`epochs` must be a non-negative int"),
@@ -191,7 +239,10 @@ def test_bad_pruning_arguments_name_the_argument(kwargs, match):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"criterion": "anomaly"}, r"criterion='anomaly' needs a GMMFilterAuditor: pass `auditor=...` .* `anomaly_sets`"),
+        (
+            {"criterion": "anomaly"},
+            r"criterion='anomaly' needs a GMMFilterAuditor: pass `auditor=...` .* `anomaly_sets`",
+        ),
         ({"criterion": "low_ch", "anomaly_sets": {"a": [1]}}, "criterion='low_ch' needs a GMMFilterAuditor"),
         ({"criterion": "l1"}, r"amount=None \(as many as the anomaly set\) needs .* set `amount`"),
     ],
@@ -211,12 +262,15 @@ def test_auditor_is_found_among_the_trainer_callbacks(make_trainer):
 def test_unknown_or_non_conv_layers_are_rejected_at_setup():
     module = ImageClassifier(LeNet5())
     with pytest.raises(ValueError, match=r"`layers` names \['model.classifier.1'\] that are not nn.Conv2d"):
-        AnomalyFilterPruning(criterion="l1", amount=1, layers=["model.classifier.1"]).setup(None, module, "fit")
+        AnomalyFilterPruning(criterion="l1", amount=1, layers=["model.classifier.1"]).setup(
+            None, module, "fit"
+        )
     with pytest.raises(ValueError, match=r"`ignored_layers` names \['nope'\]"):
         AnomalyFilterPruning(criterion="l1", amount=1, ignored_layers=["nope"]).setup(None, module, "fit")
     with pytest.raises(ValueError, match="has no layer to prune"):
-        AnomalyFilterPruning(criterion="l1", amount=1, ignored_layers=["model.features.0", "model.features.3"]).setup(
-            None, module, "fit")
+        AnomalyFilterPruning(
+            criterion="l1", amount=1, ignored_layers=["model.features.0", "model.features.3"]
+        ).setup(None, module, "fit")
 
 
 def test_fit_checkpoint_resume_restores_auditor_history_and_masks(make_trainer, tmp_path):
@@ -224,14 +278,20 @@ def test_fit_checkpoint_resume_restores_auditor_history_and_masks(make_trainer, 
     auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
     pruning = AnomalyFilterPruning(auditor, criterion="low_ch", amount=1, epochs=1)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
-    make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor, pruning, ckpt],
-                 enable_checkpointing=True).fit(alexnet(), dm)
+    make_trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[auditor, pruning, ckpt],
+        enable_checkpointing=True,
+    ).fit(alexnet(), dm)
     assert len(auditor.history) == 2 and sum(len(v) for v in pruning.pruned_filters.values()) == 5
     auditor2 = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
     pruning2 = AnomalyFilterPruning(auditor2, criterion="low_ch", amount=1, epochs=1)
     module = alexnet(3)
-    make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor2, pruning2]).fit(
-        module, dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    make_trainer(
+        max_epochs=3, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor2, pruning2]
+    ).fit(module, dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert auditor2.history[:2] == auditor.history and len(auditor2.history) == 3
     assert pruning2.pruned_filters == pruning.pruned_filters
     assert_pruned_zero(module, pruning2.pruned_filters)

@@ -29,8 +29,16 @@ def test_nvml_meter_counts_the_energy_of_gpu_work():
 
 def test_energy_meter_uses_nvml_in_a_gpu_trainer():
     meter = EnergyMeter()
-    trainer = pl.Trainer(accelerator="gpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[meter])
+    trainer = pl.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[meter],
+    )
     trainer.fit(ImageClassifier(AlexNetSmall()), DigitsDataModule(resize=32))
     assert meter.source == "nvml"
     assert meter.energy_joules > 0 and meter.fit_seconds > 0

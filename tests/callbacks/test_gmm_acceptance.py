@@ -22,10 +22,17 @@ AUDIT_EPOCH = 5
 
 def audit_run(seed: int, outliers: float, make_trainer):
     pl.seed_everything(seed, verbose=False)
-    dm = DigitsDataModule(resize=32, corruptions={"outliers": outliers} if outliers else None,
-                          return_indices=True, seed=seed)
-    auditor = GMMFilterAuditor(max_overhead=None, max_samples=512, warmup_epochs=AUDIT_EPOCH, seed=seed, figures="none",
-                               save_tables=False)
+    dm = DigitsDataModule(
+        resize=32, corruptions={"outliers": outliers} if outliers else None, return_indices=True, seed=seed
+    )
+    auditor = GMMFilterAuditor(
+        max_overhead=None,
+        max_samples=512,
+        warmup_epochs=AUDIT_EPOCH,
+        seed=seed,
+        figures="none",
+        save_tables=False,
+    )
     trainer = make_trainer(max_epochs=AUDIT_EPOCH + 1, limit_val_batches=1, callbacks=[auditor])
     trainer.fit(ImageClassifier(LeNet5(), lr=3e-3), dm)
     assert [a["epoch"] for a in auditor.history] == [AUDIT_EPOCH]
@@ -35,7 +42,9 @@ def audit_run(seed: int, outliers: float, make_trainer):
 @pytest.mark.slow
 @pytest.mark.stochastic
 @pytest.mark.parametrize("fraction", [0.05, 0.08])
-def test_injected_outliers_are_flagged_with_precision_and_recall_on_every_seed(make_trainer, seed_offset, fraction):
+def test_injected_outliers_are_flagged_with_precision_and_recall_on_every_seed(
+    make_trainer, seed_offset, fraction
+):
     scores = []
     for seed in range(seed_offset, seed_offset + 3):
         auditor, train = audit_run(seed, fraction, make_trainer)
@@ -49,12 +58,16 @@ def test_injected_outliers_are_flagged_with_precision_and_recall_on_every_seed(m
 @pytest.mark.slow
 @pytest.mark.stochastic
 def test_clean_digits_flag_at_most_one_percent_on_every_seed(make_trainer, seed_offset):
-    flagged = [audit_run(seed, 0.0, make_trainer)[0].latest["outlier_samples"]
-               for seed in range(seed_offset, seed_offset + 3)]
+    flagged = [
+        audit_run(seed, 0.0, make_trainer)[0].latest["outlier_samples"]
+        for seed in range(seed_offset, seed_offset + 3)
+    ]
     assert all(f <= 0.01 * 512 for f in flagged), flagged
 
 
 def test_outlier_ids_index_the_training_dataset():
     """The flagged ids are positions in dm.dataset('train'), where `is_outlier` can be read off."""
     ds = DigitsDataModule(resize=32, corruptions={"outliers": 0.05}, return_indices=True).dataset("train")
-    assert ds[5][2] == 5 and torch.equal(ds[int(ds.is_outlier.nonzero()[0])][0], ds.x[int(ds.is_outlier.nonzero()[0])])
+    assert ds[5][2] == 5 and torch.equal(
+        ds[int(ds.is_outlier.nonzero()[0])][0], ds.x[int(ds.is_outlier.nonzero()[0])]
+    )

@@ -32,11 +32,18 @@ def test_one_by_one_maps_and_rank_one_panels_are_skipped_never_anomalies():
     flat = torch.randn(64, 3, 1, 1, generator=g)
     flat[:5] += 50.0  # far out, but a 1x1 map has no second principal component
     spatial = torch.randn(64, 4, 3, 3, generator=g)
-    spatial[:, 1] = torch.randn(64, 1, 1, generator=g) * torch.ones(3, 3)  # rank-1 panel: one number per sample
+    spatial[:, 1] = torch.randn(64, 1, 1, generator=g) * torch.ones(
+        3, 3
+    )  # rank-1 panel: one number per sample
     res = audit_layers({"flat": flat, "spatial": spatial})
     assert res["flat"].skipped.startswith("1x1 maps") and not res["flat"].anomaly.any()
     assert res["flat"].degenerate.all() and (res["flat"].k == 0).all()
-    assert res["spatial"].skipped is None and res["spatial"].degenerate.tolist() == [False, True, False, False]
+    assert res["spatial"].skipped is None and res["spatial"].degenerate.tolist() == [
+        False,
+        True,
+        False,
+        False,
+    ]
     assert not bool(res["spatial"].anomaly[1]) and int(res["spatial"].k[1]) == 0
 
 
@@ -45,7 +52,8 @@ def _fit_rgb(model: nn.Module, auditor: GMMFilterAuditor, make_trainer, seed: in
     pl.seed_everything(seed, verbose=False)
     dm = DigitsDataModule(resize=32, channels=3, return_indices=True, seed=seed, **data)
     make_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[auditor]).fit(
-        ImageClassifier(model, lr=1e-4), dm)
+        ImageClassifier(model, lr=1e-4), dm
+    )
 
 
 def _clean_rgb(n: int, seed: int) -> torch.Tensor:
@@ -54,8 +62,14 @@ def _clean_rgb(n: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.stochastic
-@pytest.mark.parametrize("arch", ["resnet18", pytest.param("vgg11_bn", marks=pytest.mark.slow),
-                                  pytest.param("mobilenet_v2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "resnet18",
+        pytest.param("vgg11_bn", marks=pytest.mark.slow),
+        pytest.param("mobilenet_v2", marks=pytest.mark.slow),
+    ],
+)
 def test_random_init_torchvision_models_flag_at_most_one_percent_of_clean_digits(seed_offset, arch):
     """The real torchvision classes at random init (small N to stay fast; full size: benchmarks/gmm_audit.py)."""
     torch.manual_seed(seed_offset)
@@ -81,7 +95,8 @@ def test_block_outputs_are_audited_by_type_or_pattern(make_trainer):
         _fit_rgb(torchvision.models.resnet18(num_classes=10), auditor, make_trainer, 0)
     assert list(auditor.latest["layers"]) == [f"model.layer{i}.{j}" for i in (1, 2, 3) for j in (0, 1)]
     by_glob = quiet(layers=["model.layer?.0.conv*"]).resolve_layers(
-        ImageClassifier(torchvision.models.resnet18(num_classes=10)))
+        ImageClassifier(torchvision.models.resnet18(num_classes=10))
+    )
     assert by_glob == [f"model.layer{i}.0.conv{j}" for i in (1, 2, 3, 4) for j in (1, 2)]
 
 
@@ -91,7 +106,10 @@ def test_block_outputs_are_audited_by_type_or_pattern(make_trainer):
     [
         ({"layers": ["model.nope"]}, r"`layers` entries \['model.nope'\] match no module"),
         ({"layers": ["type:Conv3d"]}, r"`layers` entries \['type:Conv3d'\] match no module"),
-        ({"ignored_layers": ["model.features.9"]}, r"`ignored_layers` entries \['model.features.9'\] match no module"),
+        (
+            {"ignored_layers": ["model.features.9"]},
+            r"`ignored_layers` entries \['model.features.9'\] match no module",
+        ),
         ({"ignored_layers": ["type:Conv2d"]}, r"`ignored_layers` removes every audited layer"),
     ],
 )
@@ -103,7 +121,9 @@ def test_layer_selections_that_match_nothing_are_rejected_at_setup(make_trainer,
 
 def test_a_module_type_without_feature_maps_is_a_clear_error(make_trainer):
     trainer = make_trainer(limit_train_batches=1, callbacks=[quiet(max_samples=64, layers=["type:Linear"])])
-    with pytest.raises(ValueError, match=r"`layers` entry 'model.classifier.\d' outputs \(64, \d+\), not \[N, C, H, W\]"):
+    with pytest.raises(
+        ValueError, match=r"`layers` entry 'model.classifier.\d' outputs \(64, \d+\), not \[N, C, H, W\]"
+    ):
         trainer.fit(ImageClassifier(LeNet5()), DigitsDataModule(resize=32))
 
 
@@ -119,7 +139,9 @@ def test_an_unwritable_save_dir_fails_in_setup_before_training(make_trainer, tmp
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     module = ImageClassifier(LeNet5())
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_samples=64, save_dir=str(blocker / "out"))])
+    trainer = make_trainer(
+        limit_train_batches=1, callbacks=[GMMFilterAuditor(max_samples=64, save_dir=str(blocker / "out"))]
+    )
     with pytest.raises(ValueError, match=r"cannot write to `save_dir` .*a_file/out.*save_tables=False"):
         trainer.fit(module, DigitsDataModule(resize=32))
     assert trainer.global_step == 0
@@ -129,8 +151,9 @@ def test_default_output_folder_is_under_default_root_dir(make_trainer, tmp_path,
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "root"
     auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="end")
-    make_trainer(limit_train_batches=1, limit_val_batches=1, callbacks=[auditor], default_root_dir=str(root)).fit(
-        ImageClassifier(LeNet5()), DigitsDataModule(resize=32))
+    make_trainer(
+        limit_train_batches=1, limit_val_batches=1, callbacks=[auditor], default_root_dir=str(root)
+    ).fit(ImageClassifier(LeNet5()), DigitsDataModule(resize=32))
     assert (root / "gmm_audit" / "audit_epoch000.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]  # nothing in the working directory
 
@@ -142,12 +165,17 @@ def test_outlier_ids_are_indices_of_the_dataset_under_a_subset_chain(make_traine
     shifted = torch.tensor([7, 50, 123, 260, 333, 390])
     x[shifted] *= 30.0
     base = TensorDataset(x, torch.randint(0, 10, (400,), generator=g))
-    outer = Subset(Subset(base, torch.randperm(400, generator=g).tolist()), list(range(0, 400, 2)) + list(range(1, 400, 2)))
+    outer = Subset(
+        Subset(base, torch.randperm(400, generator=g).tolist()),
+        list(range(0, 400, 2)) + list(range(1, 400, 2)),
+    )
     loader = DataLoader(outer, batch_size=100)
     pl.seed_everything(0, verbose=False)
     model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 10 * 10, 10))
     auditor = quiet(max_samples=None)
-    make_trainer(max_epochs=1, limit_train_batches=1, callbacks=[auditor]).fit(ImageClassifier(model), train_dataloaders=loader)
+    make_trainer(max_epochs=1, limit_train_batches=1, callbacks=[auditor]).fit(
+        ImageClassifier(model), train_dataloaders=loader
+    )
     assert sorted(auditor.audited_indices) == list(range(400))
     assert sorted(auditor.outlier_indices) == shifted.tolist()
 
@@ -156,14 +184,16 @@ def test_rotating_subset_covers_the_training_set(make_trainer):
     dm = DigitsDataModule(resize=32, return_indices=True)
     auditor = quiet(max_samples=512)
     make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor]).fit(
-        ImageClassifier(LeNet5()), dm)
+        ImageClassifier(LeNet5()), dm
+    )
     n = len(dm.dataset("train"))
     seen = [set(a["sample_ids"]) for a in auditor.history]
     assert seen[0].isdisjoint(seen[1]) and set().union(*seen) == set(range(n))  # 3 x 512 >= n
     assert [a["coverage"] for a in auditor.history] == pytest.approx([512 / n, 1024 / n, 1.0])
     fixed = quiet(max_samples=64, subset="fixed")
     make_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, callbacks=[fixed]).fit(
-        ImageClassifier(LeNet5()), dm)
+        ImageClassifier(LeNet5()), dm
+    )
     assert fixed.history[0]["sample_ids"] == fixed.history[1]["sample_ids"]
 
 
@@ -172,12 +202,16 @@ def test_a_skipped_audit_is_reported_in_the_end_of_fit_summary(make_trainer, cap
     auditor = GMMFilterAuditor(max_overhead=1e-9, max_samples=64, figures="none", save_tables=False)
     with caplog.at_level(logging.INFO):
         make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor]).fit(
-            ImageClassifier(LeNet5()), DigitsDataModule(resize=32))
+            ImageClassifier(LeNet5()), DigitsDataModule(resize=32)
+        )
     summary = auditor.summary()
     assert summary["audited_epochs"] == [0] and [s["epoch"] for s in summary["skipped"]] == [1, 2]
     assert all("max_overhead=1e-09" in s["reason"] for s in summary["skipped"])
     text = caplog.text
-    assert "GMMFilterAuditor summary: 1 audit(s) at epochs [0]" in text and "2 skipped: epoch 1 (max_overhead" in text
+    assert (
+        "GMMFilterAuditor summary: 1 audit(s) at epochs [0]" in text
+        and "2 skipped: epoch 1 (max_overhead" in text
+    )
 
 
 def test_budget_shrinks_an_audit_before_skipping_it(monkeypatch):
@@ -200,9 +234,15 @@ def test_budget_shrinks_an_audit_before_skipping_it(monkeypatch):
 
 
 def test_pruning_epoch_runs_an_audit_when_the_last_one_is_stale(make_trainer):
-    auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, warmup_epochs=5, figures="none", save_tables=False)
+    auditor = GMMFilterAuditor(
+        max_overhead=None, max_samples=64, warmup_epochs=5, figures="none", save_tables=False
+    )
     pruning = AnomalyFilterPruning(auditor, criterion="low_ch", amount=1, epochs=2)
     make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor, pruning]).fit(
-        ImageClassifier(LeNet5()), DigitsDataModule(resize=32))
+        ImageClassifier(LeNet5()), DigitsDataModule(resize=32)
+    )
     assert [(a["epoch"], a["reason"]) for a in auditor.history] == [(2, "pruning")]
-    assert {k: len(v) for k, v in pruning.pruned_filters.items()} == {"model.features.0": 1, "model.features.3": 1}
+    assert {k: len(v) for k, v in pruning.pruned_filters.items()} == {
+        "model.features.0": 1,
+        "model.features.3": 1,
+    }

@@ -26,14 +26,28 @@ def lenet_module(seed: int = 0) -> ImageClassifier:
 
 def test_auditor_logs_scalars_writes_tables_and_maps_sample_ids(make_trainer, tmp_path):
     dm = DigitsDataModule(resize=32, corruptions={"outliers": 0.05}, return_indices=True)
-    auditor = GMMFilterAuditor(max_overhead=None, max_samples=200, rule="small_component", save_dir=str(tmp_path / "audit"))
-    trainer = make_trainer(max_epochs=2, limit_train_batches=6, limit_val_batches=2, callbacks=[auditor],
-                           logger=CSVLogger(str(tmp_path)))
+    auditor = GMMFilterAuditor(
+        max_overhead=None, max_samples=200, rule="small_component", save_dir=str(tmp_path / "audit")
+    )
+    trainer = make_trainer(
+        max_epochs=2,
+        limit_train_batches=6,
+        limit_val_batches=2,
+        callbacks=[auditor],
+        logger=CSVLogger(str(tmp_path)),
+    )
     trainer.fit(lenet_module(), dm)
     assert [a["epoch"] for a in auditor.history] == [0, 1]
     m = trainer.callback_metrics
-    for key in ("gmm/anomaly_filters", "gmm/dead_filters", "gmm/mean_ch", "gmm/outlier_samples",
-                "gmm/audit_seconds", "gmm/anomaly_filters/model.features.0", "gmm/mean_ch/model.features.3"):
+    for key in (
+        "gmm/anomaly_filters",
+        "gmm/dead_filters",
+        "gmm/mean_ch",
+        "gmm/outlier_samples",
+        "gmm/audit_seconds",
+        "gmm/anomaly_filters/model.features.0",
+        "gmm/mean_ch/model.features.3",
+    ):
         assert key in m, key
     latest = auditor.latest
     assert float(m["gmm/anomaly_filters"]) == latest["anomaly_filters"]
@@ -42,16 +56,23 @@ def test_auditor_logs_scalars_writes_tables_and_maps_sample_ids(make_trainer, tm
     train = dm.dataset("train")
     subset = set(auditor.audited_indices)
     assert len(subset) == 200 and subset == set(latest["sample_ids"])
-    assert set(auditor.outlier_indices) <= subset and all(0 <= i < len(train) for i in auditor.outlier_indices)
+    assert set(auditor.outlier_indices) <= subset and all(
+        0 <= i < len(train) for i in auditor.outlier_indices
+    )
     assert set(auditor.history[0]["sample_ids"]).isdisjoint(subset)  # rotation: the next 200 samples
-    assert auditor.coverage == pytest.approx(400 / len(train)) and float(m["gmm/coverage"]) == auditor.coverage
+    assert (
+        auditor.coverage == pytest.approx(400 / len(train)) and float(m["gmm/coverage"]) == auditor.coverage
+    )
     saved = json.loads((tmp_path / "audit" / "audit_epoch001.json").read_text())
     assert saved["outlier_ids"] == latest["outlier_ids"]
     csv_text = (tmp_path / "audit" / "audit_epoch001.csv").read_text().splitlines()
     assert csv_text[0].startswith("epoch,layer,filter,k,ch") and len(csv_text) == 1 + 22
     frame = auditor.history_frame()
     assert len(frame) == 2 * 22 and set(frame["layer"]) == {"model.features.0", "model.features.3"}
-    assert sorted(p.name for p in (tmp_path / "audit").glob("*.png")) == ["gmm_model_features_0.png", "gmm_model_features_3.png"]
+    assert sorted(p.name for p in (tmp_path / "audit").glob("*.png")) == [
+        "gmm_model_features_0.png",
+        "gmm_model_features_3.png",
+    ]
 
 
 @pytest.mark.stochastic
@@ -65,8 +86,15 @@ def test_auditor_ids_are_dataset_positions_for_plain_xy_datasets(make_trainer, s
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10 * 10, 10))
     # the likelihood rule: this test is about index spaces; a 4-filter layer leaves the calibrated default
     # rule little power (it needs all 4 filters to agree at alpha=0.01 over 120 samples)
-    auditor = GMMFilterAuditor(max_overhead=None, max_samples=120, min_votes=2, rule="likelihood", figures="none",
-                               save_tables=False, seed=seed_offset)
+    auditor = GMMFilterAuditor(
+        max_overhead=None,
+        max_samples=120,
+        min_votes=2,
+        rule="likelihood",
+        figures="none",
+        save_tables=False,
+        seed=seed_offset,
+    )
     trainer = make_trainer(max_epochs=1, limit_train_batches=1, callbacks=[auditor])
     trainer.fit(ImageClassifier(model), train_dataloaders=loader)
     assert auditor.latest is not None and auditor.latest["anomaly_filters"] >= 1
@@ -74,7 +102,14 @@ def test_auditor_ids_are_dataset_positions_for_plain_xy_datasets(make_trainer, s
 
 
 def test_auditor_respects_warmup_and_cadence(make_trainer):
-    auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, every_n_epochs=2, warmup_epochs=1, figures="none", save_tables=False)
+    auditor = GMMFilterAuditor(
+        max_overhead=None,
+        max_samples=64,
+        every_n_epochs=2,
+        warmup_epochs=1,
+        figures="none",
+        save_tables=False,
+    )
     trainer = make_trainer(max_epochs=5, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor])
     trainer.fit(lenet_module(), DigitsDataModule(resize=32))
     assert [a["epoch"] for a in auditor.history] == [1, 3]
@@ -84,8 +119,13 @@ def test_auditor_state_survives_resume_and_loads_weights_only(make_trainer, tmp_
     dm = DigitsDataModule(resize=32, return_indices=True)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
-    trainer = make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[auditor, ckpt],
-                           enable_checkpointing=True)
+    trainer = make_trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[auditor, ckpt],
+        enable_checkpointing=True,
+    )
     trainer.fit(lenet_module(), dm)
     path = tmp_path / "ckpt" / "last.ckpt"
     raw = torch.load(path, weights_only=True)
@@ -104,8 +144,12 @@ def test_auditor_state_survives_resume_and_loads_weights_only(make_trainer, tmp_
 def test_same_seed_gives_same_anomaly_sets(make_trainer):
     def run():
         dm = DigitsDataModule(resize=32, corruptions={"outliers": 0.05})
-        auditor = GMMFilterAuditor(max_overhead=None, max_samples=128, rule="small_component", figures="none", save_tables=False)
-        make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, callbacks=[auditor]).fit(lenet_module(), dm)
+        auditor = GMMFilterAuditor(
+            max_overhead=None, max_samples=128, rule="small_component", figures="none", save_tables=False
+        )
+        make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, callbacks=[auditor]).fit(
+            lenet_module(), dm
+        )
         return auditor
 
     a, b = run(), run()
@@ -116,39 +160,59 @@ def test_same_seed_gives_same_anomaly_sets(make_trainer):
 # ---------------------------------------------------------------------------------------------- bad input
 def test_no_conv_layer_is_a_clear_error(make_trainer):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, max_samples=64)])
+    trainer = make_trainer(
+        limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, max_samples=64)]
+    )
     with pytest.raises(ValueError, match=r"found no nn.Conv2d.*pass `layers=\[...\]`"):
         trainer.fit(ImageClassifier(model), DigitsDataModule())
 
 
 def test_unknown_layer_name_lists_the_conv_layers(make_trainer):
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, layers=["features.0"], max_samples=64)])
-    with pytest.raises(ValueError, match=r"`layers` entries \['features.0'\] match no module.*model.features.0"):
+    trainer = make_trainer(
+        limit_train_batches=1,
+        callbacks=[GMMFilterAuditor(max_overhead=None, layers=["features.0"], max_samples=64)],
+    )
+    with pytest.raises(
+        ValueError, match=r"`layers` entries \['features.0'\] match no module.*model.features.0"
+    ):
         trainer.fit(lenet_module(), DigitsDataModule(resize=32))
 
 
 def test_max_samples_larger_than_the_dataset_is_rejected(make_trainer):
-    loader = DataLoader(TensorDataset(torch.randn(50, 1, 32, 32), torch.zeros(50, dtype=torch.long)), batch_size=25)
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, max_samples=64)])
-    with pytest.raises(ValueError, match=r"`max_samples`=64 is larger than the training dataset \(50 samples\)"):
+    loader = DataLoader(
+        TensorDataset(torch.randn(50, 1, 32, 32), torch.zeros(50, dtype=torch.long)), batch_size=25
+    )
+    trainer = make_trainer(
+        limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, max_samples=64)]
+    )
+    with pytest.raises(
+        ValueError, match=r"`max_samples`=64 is larger than the training dataset \(50 samples\)"
+    ):
         trainer.fit(lenet_module(), train_dataloaders=loader)
 
 
 def test_non_image_samples_are_rejected(make_trainer):
-    loader = DataLoader(TensorDataset(torch.randn(100, 32), torch.zeros(100, dtype=torch.long)), batch_size=50)
+    loader = DataLoader(
+        TensorDataset(torch.randn(100, 32), torch.zeros(100, dtype=torch.long)), batch_size=50
+    )
 
     class Reshape(nn.Module):
         def forward(self, x):
             return x.view(len(x), 1, 4, 8)
 
     model = nn.Sequential(Reshape(), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 2 * 6, 10))
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, max_samples=64)])
+    trainer = make_trainer(
+        limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, max_samples=64)]
+    )
     with pytest.raises(ValueError, match=r"needs image samples of shape \[C, H, W\].*\(32,\)"):
         trainer.fit(ImageClassifier(model), train_dataloaders=loader)
 
 
 def test_non_image_layer_output_is_rejected(make_trainer):
-    trainer = make_trainer(limit_train_batches=1, callbacks=[GMMFilterAuditor(max_overhead=None, layers=["model.classifier.1"], max_samples=64)])
+    trainer = make_trainer(
+        limit_train_batches=1,
+        callbacks=[GMMFilterAuditor(max_overhead=None, layers=["model.classifier.1"], max_samples=64)],
+    )
     with pytest.raises(ValueError, match=r"'model.classifier.1' outputs \(64, 120\), not \[N, C, H, W\]"):
         trainer.fit(lenet_module(), DigitsDataModule(resize=32))
 
@@ -164,13 +228,19 @@ def test_non_image_layer_output_is_rejected(make_trainer):
         ({"criterion": "aic"}, r"`criterion` must be one of \['ch', 'bic'\], got 'aic'"),
         ({"backend": "jax"}, r"`backend` must be one of \['torch', 'sklearn'\]"),
         ({"rule": "zscore"}, "`rule` must be one of"),
-        ({"rule_kwargs": {"tau": 0.1}}, r"`rule_kwargs` has keys \['tau'\] that rule 'consensus' does not take"),
+        (
+            {"rule_kwargs": {"tau": 0.1}},
+            r"`rule_kwargs` has keys \['tau'\] that rule 'consensus' does not take",
+        ),
         ({"layers": []}, "`layers` must be None"),
         ({"figures": "all"}, "`figures` must be one of"),
         ({"min_votes": 0}, "`min_votes` must be an integer >= 1"),
         ({"n_jobs": 0}, r"`n_jobs` must be a positive integer or -1 \(all cores\), got 0"),
         ({"audit_device": "cuda"}, r"`audit_device` must be one of \['auto', 'cpu'\], got 'cuda'"),
-        ({"max_overhead": 0}, r"`max_overhead` must be a positive fraction of training time \(e.g. 0.05\) or None"),
+        (
+            {"max_overhead": 0},
+            r"`max_overhead` must be a positive fraction of training time \(e.g. 0.05\) or None",
+        ),
         ({"max_overhead": -0.1}, r"`max_overhead` must be a positive fraction .* got -0.1"),
         ({"max_overhead": float("nan")}, r"`max_overhead` must be a positive fraction .* got nan"),
         ({"max_overhead": "5%"}, r"`max_overhead` must be a positive fraction .* got '5%'"),
@@ -187,7 +257,8 @@ def test_auditor_writes_a_tensorboard_table(make_trainer, tmp_path):
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none")
     make_trainer(limit_train_batches=1, limit_val_batches=1, callbacks=[auditor], logger=logger).fit(
-        lenet_module(), DigitsDataModule(resize=32))
+        lenet_module(), DigitsDataModule(resize=32)
+    )
     assert list(Path(logger.log_dir).glob("events.out.tfevents.*"))
     assert (Path(logger.log_dir) / "gmm_audit" / "audit_epoch000.json").is_file()  # tables under the log dir
 
@@ -217,13 +288,15 @@ def test_budget_skips_an_audit_that_would_exceed_max_overhead(monkeypatch):
 def test_tight_budget_audits_once_and_lists_the_skipped_epochs(make_trainer):
     auditor = GMMFilterAuditor(max_overhead=1e-9, max_samples=64, figures="none", save_tables=False)
     make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor]).fit(
-        lenet_module(), DigitsDataModule(resize=32))
+        lenet_module(), DigitsDataModule(resize=32)
+    )
     assert [a["epoch"] for a in auditor.history] == [0]
     assert auditor.skipped_epochs == [1, 2]
     assert auditor.history[0]["overhead"] > 1e-9
     unbounded = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
     make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[unbounded]).fit(
-        lenet_module(), DigitsDataModule(resize=32))
+        lenet_module(), DigitsDataModule(resize=32)
+    )
     assert [a["epoch"] for a in unbounded.history] == [0, 1, 2] and unbounded.skipped_epochs == []
 
 
@@ -231,14 +304,24 @@ def test_budget_accounting_survives_resume(make_trainer, tmp_path):
     dm = DigitsDataModule(resize=32)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     auditor = GMMFilterAuditor(max_overhead=1e-9, max_samples=64, figures="none", save_tables=False)
-    make_trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor, ckpt],
-                 enable_checkpointing=True).fit(lenet_module(), dm)
+    make_trainer(
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        callbacks=[auditor, ckpt],
+        enable_checkpointing=True,
+    ).fit(lenet_module(), dm)
     raw = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     state = next(v for k, v in raw["callbacks"].items() if "GMMFilterAuditor" in k)
-    assert state["skipped_epochs"] == [1] and state["audit_seconds"] > 0 and state["fit_seconds"] > state["audit_seconds"]
+    assert (
+        state["skipped_epochs"] == [1]
+        and state["audit_seconds"] > 0
+        and state["fit_seconds"] > state["audit_seconds"]
+    )
     resumed = GMMFilterAuditor(max_overhead=1e-9, max_samples=64, figures="none", save_tables=False)
     make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[resumed]).fit(
-        lenet_module(1), dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+        lenet_module(1), dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
+    )
     assert [a["epoch"] for a in resumed.history] == [0]  # the restored budget still holds: epoch 2 skipped
     assert resumed.skipped_epochs == [1, 2]
     assert resumed._audit_seconds == pytest.approx(state["audit_seconds"])

@@ -19,9 +19,9 @@ def _blobs(b: int = 12, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     centres = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
     sizes = (120, 60, 20)
-    return torch.stack([
-        torch.cat([torch.randn(s, 2, generator=g) + c for s, c in zip(sizes, centres)]) for _ in range(b)
-    ])
+    return torch.stack(
+        [torch.cat([torch.randn(s, 2, generator=g) + c for s, c in zip(sizes, centres)]) for _ in range(b)]
+    )
 
 
 def test_batched_em_on_cuda_gives_the_cpu_labels_on_separated_blobs():
@@ -53,9 +53,17 @@ def test_auditor_in_a_gpu_trainer_audits_on_the_gpu_with_the_cpu_verdicts(tmp_pa
     pl.seed_everything(0)
     dm = DigitsDataModule(resize=32, corruptions={"outliers": 0.05}, return_indices=True)
     auditor = GMMFilterAuditor(max_overhead=None, max_samples=256, figures="none", save_tables=False)
-    trainer = pl.Trainer(accelerator="gpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                         callbacks=[auditor])
+    trainer = pl.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[auditor],
+    )
     module = ImageClassifier(LeNet5(), lr=3e-3)
     trainer.fit(module, dm)
     assert len(auditor.history) == 2

@@ -30,8 +30,10 @@ from lightning_addons.gmm.audit import validate_components
 
 def blobs(sizes, centres, scale=1.0, seed=0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    parts = [torch.randn(n, 2, generator=g, dtype=torch.float64) * scale + torch.tensor(c, dtype=torch.float64)
-             for n, c in zip(sizes, centres)]
+    parts = [
+        torch.randn(n, 2, generator=g, dtype=torch.float64) * scale + torch.tensor(c, dtype=torch.float64)
+        for n, c in zip(sizes, centres)
+    ]
     return torch.cat(parts)
 
 
@@ -54,7 +56,9 @@ def test_filter_matrix_shapes_and_rejects_non_image_maps():
 @pytest.mark.parametrize("method", ["qr", "gram"])
 def test_pca_scores_match_sklearn_up_to_sign(method):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 200, 3, generator=g, dtype=torch.float64) @ torch.randn(4, 3, 60, generator=g, dtype=torch.float64)
+    x = torch.randn(4, 200, 3, generator=g, dtype=torch.float64) @ torch.randn(
+        4, 3, 60, generator=g, dtype=torch.float64
+    )
     x = x + 0.01 * torch.randn(4, 200, 60, generator=g, dtype=torch.float64)
     ours = project_2d(x, method=method)
     for b in range(4):
@@ -66,7 +70,9 @@ def test_pca_scores_match_sklearn_up_to_sign(method):
 
 def test_gram_pca_handles_rank_deficient_maps_and_rejects_unknown_methods():
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(3, 100, 1, generator=g, dtype=torch.float64) @ torch.randn(3, 1, 40, generator=g, dtype=torch.float64)
+    x = torch.randn(3, 100, 1, generator=g, dtype=torch.float64) @ torch.randn(
+        3, 1, 40, generator=g, dtype=torch.float64
+    )
     ours = project_2d(x, method="gram")  # rank 1: the second component is zero, nothing is NaN
     for b in range(3):
         ref = PCA(1).fit_transform(x[b].numpy())
@@ -95,7 +101,9 @@ def test_torch_em_matches_sklearn_on_separated_blobs(seed_offset):
     ours, ref = fit_gmm_torch(pts, 3, seed=seed_offset), fit_gmm_sklearn(pts, 3, seed=seed_offset)
     for b in range(5):
         assert adjusted_rand_score(ours.labels[b].numpy(), ref.labels[b].numpy()) == pytest.approx(1.0)
-        np.testing.assert_allclose(np.sort(ours.weights[b].numpy()), np.sort(ref.weights[b].numpy()), atol=1e-3)
+        np.testing.assert_allclose(
+            np.sort(ours.weights[b].numpy()), np.sort(ref.weights[b].numpy()), atol=1e-3
+        )
     np.testing.assert_allclose(ours.log_prob.numpy(), ref.log_prob.numpy(), rtol=1e-3, atol=1e-3)
     assert bool(ours.converged.all())
 
@@ -169,8 +177,13 @@ def test_small_component_rule_flags_the_isolated_samples(seed_offset):
 
 def test_small_component_rule_threshold_is_max_of_three_and_tau_n():
     labels = torch.tensor([[0] * 97 + [1] * 3, [0] * 98 + [1] * 2])
-    ri = RuleInput(labels=labels, log_prob=torch.zeros(2, 100), ch=torch.ones(2), k=torch.tensor([2, 2]),
-                   dead=torch.tensor([False, False]))
+    ri = RuleInput(
+        labels=labels,
+        log_prob=torch.zeros(2, 100),
+        ch=torch.ones(2),
+        k=torch.tensor([2, 2]),
+        dead=torch.tensor([False, False]),
+    )
     assert small_component(ri, tau=0.01)[0].tolist() == [False, True]  # limit max(3, 1) = 3
     assert small_component(ri, tau=0.05)[0].tolist() == [True, True]  # limit 5
 
@@ -180,7 +193,13 @@ def test_likelihood_rule_flags_far_samples_but_not_a_clean_gaussian(seed_offset)
     s = seed_offset
     bulk = blobs([192], [(0, 0)], seed=s)
     far = blobs([8], [(40, -40)], scale=0.5, seed=1 + s)  # 4% of the samples: below bulk_tau = 5%
-    pts = torch.stack([torch.cat([bulk, far]), blobs([200], [(0, 0)], seed=3 + s), blobs([100, 100], [(0, 0), (6, 0)], seed=4 + s)])
+    pts = torch.stack(
+        [
+            torch.cat([bulk, far]),
+            blobs([200], [(0, 0)], seed=3 + s),
+            blobs([100, 100], [(0, 0), (6, 0)], seed=4 + s),
+        ]
+    )
     res = audit_layer(maps_from_points(pts, seed=s), rule="likelihood", seed=s)
     assert res.anomaly.tolist() == [True, False, False]
     # every far sample is flagged; z > 8 also flags a Gaussian's own tail beyond ~3.6 sigma (0.27 of the 192
@@ -196,8 +215,15 @@ def test_likelihood_rule_uses_bulk_density_when_outliers_own_a_component():
     comp = torch.stack([torch.zeros(200), torch.full((200,), -1e3)], -1)[None].double()
     comp[0, 190:, 0] = -60.0  # far from the bulk component
     comp[0, 190:, 1] = 0.0
-    ri = RuleInput(labels=labels, log_prob=lp_full, ch=torch.ones(1), k=torch.tensor([2]),
-                   dead=torch.tensor([False]), component_log_prob=comp, weights=torch.tensor([[0.95, 0.05]]))
+    ri = RuleInput(
+        labels=labels,
+        log_prob=lp_full,
+        ch=torch.ones(1),
+        k=torch.tensor([2]),
+        dead=torch.tensor([False]),
+        component_log_prob=comp,
+        weights=torch.tensor([[0.95, 0.05]]),
+    )
     comp[0, :190, 0] += torch.linspace(-1, 0, 190, dtype=torch.float64)
     anomaly, flagged, _ = likelihood(ri, bulk_tau=0.1)
     assert anomaly.tolist() == [True] and flagged[0, 190:].all() and not flagged[0, :190].any()
@@ -213,8 +239,13 @@ def test_ch_outlier_rule_flags_the_filter_with_an_outlying_ch(seed_offset):
     res = audit_layer(maps_from_points(pts, seed=seed_offset), rule="ch_outlier", seed=seed_offset)
     assert res.anomaly.nonzero().flatten().tolist() == [9]
     assert int(res.flagged[9].sum()) == 10
-    ri = RuleInput(labels=torch.zeros(2, 10, dtype=torch.long), log_prob=torch.zeros(2, 10), ch=torch.ones(2),
-                   k=torch.tensor([2, 2]), dead=torch.tensor([False, False]))
+    ri = RuleInput(
+        labels=torch.zeros(2, 10, dtype=torch.long),
+        log_prob=torch.zeros(2, 10),
+        ch=torch.ones(2),
+        k=torch.tensor([2, 2]),
+        dead=torch.tensor([False, False]),
+    )
     assert not bool(ch_outlier(ri)[0].any())  # fewer than 3 live filters: no robust statistics
 
 
@@ -226,8 +257,12 @@ def test_audit_is_deterministic_for_a_seed():
 
 @pytest.mark.parametrize(
     ("components", "match"),
-    [([], "non-empty list of integers >= 2"), ([1, 2], "integers >= 2"), ([2, 2], "must not repeat"),
-     ([2, 200], "below the number of audited samples")],
+    [
+        ([], "non-empty list of integers >= 2"),
+        ([1, 2], "integers >= 2"),
+        ([2, 2], "must not repeat"),
+        ([2, 200], "below the number of audited samples"),
+    ],
 )
 def test_invalid_component_range_is_rejected(components, match):
     with pytest.raises(ValueError, match=match):
@@ -253,7 +288,9 @@ def test_one_batch_over_layers_and_k_gives_the_per_layer_per_k_fits():
         alone = [fit_gmm_torch(layer_a, k, seed=3), fit_gmm_torch(layer_b, k, seed=3)]
         assert many[j].weights.shape == (7, k)
         assert torch.equal(many[j].labels, torch.cat([f.labels for f in alone]))
-        torch.testing.assert_close(many[j].log_prob, torch.cat([f.log_prob for f in alone]), rtol=1e-8, atol=1e-8)
+        torch.testing.assert_close(
+            many[j].log_prob, torch.cat([f.log_prob for f in alone]), rtol=1e-8, atol=1e-8
+        )
         assert torch.equal(many[j].converged, torch.cat([f.converged for f in alone]))
     with pytest.raises(ValueError, match=r"`groups` must be non-negative sizes summing to B=7"):
         fit_gmm_torch_many(torch.cat([layer_a, layer_b]), [2], groups=[4, 4])
@@ -264,7 +301,9 @@ def test_one_batch_over_layers_and_k_gives_the_per_layer_per_k_fits():
 def test_merged_k_batch_gives_the_per_k_fits():
     # the GPU layout (every K in one batch, unused slots masked) against the CPU one (one batch per K)
     g = torch.Generator().manual_seed(3)
-    pts = torch.cat([torch.randn(10, 150, 2, generator=g), torch.randn(10, 50, 2, generator=g) * 0.5 + 4], dim=1)
+    pts = torch.cat(
+        [torch.randn(10, 150, 2, generator=g), torch.randn(10, 50, 2, generator=g) * 0.5 + 4], dim=1
+    )
     per_k = fit_gmm_torch_many(pts.double(), [2, 3, 4], seed=0, groups=[4, 6], merge_k=False)
     merged = fit_gmm_torch_many(pts.double(), [2, 3, 4], seed=0, groups=[4, 6], merge_k=True)
     for a, b in zip(per_k, merged):
@@ -299,5 +338,7 @@ def test_chunked_fits_equal_one_batch(monkeypatch):
     assert len(audit_mod._chunks(list(maps), [4, 4, 4], 60, on_cpu=True)) == 3
     chunked = audit_layers(maps, seed=2)
     for name in maps:
-        assert torch.equal(one[name].k, chunked[name].k) and torch.equal(one[name].flagged, chunked[name].flagged)
+        assert torch.equal(one[name].k, chunked[name].k) and torch.equal(
+            one[name].flagged, chunked[name].flagged
+        )
         torch.testing.assert_close(one[name].ch, chunked[name].ch, rtol=0, atol=0)

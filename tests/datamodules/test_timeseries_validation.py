@@ -67,7 +67,13 @@ def test_windows_with_too_few_observations_are_errors_or_dropped():
     dm = _dm(values, invalid="mask")
     dm.setup()
     starts = dm.dataset("train").starts.tolist()
-    assert 32 not in starts and 52 not in starts and 31 in starts and 53 in starts and dm.dropped_windows["train"] > 0
+    assert (
+        32 not in starts
+        and 52 not in starts
+        and 31 in starts
+        and 53 in starts
+        and dm.dropped_windows["train"] > 0
+    )
     # a stricter threshold drops more windows: half the inputs must be observed
     strict = _dm(values, invalid="mask", min_observed=0.5)
     strict.setup()

@@ -30,7 +30,11 @@ ROUNDS = 4
 
 def _run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+        [sys.executable, SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
     )
 
 
@@ -52,10 +56,24 @@ def test_kill_9_mid_round_then_resume_recovers_exactly(reference, tmp_path):
     ref, _ = reference
     ckpt, out, marker = tmp_path / "ckpt", tmp_path / "out.pt", tmp_path / "marker"
     proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "--ckpt", str(ckpt), "--out", str(out), "--rounds", str(ROUNDS),
-         "--hang-round", "2", "--marker", str(marker)],
+        [
+            sys.executable,
+            SCRIPT,
+            "--ckpt",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--rounds",
+            str(ROUNDS),
+            "--hang-round",
+            "2",
+            "--marker",
+            str(marker),
+        ],
         stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "stderr.txt").open("w"),  # a file, not a pipe nobody reads (it would fill and block)
+        stderr=(tmp_path / "stderr.txt").open(
+            "w"
+        ),  # a file, not a pipe nobody reads (it would fill and block)
         env=os.environ.copy(),
     )
     deadline = time.monotonic() + 90
@@ -78,7 +96,11 @@ def test_kill_9_mid_round_then_resume_recovers_exactly(reference, tmp_path):
 
 @pytest.mark.parametrize(
     ("change", "key"),
-    [({"seed": 1}, "federation.seed"), ({"alpha": 0.1}, "partition.alpha"), ({"lr": 0.003}, "module.hparams.lr")],
+    [
+        ({"seed": 1}, "federation.seed"),
+        ({"alpha": 0.1}, "partition.alpha"),
+        ({"lr": 0.003}, "module.hparams.lr"),
+    ],
 )
 def test_resume_with_another_config_is_refused_naming_the_keys(reference, tmp_path, change, key):
     _, folder = reference
@@ -128,8 +150,9 @@ def _flip_bit_in_tensor_data(path: Path) -> None:
     with zipfile.ZipFile(path) as zf:
         info = max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
     raw = bytearray(path.read_bytes())
-    name_len, extra_len = int.from_bytes(raw[info.header_offset + 26 : info.header_offset + 28], "little"), int.from_bytes(
-        raw[info.header_offset + 28 : info.header_offset + 30], "little"
+    name_len, extra_len = (
+        int.from_bytes(raw[info.header_offset + 26 : info.header_offset + 28], "little"),
+        int.from_bytes(raw[info.header_offset + 28 : info.header_offset + 30], "little"),
     )
     start = info.header_offset + 30 + name_len + extra_len
     raw[start + 3] ^= 0x40  # the exponent's top bit of a little-endian float32: |x| ~ 1 becomes ~1e38
@@ -142,7 +165,9 @@ def test_flipped_bit_in_a_federated_round_checkpoint_is_a_clear_error(reference,
     shutil.copytree(folder, ckpt)
     _flip_bit_in_tensor_data(ckpt / "federated_state.pt")
     torch.load(ckpt / "federated_state.pt", weights_only=True)  # torch alone loads it silently
-    with pytest.raises(IntegrityError, match=r"federated_state.pt' is corrupt: its content digest .*--no-resume"):
+    with pytest.raises(
+        IntegrityError, match=r"federated_state.pt' is corrupt: its content digest .*--no-resume"
+    ):
         make_simulation(ckpt, rounds=ROUNDS).fit()
 
 
@@ -152,7 +177,9 @@ def test_torn_write_of_a_federated_checkpoint_is_a_clear_error(reference, tmp_pa
     shutil.copytree(folder, ckpt)
     path = ckpt / "federated_state.pt"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(IntegrityError, match=r"federated_state.pt' cannot be read .*truncated or corrupt.*--no-resume"):
+    with pytest.raises(
+        IntegrityError, match=r"federated_state.pt' cannot be read .*truncated or corrupt.*--no-resume"
+    ):
         make_simulation(ckpt, rounds=ROUNDS).fit()
 
 
@@ -187,7 +214,9 @@ def _float16(g, s):
     [(_scaled, "norm_outlier"), (_float64_huge, "dtype"), (_float16, "dtype")],
     ids=["update_1e6x", "float64_1e300", "float16"],
 )
-def test_one_client_sending_a_bad_update_is_rejected_and_the_run_equals_the_run_without_it(attack, reason, caplog):
+def test_one_client_sending_a_bad_update_is_rejected_and_the_run_equals_the_run_without_it(
+    attack, reason, caplog
+):
     honest = make_simulation(None, rounds=2, cls=_Attacked).fit()
 
     class Sim(_Attacked):
@@ -216,7 +245,11 @@ def test_rejections_are_logged_as_metrics(tmp_path):
     header, *rows = text.strip().splitlines()
     cols = header.split(",")
     assert "rejected_updates" in cols and "rejected_norm_outlier" in cols
-    assert [float(r.split(",")[cols.index("rejected_norm_outlier")]) for r in rows if r.split(",")[cols.index("rejected_norm_outlier")]] == [1.0, 1.0]
+    assert [
+        float(r.split(",")[cols.index("rejected_norm_outlier")])
+        for r in rows
+        if r.split(",")[cols.index("rejected_norm_outlier")]
+    ] == [1.0, 1.0]
 
 
 def test_fedavgm_under_a_huge_update_stays_finite_without_the_guard():

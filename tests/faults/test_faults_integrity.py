@@ -24,10 +24,19 @@ def _flip_bit(path: Path, member: str | None = None) -> None:
     """Flip one exponent bit of the first 4-byte value of a tensor record (``member``, else the largest)."""
     with zipfile.ZipFile(path) as zf:
         records = [i for i in zf.infolist() if "/data/" in i.filename]
-        info = next(i for i in records if i.filename.endswith(member)) if member else max(records, key=lambda i: i.file_size)
+        info = (
+            next(i for i in records if i.filename.endswith(member))
+            if member
+            else max(records, key=lambda i: i.file_size)
+        )
     raw = bytearray(path.read_bytes())
     off = info.header_offset
-    start = off + 30 + int.from_bytes(raw[off + 26 : off + 28], "little") + int.from_bytes(raw[off + 28 : off + 30], "little")
+    start = (
+        off
+        + 30
+        + int.from_bytes(raw[off + 26 : off + 28], "little")
+        + int.from_bytes(raw[off + 28 : off + 30], "little")
+    )
     raw[start + 3] ^= 0x40
     path.write_bytes(bytes(raw))
 
@@ -78,16 +87,28 @@ def test_torn_lightning_checkpoint_is_a_clear_error(lightning_checkpoint):
 
 
 def test_lightning_checkpoint_without_a_digest_is_refused_unless_allowed(tmp_path):
-    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(BoringModel())
     path = tmp_path / "plain.ckpt"
     trainer.save_checkpoint(path)
     with pytest.raises(IntegrityError, match=r"plain.ckpt' carries no model-state digest"):
         _trainer(tmp_path, max_steps=2).fit(BoringModel(), ckpt_path=path)
-    pl.Trainer(default_root_dir=tmp_path, max_steps=2, logger=False, enable_progress_bar=False,
-               enable_model_summary=False, enable_checkpointing=False,
-               callbacks=[CheckpointDigest(require=False)]).fit(BoringModel(), ckpt_path=path)
+    pl.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[CheckpointDigest(require=False)],
+    ).fit(BoringModel(), ckpt_path=path)
     with pytest.raises(ValueError, match=r"`require` must be a bool, got 'yes'"):
         CheckpointDigest(require="yes")
 
@@ -106,13 +127,19 @@ def test_flipped_bit_in_a_verified_state_file_is_a_clear_error(tmp_path):
 
 
 def test_state_digest_is_the_same_in_another_process():
-    state = {"b": [1, 2.5, None, "x", True], "a": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3), "c": torch.tensor(3)}
+    state = {
+        "b": [1, 2.5, None, "x", True],
+        "a": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3),
+        "c": torch.tensor(3),
+    }
     code = (
         "import torch; from lightning_addons.integrity import state_digest; "
         "print(state_digest({'a': torch.arange(6, dtype=torch.bfloat16).reshape(2, 3), 'c': torch.tensor(3), "
         "'b': [1, 2.5, None, 'x', True]}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == state_digest(state)
 

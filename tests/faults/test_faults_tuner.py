@@ -254,7 +254,9 @@ def test_trials_failing_alike_stop_the_study_with_that_error_and_leave_no_runnin
     storage = f"sqlite:///{tmp_path / 's.db'}"
     kw = dict(space=SPACE, objectives=["f:min"], trial_fn=broken, n_init=2, storage=storage, progress=False)
     kw["output_dir"] = tmp_path
-    with pytest.raises(RuntimeError, match=r"the last 3 trials failed with the same error: RuntimeError: CUDA"):
+    with pytest.raises(
+        RuntimeError, match=r"the last 3 trials failed with the same error: RuntimeError: CUDA"
+    ):
         HyperTuner(n_trials=10, **kw).run()
     states = [t.state.name for t in optuna.load_study(study_name="hypertuner", storage=storage).trials]
     assert states == ["FAIL"] * 3
@@ -345,12 +347,16 @@ def test_read_only_storage_path_is_an_error_naming_the_path_before_any_trial(tmp
         output_dir=tmp_path / "out",
         progress=False,
     )
-    with pytest.raises(PermissionError, match=rf"SQLite `storage` '{re.escape(f'sqlite:///{ro}')}.*not writable"):
+    with pytest.raises(
+        PermissionError, match=rf"SQLite `storage` '{re.escape(f'sqlite:///{ro}')}.*not writable"
+    ):
         tuner.run()
     out = HyperTuner(
         space=SPACE, objectives=["f:min"], trial_fn=lambda p: {"f": 0}, output_dir=ro / "out", progress=False
     )
-    with pytest.raises(PermissionError, match=rf"`output_dir` '{re.escape(str(ro / 'out'))}' is not writable"):
+    with pytest.raises(
+        PermissionError, match=rf"`output_dir` '{re.escape(str(ro / 'out'))}' is not writable"
+    ):
         out.run()
     assert calls == []
 
@@ -476,4 +482,6 @@ def test_resuming_a_study_with_another_config_is_refused_naming_the_keys(tmp_pat
     with caplog.at_level("WARNING", logger="lightning_addons.tuner"):
         res = make(n_trials=3).run()  # more trials is no other config
     assert len(res.history) == 3
-    assert any(r.levelname == "WARNING" and "resuming study 'hypertuner'" in r.message for r in caplog.records)
+    assert any(
+        r.levelname == "WARNING" and "resuming study 'hypertuner'" in r.message for r in caplog.records
+    )

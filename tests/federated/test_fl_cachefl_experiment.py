@@ -11,7 +11,16 @@ from lightning_addons.cli import main
 
 pytest.importorskip("open_clip")
 CONFIG = Path(__file__).resolve().parents[2] / "examples" / "configs" / "cachefl_digits.yaml"
-SMALL = ["--cachefl.alphas", "[0.5]", "--cachefl.seeds", "[0]", "--cachefl.rounds", "1", "--cachefl.local_epochs", "1"]
+SMALL = [
+    "--cachefl.alphas",
+    "[0.5]",
+    "--cachefl.seeds",
+    "[0]",
+    "--cachefl.rounds",
+    "1",
+    "--cachefl.local_epochs",
+    "1",
+]
 
 
 def _federate(out: Path, *extra: str):

@@ -38,7 +38,9 @@ def test_federate_is_a_registered_subcommand():
 def test_federate_runs_a_config_and_resumes_from_its_checkpoint(tmp_path, seed_offset):
     # 2 local epochs: with 1, test_acc over seeds 0-7 spread 0.13-0.53 (0.13 at seed 2, chance is 0.1); with 2,
     # 0.41-0.57 over seeds 0-3, so the bar of 0.2 tells a training run from a broken one on every seed
-    fed = dict(CFG["federation"], local_epochs=2, partition_seed=seed_offset, checkpoint_dir=str(tmp_path / "ckpt"))
+    fed = dict(
+        CFG["federation"], local_epochs=2, partition_seed=seed_offset, checkpoint_dir=str(tmp_path / "ckpt")
+    )
     cfg = dict(CFG, seed=seed_offset, federation=fed)
     path = tmp_path / "fl.yaml"
     path.write_text(yaml.safe_dump(cfg))

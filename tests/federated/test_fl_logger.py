@@ -22,8 +22,18 @@ CFG = {
 def test_federate_writes_per_round_scalars_to_a_csv_logger_named_in_the_yaml(tmp_path):
     path = tmp_path / "fl.yaml"
     path.write_text(yaml.safe_dump(CFG))
-    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "logs")}}
-    main(["federate", "--config", str(path), f"--federation.logger={yaml.safe_dump(logger, default_flow_style=True)}"])
+    logger = {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": str(tmp_path / "logs")},
+    }
+    main(
+        [
+            "federate",
+            "--config",
+            str(path),
+            f"--federation.logger={yaml.safe_dump(logger, default_flow_style=True)}",
+        ]
+    )
     files = list((tmp_path / "logs").rglob("metrics.csv"))
     assert len(files) == 1
     rows = list(csv.DictReader(files[0].open()))

@@ -212,7 +212,9 @@ def test_killed_simulation_resumes_from_its_last_round_with_no_lost_round(make_m
 
 @pytest.mark.stochastic
 def test_best_round_uses_validation_and_test_runs_on_it(make_module, digits, tmp_path, seed_offset):
-    fdm = FederatedDataModule(digits, num_clients=2, partition="iid", partition_seed=seed_offset, seed=seed_offset)
+    fdm = FederatedDataModule(
+        digits, num_clients=2, partition="iid", partition_seed=seed_offset, seed=seed_offset
+    )
     logger = CSVLogger(tmp_path, name="fl")
     sim = FederatedSimulation(
         make_module(seed=seed_offset), fdm, rounds=3, logger=logger, seed=seed_offset, progress_bar=False
@@ -264,7 +266,11 @@ def test_fedprox_keeps_the_client_closer_to_the_global_state(make_module, digits
 
     def drift(mu):
         sim = FederatedSimulation(
-            make_module(seed=seed_offset), fdm, rounds=1, client_callbacks=[FedProx(mu)], seed=seed_offset,
+            make_module(seed=seed_offset),
+            fdm,
+            rounds=1,
+            client_callbacks=[FedProx(mu)],
+            seed=seed_offset,
             progress_bar=False,
         )
         start = copy.deepcopy(sim.global_state)
@@ -324,7 +330,9 @@ def test_resume_rejects_a_checkpoint_of_another_federation(make_module, digits, 
         checkpoint_dir=tmp_path,
         progress_bar=False,
     )
-    with pytest.raises(ResumeMismatchError, match=r"Differing keys: \[.*'federation.num_clients'.*--no-resume"):
+    with pytest.raises(
+        ResumeMismatchError, match=r"Differing keys: \[.*'federation.num_clients'.*--no-resume"
+    ):
         other.fit()
 
 
@@ -359,5 +367,7 @@ def test_yaml_run_fingerprint_names_config_keys_and_ignores_rounds_and_checkpoin
 
 
 def test_unknown_aggregator_keys_in_a_config_are_a_clear_error():
-    with pytest.raises(ValueError, match=r"Unknown `federation.aggregator` keys \['rul'\]; allowed: \[.*'rule'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown `federation.aggregator` keys \['rul'\]; allowed: \[.*'rule'"
+    ):
         _yaml_config(aggregator={"rul": "median"})

@@ -57,7 +57,18 @@ def test_every_example_config_parses_and_round_trips(cfg, tmp_path, capsys):
 
 def test_short_class_names_resolve(capsys):
     with pytest.raises(SystemExit):
-        cli_main(["fit", "--model", "ImageClassifier", "--model.model", "LeNet5", "--data", "DigitsDataModule", "--print_config"])
+        cli_main(
+            [
+                "fit",
+                "--model",
+                "ImageClassifier",
+                "--model.model",
+                "LeNet5",
+                "--data",
+                "DigitsDataModule",
+                "--print_config",
+            ]
+        )
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["model"]["class_path"] == "lightning_addons.modules.ImageClassifier"
     assert cfg["model"]["init_args"]["model"]["class_path"] == "lightning_addons.modules.nn.LeNet5"
@@ -81,9 +92,20 @@ def test_registered_extra_command_receives_its_argv(monkeypatch):
 
 def test_bad_config_value_is_reported_with_the_argument_name(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "lightning_addons.cli", "fit", "--config", str(ROOT / "examples/configs/digits_lenet.yaml"),
-         "--data.init_args.channels", "2", "--print_config"],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "lightning_addons.cli",
+            "fit",
+            "--config",
+            str(ROOT / "examples/configs/digits_lenet.yaml"),
+            "--data.init_args.channels",
+            "2",
+            "--print_config",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert proc.returncode != 0
     assert "channels" in proc.stderr
@@ -92,9 +114,22 @@ def test_bad_config_value_is_reported_with_the_argument_name(tmp_path):
 def test_digits_lenet_demo_trains_to_090_test_accuracy(tmp_path):
     """The README's demo command, end to end on CPU (about 10 s)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "lightning_addons.cli", "fit", "--config", str(ROOT / "examples/configs/digits_lenet.yaml"),
-         "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lightning_addons.cli",
+            "fit",
+            "--config",
+            str(ROOT / "examples/configs/digits_lenet.yaml"),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if "test_acc" in ln)
@@ -134,13 +169,17 @@ def test_malformed_yaml_is_one_line_naming_file_and_line(sub, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert re.match(rf"lightning-addons {sub}: error: {re.escape(str(bad))}:4:\d+: malformed YAML: ", err), err
+    assert re.match(rf"lightning-addons {sub}: error: {re.escape(str(bad))}:4:\d+: malformed YAML: ", err), (
+        err
+    )
 
 
 def test_unknown_short_class_name_suggests_close_matches():
     from lightning_addons.resolve import resolve_class
 
-    with pytest.raises(ValueError, match=r"Unknown `class_path` 'ImageClasifier': did you mean 'ImageClassifier'\?"):
+    with pytest.raises(
+        ValueError, match=r"Unknown `class_path` 'ImageClasifier': did you mean 'ImageClassifier'\?"
+    ):
         resolve_class("ImageClasifier")
     with pytest.raises(ValueError, match=r"Cannot import `class_path` 'lightning_addons.modules.Nope'"):
         resolve_class("lightning_addons.modules.Nope")
@@ -160,7 +199,9 @@ def test_a_config_that_is_not_a_mapping_is_rejected_naming_the_file(tmp_path):
 
     path = tmp_path / "list.yaml"
     path.write_text("- model\n- data\n")
-    with pytest.raises(ConfigError, match=r"list.yaml: the config must be a YAML mapping \(key: value\), got a list"):
+    with pytest.raises(
+        ConfigError, match=r"list.yaml: the config must be a YAML mapping \(key: value\), got a list"
+    ):
         load_yaml(path)
     (tmp_path / "empty.yaml").write_text("")
     assert load_yaml(tmp_path / "empty.yaml") == {}

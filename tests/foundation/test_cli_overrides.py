@@ -18,7 +18,11 @@ CONFIGS = ROOT / "examples" / "configs"
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lightning_addons.cli", *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+        [sys.executable, "-m", "lightning_addons.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
 
 
@@ -49,7 +53,9 @@ def test_overrides_reach_nested_keys_and_name_the_missing_parent_with_a_suggesti
         apply_overrides(cfg, {"trainr.max_epochs": 2})
     with pytest.raises(ConfigError, match=r"not a mapping at key 'class_path' in model"):
         apply_overrides(cfg, {"model.class_path.x": 1})
-    assert apply_overrides({}, {"trainer.max_epochs": 1}, sections=("trainer",)) == {"trainer": {"max_epochs": 1}}
+    assert apply_overrides({}, {"trainer.max_epochs": 1}, sections=("trainer",)) == {
+        "trainer": {"max_epochs": 1}
+    }
 
 
 def test_tune_print_config_shows_the_dotted_overrides():
@@ -84,7 +90,11 @@ def test_a_mistyped_override_section_fails_in_one_line_before_any_work(command, 
 
 def test_a_bad_literal_in_a_fit_config_is_reported_in_its_first_line():
     out = _cli(
-        "fit", "--config", str(CONFIGS / "gmm_audit_digits.yaml"), "--trainer.callbacks.init_args.criterion", "chh"
+        "fit",
+        "--config",
+        str(CONFIGS / "gmm_audit_digits.yaml"),
+        "--trainer.callbacks.init_args.criterion",
+        "chh",
     )
     assert out.returncode == 2
     first = out.stderr.strip().splitlines()[0]
@@ -103,7 +113,9 @@ def test_an_unknown_class_path_in_a_fit_config_suggests_the_close_name(tmp_path)
 
 
 def test_a_mistyped_federated_partition_fails_in_one_line_with_a_suggestion():
-    out = _cli("federate", "--config", str(CONFIGS / "fedavg_digits.yaml"), "--federation.partition", "dirichlt")
+    out = _cli(
+        "federate", "--config", str(CONFIGS / "fedavg_digits.yaml"), "--federation.partition", "dirichlt"
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     first = out.stderr.strip().splitlines()[0]
     assert "`federation.partition` must be one of" in first and "did you mean 'dirichlet'?" in first

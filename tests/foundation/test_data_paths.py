@@ -19,7 +19,9 @@ def test_environment_variable_overrides_the_shared_data_folder(tmp_path, monkeyp
     monkeypatch.setenv("LIGHTNING_ADDONS_DATA", str(tmp_path))
     assert shared_data_dir() == tmp_path
     assert shared_data_path("x.csv") == tmp_path / "x.csv"
-    with pytest.raises(FileNotFoundError, match=r"'nope.csv' not found in the shared data folder .*LIGHTNING_ADDONS_DATA"):
+    with pytest.raises(
+        FileNotFoundError, match=r"'nope.csv' not found in the shared data folder .*LIGHTNING_ADDONS_DATA"
+    ):
         shared_data_path("nope.csv")
 
 

@@ -42,7 +42,9 @@ def test_api_pages_are_generated_from_the_current_public_names():
 def test_every_public_class_has_a_rendered_api_entry():
     rendered = "\n".join(p.read_text() for p in gen_api.API_DIR.glob("*.md"))
     missing = sorted(name for path, name in _public_classes().items() if f"::: {path}\n" not in rendered)
-    assert not missing, f"public classes without an API entry (add their package to docs/gen_api.py): {missing}"
+    assert not missing, (
+        f"public classes without an API entry (add their package to docs/gen_api.py): {missing}"
+    )
 
 
 def test_docs_build_in_strict_mode_without_warnings(tmp_path):

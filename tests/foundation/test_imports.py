@@ -35,7 +35,10 @@ def test_base_import_pulls_no_optional_dependency():
 
 
 def test_public_subpackages_pull_no_optional_dependency():
-    loaded = _imported_after("; ".join(f"import {m}" for m in PUBLIC) + "; import lightning_addons.cli as c; c._import_public_classes()")
+    loaded = _imported_after(
+        "; ".join(f"import {m}" for m in PUBLIC)
+        + "; import lightning_addons.cli as c; c._import_public_classes()"
+    )
     assert sorted({m.split(".")[0] for m in loaded} & set(OPTIONAL)) == []
 
 

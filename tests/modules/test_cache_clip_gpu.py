@@ -31,11 +31,21 @@ def test_cache_adapter_trains_on_the_gpu_and_keeps_clip_frozen():
 
         def on_train_end(self, trainer, pl_module):
             seen["keys_end"] = pl_module.cache_keys.detach().clone()
-            seen["clip_same"] = all(torch.equal(v, seen["clip"][k]) for k, v in pl_module.clip.state_dict().items())
+            seen["clip_same"] = all(
+                torch.equal(v, seen["clip"][k]) for k, v in pl_module.clip.state_dict().items()
+            )
 
-    trainer = pl.Trainer(accelerator="gpu", devices=1, max_epochs=20, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[Snapshot()])
+    trainer = pl.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_epochs=20,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[Snapshot()],
+    )
     trainer.fit(module, dm)
     res = trainer.test(module, dm, verbose=False)[0]
     assert seen["device"] == "cuda"

@@ -30,8 +30,13 @@ def test_lenet_learns_digits_in_a_few_epochs(tmp_path, seed_offset):
     dm = DigitsDataModule(resize=32, batch_size=64, return_indices=True, seed=seed_offset)
     module = ImageClassifier(LeNet5(), lr=3e-3)
     trainer = pl.Trainer(
-        max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        max_epochs=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=dm)
     (res,) = trainer.test(module, datamodule=dm, verbose=False)

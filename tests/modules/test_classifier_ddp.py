@@ -24,9 +24,16 @@ def test_two_process_cpu_ddp_trains_with_identical_weights(tmp_path):
     pl.seed_everything(0)
     module = ImageClassifier(LeNet5(width=0.5), lr=3e-3)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, callbacks=[_SaveWeightsPerRank(tmp_path)],
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[_SaveWeightsPerRank(tmp_path)],
     )
     before = {k: v.clone() for k, v in module.state_dict().items()}
     trainer.fit(module, datamodule=DigitsDataModule(resize=32, batch_size=64))

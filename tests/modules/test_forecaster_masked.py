@@ -88,7 +88,9 @@ def test_training_reduces_error_and_predict_returns_original_units(seed_offset):
 def test_bad_input_errors():
     with pytest.raises(ValueError, match=r"`loss` must be one of \['mae', 'mse', 'huber'\], got 'l3'"):
         Forecaster(LinearForecaster(4, 2), loss="l3")
-    with pytest.raises(ValueError, match=r"`metrics_space` must be one of \['scaled', 'original', 'both'\], got 'raw'"):
+    with pytest.raises(
+        ValueError, match=r"`metrics_space` must be one of \['scaled', 'original', 'both'\], got 'raw'"
+    ):
         Forecaster(LinearForecaster(4, 2), metrics_space="raw")
     with pytest.raises(ValueError, match="`lr` must be > 0"):
         Forecaster(LinearForecaster(4, 2), lr=0)

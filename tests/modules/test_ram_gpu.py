@@ -19,11 +19,23 @@ pytestmark = pytest.mark.gpu
 
 def _models():
     return {
-        "mixer_attention": (MixerEncoderLayer(16, 32, n_heads=2, mixer="attention"), (torch.randn(3, 10, 16),), {}),
-        "itransformer": (ITransformer(window=24, horizon=6, d_model=16, d_ff=16, n_heads=2, num_layers=2),
-                         (torch.randn(2, 24, 5, 1),), {}),
-        "staeformer": (STAEformer(num_nodes=6, window=12, horizon=12, d_ff=32, n_heads=2, num_layers_t=1,
-                                  num_layers_s=1), (torch.randn(2, 12, 6, 1),), {"u": torch.rand(2, 12, 2)}),
+        "mixer_attention": (
+            MixerEncoderLayer(16, 32, n_heads=2, mixer="attention"),
+            (torch.randn(3, 10, 16),),
+            {},
+        ),
+        "itransformer": (
+            ITransformer(window=24, horizon=6, d_model=16, d_ff=16, n_heads=2, num_layers=2),
+            (torch.randn(2, 24, 5, 1),),
+            {},
+        ),
+        "staeformer": (
+            STAEformer(
+                num_nodes=6, window=12, horizon=12, d_ff=32, n_heads=2, num_layers_t=1, num_layers_s=1
+            ),
+            (torch.randn(2, 12, 6, 1),),
+            {"u": torch.rand(2, 12, 2)},
+        ),
     }
 
 
@@ -31,7 +43,9 @@ def _models():
 def test_flops_counted_on_cuda_equal_the_cpu_count(name):
     model, args, kwargs = _models()[name]
     cpu = count_flops(model, *args, **kwargs).total
-    gpu = count_flops(model.cuda(), *(a.cuda() for a in args), **{k: v.cuda() for k, v in kwargs.items()}).total
+    gpu = count_flops(
+        model.cuda(), *(a.cuda() for a in args), **{k: v.cuda() for k, v in kwargs.items()}
+    ).total
     assert gpu == cpu > 0
 
 
@@ -54,10 +68,14 @@ def test_torch_encoder_layer_flops_on_cuda_equal_analytic(dtype, fast_path):
 def test_forecaster_trains_on_the_gpu():
     rng = np.random.default_rng(0)
     t = np.arange(600, dtype=np.float32)
-    values = np.stack([np.sin(t / 8 + p) for p in range(4)], 1) + 0.05 * rng.normal(size=(600, 4)).astype(np.float32)
+    values = np.stack([np.sin(t / 8 + p) for p in range(4)], 1) + 0.05 * rng.normal(size=(600, 4)).astype(
+        np.float32
+    )
     dm = TimeSeriesDataModule(values, lookback=24, horizon=6, splits=[400, 100, 100], batch_size=32)
     torch.manual_seed(0)
-    model = ITransformer(window=24, horizon=6, d_model=16, d_ff=16, n_heads=2, num_layers=1, mixer="mlp", dropout=0.0)
+    model = ITransformer(
+        window=24, horizon=6, d_model=16, d_ff=16, n_heads=2, num_layers=1, mixer="mlp", dropout=0.0
+    )
     module = Forecaster(model, loss="mse", lr=1e-2)
     devices = set()
 
@@ -65,8 +83,16 @@ def test_forecaster_trains_on_the_gpu():
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             devices.add(next(pl_module.parameters()).device.type)
 
-    trainer = pl.Trainer(accelerator="gpu", devices=1, max_epochs=5, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[_Where()])
+    trainer = pl.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_epochs=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[_Where()],
+    )
     trainer.fit(module, dm)
     assert devices == {"cuda"}  # (Lightning moves the module back to the CPU at teardown)
     res = trainer.test(module, datamodule=dm, verbose=False)[0]

@@ -125,7 +125,9 @@ def test_a_rank_with_a_nan_state_is_not_averaged_in(caplog):
 def test_fit_without_use_distributed_sampler_false_fails_before_training():
     trainer = _one_rank_trainer(limit_train_batches=1)
     fdm = FederatedDataModule(DigitsDataModule(resize=32), num_clients=1)
-    with pytest.raises(ValueError, match=r"DistributedSampler .*`Trainer\(strategy=\.\.\., use_distributed_sampler=False\)`"):
+    with pytest.raises(
+        ValueError, match=r"DistributedSampler .*`Trainer\(strategy=\.\.\., use_distributed_sampler=False\)`"
+    ):
         trainer.fit(_module(), datamodule=fdm)
     assert trainer.global_step == 0 and trainer.strategy.rounds_done == 0
 
@@ -135,7 +137,9 @@ def test_missing_lightning_sigterm_internal_is_a_loud_error(monkeypatch):
 
     monkeypatch.delattr(_TrainingEpochLoop, "_broadcast_sigterm_tensor")
     trainer = _one_rank_trainer(use_distributed_sampler=False)
-    with pytest.raises(RuntimeError, match=r"needs Lightning's `_TrainingEpochLoop._broadcast_sigterm_tensor`"):
+    with pytest.raises(
+        RuntimeError, match=r"needs Lightning's `_TrainingEpochLoop._broadcast_sigterm_tensor`"
+    ):
         trainer.strategy.setup(trainer)
 
 

@@ -119,7 +119,9 @@ def test_norm_guard_rejects_a_huge_update_and_logs_client_key_and_reason(caplog)
     attack = {k: v * 1e6 for k, v in states[2].items()}
     agg = Aggregator()
     with caplog.at_level(logging.WARNING):
-        out = agg.aggregate(g, [states[0], states[1], attack, states[3]], [10, 20, 30, 40], client_ids=[7, 8, 9, 10])
+        out = agg.aggregate(
+            g, [states[0], states[1], attack, states[3]], [10, 20, 30, 40], client_ids=[7, 8, 9, 10]
+        )
     honest = Aggregator(max_norm_ratio=None).aggregate(g, [states[0], states[1], states[3]], [10, 20, 40])
     assert all(torch.equal(out[k], honest[k]) for k in g)
     (rej,) = agg.last_rejections
@@ -129,7 +131,11 @@ def test_norm_guard_rejects_a_huge_update_and_logs_client_key_and_reason(caplog)
 
 def test_norm_guard_can_clip_instead_of_reject():
     g = {"w": torch.zeros(2)}
-    ups = [{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([0.0, 1.0])}, {"w": torch.tensor([300.0, 400.0])}]
+    ups = [
+        {"w": torch.tensor([1.0, 0.0])},
+        {"w": torch.tensor([0.0, 1.0])},
+        {"w": torch.tensor([300.0, 400.0])},
+    ]
     agg = Aggregator(max_norm_ratio=10.0, on_outlier="clip")
     out = agg.aggregate(g, ups, [1, 1, 1])
     # lower median norm 1 -> bound 10 -> (6, 8)
@@ -146,7 +152,9 @@ def test_screen_norms_flags_non_finite_and_far_norms():
 def test_updates_of_another_dtype_are_rejected_not_cast(dtype):
     g = {"w": torch.zeros(3)}
     bad = {"w": torch.full((3,), 1e300 if dtype == torch.float64 else 1.0, dtype=dtype)}
-    with pytest.raises(InvalidClientUpdate, match=rf"client 1 .*'w'.* dtype {dtype}, expected torch.float32") as err:
+    with pytest.raises(
+        InvalidClientUpdate, match=rf"client 1 .*'w'.* dtype {dtype}, expected torch.float32"
+    ) as err:
         Aggregator().aggregate(g, [{"w": torch.ones(3)}, bad], [1, 1])
     assert (err.value.client, err.value.key, err.value.reason) == (1, "w", "dtype")
 
@@ -184,7 +192,10 @@ def test_fedavgm_never_reaches_nan_when_one_client_sends_a_huge_update():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"rule": "mean"}, r"`rule` must be one of \['fedavg', 'median', 'trimmed_mean', 'krum', 'norm_bounded'\], got 'mean'"),
+        (
+            {"rule": "mean"},
+            r"`rule` must be one of \['fedavg', 'median', 'trimmed_mean', 'krum', 'norm_bounded'\], got 'mean'",
+        ),
         ({"trim_fraction": 0.5}, r"`trim_fraction` must be in \[0, 0.5\), got 0.5"),
         ({"krum_byzantine": -1}, r"`krum_byzantine` must be an integer >= 0, got -1"),
         ({"krum_select": 0}, r"`krum_select` must be an integer >= 1 or None, got 0"),

@@ -200,7 +200,9 @@ def test_a_sampler_error_is_raised_and_leaves_no_running_trial(tmp_path, monkeyp
         return opt
 
     monkeypatch.setattr(sampler_mod, "make_optimizer", broken_after_design)
-    with pytest.raises(RuntimeError, match="the sobol sampler failed for trial 2: RuntimeError: surrogate exploded"):
+    with pytest.raises(
+        RuntimeError, match="the sobol sampler failed for trial 2: RuntimeError: surrogate exploded"
+    ):
         _tuner(tmp_path, algorithm="sobol", mopir=False).run()
     study = optuna.load_study(study_name="hypertuner", storage=f"sqlite:///{tmp_path}/s.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
@@ -226,5 +228,8 @@ def test_a_running_trial_of_a_silent_worker_on_another_host_is_failed_after_the_
     res = make().run()
     first = res.history[0]
     assert first["state"] == "FAIL" and first["lost"]
-    assert first["error"] == "lost: its worker elsewhere:1 sent no heartbeat for more than 2 s (it died or lost the storage)"
+    assert (
+        first["error"]
+        == "lost: its worker elsewhere:1 sent no heartbeat for more than 2 s (it died or lost the storage)"
+    )
     assert [h["state"] for h in res.history] == ["FAIL", "COMPLETE", "COMPLETE"]

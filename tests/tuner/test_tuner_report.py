@@ -60,7 +60,9 @@ def test_a_saving_inside_the_timing_noise_is_not_reported_as_a_win():
     slightly = _trial(1, 0.95, 10.0 * (1 - MIN_RELATIVE_SAVING / 2), lr=2e-3)
     clearly = _trial(2, 0.95, 5.0, lr=3e-3)
     defaults = base["params"]
-    cmp = default_comparison(_result([base, clearly], space_defaults=defaults), min_saving=MIN_RELATIVE_SAVING)
+    cmp = default_comparison(
+        _result([base, clearly], space_defaults=defaults), min_saving=MIN_RELATIVE_SAVING
+    )
     assert cmp["default"] is base and [b["number"] for b in cmp["better"]] == [2]
     inside = _result([base, slightly], space_defaults=defaults)
     assert default_comparison(inside, min_saving=MIN_RELATIVE_SAVING)["better"] == []
@@ -130,7 +132,12 @@ def test_report_figures_mark_the_default_and_use_integer_trial_ticks(tmp_path, m
 def test_mopir_rankings_stored_by_older_versions_still_load(stored):
     from lightning_addons.tuner.mopir import MOPIRResult
 
-    base = {"importances": {"lr": 1.0}, "per_objective": {"f": {"lr": 1.0}}, "order": ["lr"], "selected": ["lr"]}
+    base = {
+        "importances": {"lr": 1.0},
+        "per_objective": {"f": {"lr": 1.0}},
+        "order": ["lr"],
+        "selected": ["lr"],
+    }
     r = MOPIRResult.from_dict({**base, **stored})
     assert r.n_trials == stored.get("n_trials", 0) and r.std == stored.get("std", {})
     assert MOPIRResult.from_dict(r.to_dict()) == r

@@ -145,7 +145,9 @@ def test_tiny_unet_samples_are_the_requested_digits(seed_offset):
     judge = ReferenceClassifierJudge(x, y)
     unet, scheduler = zoo.tiny_unet()
     labels = torch.arange(10).repeat(5)
-    images = tu.sample_ddim(unet, scheduler, labels, steps=25, generator=torch.Generator().manual_seed(seed_offset))
+    images = tu.sample_ddim(
+        unet, scheduler, labels, steps=25, generator=torch.Generator().manual_seed(seed_offset)
+    )
     assert images.shape == (50, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
     assert float((judge(images) == labels).float().mean()) >= 0.85
     again = tu.sample_ddim(
@@ -161,7 +163,11 @@ def test_build_script_writes_both_files(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(tc, "pretrain_tiny_clip", lambda **kw: real_clip(epochs=1, verbose=False))
     monkeypatch.setattr(tu, "train_tiny_unet", lambda **kw: real_unet(steps=2, batch_size=8, verbose=False))
     build.main(["--out", str(tmp_path)])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["SHA256SUMS", zoo.TINY_CLIP_FILE, zoo.TINY_UNET_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "SHA256SUMS",
+        zoo.TINY_CLIP_FILE,
+        zoo.TINY_UNET_FILE,
+    ]
     from lightning_addons.integrity import verify_file_digest
 
     for name in (zoo.TINY_CLIP_FILE, zoo.TINY_UNET_FILE):

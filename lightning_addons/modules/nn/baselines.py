@@ -39,7 +39,7 @@ class DLinear(nn.Module):
         ValueError: non-positive sizes, an even ``kernel_size``, ``individual`` without ``num_series``;
             at forward time, bad inputs or a series count other than ``num_series``.
 
-    Example:
+    Examples:
         >>> model = DLinear(window=24, horizon=6, kernel_size=5)
         >>> model(torch.zeros(2, 24, 3, 1)).shape
         torch.Size([2, 6, 3, 1])
@@ -117,7 +117,7 @@ def fit_least_squares(model: LinearForecaster, windows, ridge: float = 1e-3) -> 
     Raises:
         ValueError: not a LinearForecaster, no windows, shapes that do not match the model, ridge < 0.
 
-    Example:
+    Examples:
         >>> t = torch.arange(64.0)
         >>> series = torch.sin(t / 3)[:, None, None]
         >>> data = [{"x": series[i:i + 8], "y": series[i + 8:i + 10]} for i in range(50)]

@@ -6,7 +6,7 @@ one-hot cache values ``[M, N]``::
 
     logits = logit_scale * f @ W.T + alpha * exp(-beta * (1 - f @ keys.T)) @ values
 
-Example:
+Examples:
     >>> import torch
     >>> f = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
     >>> W = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
@@ -151,7 +151,7 @@ def search_alpha_beta(
     Ties keep the first grid point (smallest alpha index, then the first beta). Returns ``{"alpha", "beta",
     "val_acc", "val_acc_zero_shot"}``.
 
-    Example:
+    Examples:
         >>> f = torch.eye(3)
         >>> out = search_alpha_beta(torch.zeros(3, 3), f, torch.arange(3), f, torch.eye(3), [0.0, 1.0], [1.0])
         >>> out["alpha"], out["val_acc"], round(out["val_acc_zero_shot"], 3)

@@ -22,7 +22,7 @@ class LeNet5(nn.Module):
         width: multiplier of the conv and hidden widths (6, 16, 120, 84 at 1.0).
         input_size: side of the square input image (at least 12).
 
-    Example:
+    Examples:
         >>> LeNet5()(torch.zeros(2, 1, 32, 32)).shape
         torch.Size([2, 10])
     """
@@ -67,7 +67,7 @@ class AlexNetSmall(nn.Module):
         dropout: dropout before the hidden fully connected layers.
         input_size: side of the square input image (at least 8).
 
-    Example:
+    Examples:
         >>> AlexNetSmall()(torch.zeros(2, 1, 32, 32)).shape
         torch.Size([2, 10])
     """

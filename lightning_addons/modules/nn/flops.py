@@ -95,7 +95,7 @@ def count_flops(model: nn.Module, *args, batch_size: int | None = None, **kwargs
         batch_size: samples in the inputs (default: first dimension of the first tensor argument).
         **kwargs: keyword inputs.
 
-    Example:
+    Examples:
         >>> report = count_flops(nn.Linear(4, 3), torch.zeros(2, 4))
         >>> report.total, report.per_sample
         (48, 24.0)

@@ -58,7 +58,7 @@ def attention_flops_per_token(d_model: int, seq_len: int) -> int:
     ``4 L d``: the scores ``Q K^T`` and ``scores x V`` (``L d`` MACs each per token). Biases, softmax
     and scaling are not counted (as in :class:`~torch.utils.flop_counter.FlopCounterMode`).
 
-    Example:
+    Examples:
         >>> attention_flops_per_token(8, 4)
         640
     """
@@ -68,7 +68,7 @@ def attention_flops_per_token(d_model: int, seq_len: int) -> int:
 def ffn_flops_per_token(d_model: int, d_ff: int) -> int:
     """Analytic forward FLOPs of a two-layer FFN per token: ``4 d d_ff``.
 
-    Example:
+    Examples:
         >>> ffn_flops_per_token(8, 16)
         512
     """
@@ -135,7 +135,7 @@ class MultiHeadSelfAttention(nn.Module):
     Raises:
         ValueError: non-positive sizes, ``d_model`` not divisible by ``n_heads``, unknown ``impl``.
 
-    Example:
+    Examples:
         >>> attn = MultiHeadSelfAttention(16, n_heads=4)
         >>> attn(torch.zeros(2, 5, 16)).shape
         torch.Size([2, 5, 16])
@@ -238,7 +238,7 @@ class FeedForward(nn.Module):
         activation: ``"relu"``, ``"gelu"`` or ``"elu"``.
         d_out: output width (default ``d_model``).
 
-    Example:
+    Examples:
         >>> FeedForward(8, 16)(torch.zeros(3, 8)).shape
         torch.Size([3, 8])
     """
@@ -298,7 +298,7 @@ class MixerEncoderLayer(nn.Module):
     Raises:
         ValueError: unknown mixer/axis/activation/attention_impl or bad sizes.
 
-    Example:
+    Examples:
         >>> layer = MixerEncoderLayer(16, 32, n_heads=4, mixer="mlp")
         >>> layer(torch.zeros(2, 7, 16)).shape
         torch.Size([2, 7, 16])
@@ -322,8 +322,14 @@ class MixerEncoderLayer(nn.Module):
         super().__init__()
         if attention_dropout is not None and not 0 <= attention_dropout < 1:
             raise ValueError(f"`attention_dropout` must be in [0, 1) or None, got {attention_dropout!r}.")
-        if isinstance(checkpoint_chunks, bool) or not isinstance(checkpoint_chunks, int) or checkpoint_chunks < 0:
-            raise ValueError(f"`checkpoint_chunks` must be a non-negative integer, got {checkpoint_chunks!r}.")
+        if (
+            isinstance(checkpoint_chunks, bool)
+            or not isinstance(checkpoint_chunks, int)
+            or checkpoint_chunks < 0
+        ):
+            raise ValueError(
+                f"`checkpoint_chunks` must be a non-negative integer, got {checkpoint_chunks!r}."
+            )
         self.checkpoint_chunks = checkpoint_chunks
         _check_choice("mixer", mixer, MIXERS)
         _check_choice("axis", axis, AXES)
@@ -452,7 +458,7 @@ class STAEformer(nn.Module):
     Raises:
         ValueError: bad sizes or mixers; at forward time, bad input shapes, NaNs, missing ``u``.
 
-    Example:
+    Examples:
         >>> model = STAEformer(num_nodes=5, window=12, horizon=3, tod_embedding_dim=0, dow_embedding_dim=0,
         ...                    input_embedding_dim=8, adaptive_embedding_dim=8, d_ff=16, n_heads=2,
         ...                    num_layers_t=1, num_layers_s=1, spatial_mixer="mlp")
@@ -658,7 +664,7 @@ class ITransformer(nn.Module):
     Raises:
         ValueError: bad sizes or mixer; at forward time, bad input shapes or NaNs.
 
-    Example:
+    Examples:
         >>> model = ITransformer(window=24, horizon=6, d_model=16, d_ff=16, n_heads=2, num_layers=1)
         >>> model(torch.zeros(2, 24, 7, 1)).shape
         torch.Size([2, 6, 7, 1])
@@ -735,7 +741,7 @@ class PatchTST(nn.Module):
     Raises:
         ValueError: lookback shorter than a patch, bad sizes or mixer; bad input at forward time.
 
-    Example:
+    Examples:
         >>> model = PatchTST(window=32, horizon=8, patch_len=8, stride=8, d_model=16, d_ff=16, n_heads=2)
         >>> model(torch.zeros(2, 32, 3, 1)).shape
         torch.Size([2, 8, 3, 1])
@@ -812,7 +818,7 @@ class LinearForecaster(nn.Module):
         horizon: H.
         use_norm: subtract the last value first (NLinear).
 
-    Example:
+    Examples:
         >>> LinearForecaster(8, 2)(torch.zeros(1, 8, 3, 1)).shape
         torch.Size([1, 2, 3, 1])
     """
@@ -850,7 +856,7 @@ class SeasonalNaive(nn.Module):
         ValueError: non-positive sizes; at forward time, a season longer than the lookback without an
             ``x_hist`` at least ``season`` steps long.
 
-    Example:
+    Examples:
         >>> SeasonalNaive(4, 3, season=2)(torch.arange(4.).reshape(1, 4, 1, 1)).flatten().tolist()
         [2.0, 3.0, 2.0]
         >>> hist = torch.arange(10.).reshape(1, 10, 1, 1)  # lookback 4 = the last 4 of these
@@ -901,7 +907,7 @@ class AttentionReplacement(nn.Module):
         axis: the axis the replaced attention mixed (for reports).
         batch_first: kept for modules that read it.
 
-    Example:
+    Examples:
         >>> rep = AttentionReplacement(8, 8, mode="mlp")
         >>> rep(torch.ones(3, 2, 8))[0].abs().sum().item()
         0.0
@@ -948,7 +954,7 @@ class TorchEncoderLayerRAM(nn.Module):
         layer: the layer to convert (its modules are reused, not copied).
         mode: ``"mlp"`` or ``"ffn"``.
 
-    Example:
+    Examples:
         >>> base = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
         >>> TorchEncoderLayerRAM(base)(torch.zeros(2, 5, 16)).shape
         torch.Size([2, 5, 16])
@@ -1070,7 +1076,7 @@ def replace_attention_with_mlp(
     Raises:
         ValueError: unknown ``axis``/``mode``, or the model has no attention on the requested axis.
 
-    Example:
+    Examples:
         >>> enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2)
         >>> report = replace_attention_with_mlp(enc, axis="time")
         >>> len(report), any(isinstance(m, nn.MultiheadAttention) for m in enc.modules())
