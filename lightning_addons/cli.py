@@ -21,11 +21,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from lightning_addons.resolve import PUBLIC_MODULES, ConfigError  # noqa: F401  (PUBLIC_MODULES: old name)
+from lightning_addons.resolve import DEBUG_ENV, PUBLIC_MODULES, ConfigError  # noqa: F401  (PUBLIC_MODULES: old name)
 
 PROG = "lightning-addons"
-#: Set to 1 for full tracebacks and jsonargparse's full output instead of one-line errors.
-DEBUG_ENV = "LIGHTNING_ADDONS_DEBUG"
 _LIGHTNING = "lightning_addons.lightning_cli:cli_main"
 
 

@@ -15,8 +15,7 @@ import sys
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_addons.cli import DEBUG_ENV
-from lightning_addons.resolve import PUBLIC_MODULES
+from lightning_addons.resolve import DEBUG_ENV, PUBLIC_MODULES
 
 
 def import_public_classes() -> None:

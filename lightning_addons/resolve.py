@@ -42,6 +42,8 @@ SHORT_NAME_MODULES: tuple[str, ...] = (
 PUBLIC_MODULES: tuple[str, ...] = tuple(m for m in SHORT_NAME_MODULES if m.startswith("lightning_addons."))
 
 _SPEC_KEYS = ("class_path", "init_args")
+#: Set to 1 for full tracebacks and jsonargparse's full output instead of the CLI's one-line errors.
+DEBUG_ENV = "LIGHTNING_ADDONS_DEBUG"
 
 
 def _exported(module: Any) -> list[str]:

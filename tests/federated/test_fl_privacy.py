@@ -229,7 +229,9 @@ def test_simulation_logs_epsilon_per_round_and_a_resumed_run_continues_the_accou
 
     with pytest.raises(KeyboardInterrupt):
         _sim(tmp_path, callbacks=[_Kill()]).fit()
-    ckpt = torch.load(tmp_path / "federated_state.pt", weights_only=True)
+    from lightning_addons.integrity import load_verified
+
+    ckpt = load_verified(tmp_path / "federated_state.pt")  # digest-checked, as the runner reads it
     assert ckpt["round"] == 2 and ckpt["privacy"]["accountant_history"] == [[0.8, 0.4, 2]]
     assert ckpt["privacy"]["history"][-1]["epsilon"] == eps[1]
 

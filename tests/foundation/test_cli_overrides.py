@@ -84,8 +84,7 @@ def test_a_mistyped_override_section_fails_in_one_line_before_any_work(command, 
     out = _cli(command, "--config", str(CONFIGS / config), "--modle.init_args.lr", "0.1")
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert "did you mean 'model'?" in lines[0] and "Traceback" not in out.stderr
-    assert lines[1:] == ["(LIGHTNING_ADDONS_DEBUG=1 shows the traceback)"]
+    assert len(lines) == 1 and "did you mean 'model'?" in lines[0] and "Traceback" not in out.stderr
 
 
 def test_a_bad_literal_in_a_fit_config_is_reported_in_its_first_line():
