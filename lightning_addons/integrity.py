@@ -118,6 +118,46 @@ def state_digest(state: Any) -> str:
     return h.hexdigest()
 
 
+#: Key of the digest that :func:`seal` adds to a callback's checkpoint state.
+SEAL_KEY = "sha256"
+
+
+def seal(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` plus its :func:`state_digest` under ``"sha256"``: a callback's ``state_dict`` that
+    :func:`unseal` verifies when a Lightning checkpoint is loaded.
+
+    Examples:
+        >>> sealed = seal({"epoch": 3, "w": torch.ones(2)})
+        >>> unseal(sealed, "MyCallback")["epoch"]
+        3
+        >>> sealed["epoch"] = 4
+        >>> unseal(sealed, "MyCallback")
+        Traceback (most recent call last):
+        ...
+        lightning_addons.integrity.IntegrityError: MyCallback: its state in the checkpoint is corrupt ...
+    """
+    body = {k: v for k, v in state.items() if k != SEAL_KEY}
+    return {**body, SEAL_KEY: state_digest(body)}
+
+
+def unseal(state: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """The state without its digest, after checking it; a state without a digest (written before states were
+    sealed) is returned as it is.
+
+    Raises:
+        IntegrityError: the state does not match its digest (a flipped bit, an edited checkpoint).
+    """
+    body = {k: v for k, v in state.items() if k != SEAL_KEY}
+    stored = state.get(SEAL_KEY)
+    if stored is not None and state_digest(body) != stored:
+        raise IntegrityError(
+            f"{owner}: its state in the checkpoint is corrupt (content digest {state_digest(body)[:16]}..., "
+            f"stored {str(stored)[:16]}...): the checkpoint file was damaged or edited. Resume from another "
+            "checkpoint, or start the fit without `ckpt_path`."
+        )
+    return body
+
+
 def save_verified(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Atomically ``torch.save`` ``{"format", "sha256", "state"}`` to ``path``; returns ``path``.
 

@@ -31,6 +31,7 @@ from lightning_addons.gmm.audit import (
 from lightning_addons.gmm.capture import run_with_hooks
 from lightning_addons.gmm.report import FILTER_FIELDS
 from lightning_addons.gmm.rules import RULE_PARAMS, RULES
+from lightning_addons.integrity import seal, unseal
 
 FIGURES = ("end", "every", "none")
 AUDIT_DEVICES = ("auto", "cpu")
@@ -797,20 +798,23 @@ class GMMFilterAuditor(pl.Callback):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": 2,
-            "history": self.history,
-            "last_epoch": self._last_epoch,
-            "skipped": [dict(x) for x in self.skipped],
-            "skipped_epochs": self.skipped_epochs,
-            "audit_seconds": float(self._audit_seconds),
-            "fit_seconds": float(self._fit_seconds()),
-            "subset": self._subset.clone() if self._subset is not None else None,
-            "covered": self._covered.clone() if self._covered is not None else None,
-            "windows": int(self._windows),
-        }
+        return seal(
+            {
+                "version": 2,
+                "history": self.history,
+                "last_epoch": self._last_epoch,
+                "skipped": [dict(x) for x in self.skipped],
+                "skipped_epochs": self.skipped_epochs,
+                "audit_seconds": float(self._audit_seconds),
+                "fit_seconds": float(self._fit_seconds()),
+                "subset": self._subset.clone() if self._subset is not None else None,
+                "covered": self._covered.clone() if self._covered is not None else None,
+                "windows": int(self._windows),
+            }
+        )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = unseal(state_dict, type(self).__name__)  # a damaged checkpoint is an error, never loaded
         self.history = list(state_dict.get("history", []))
         self._last_epoch = int(state_dict.get("last_epoch", -1))
         skipped = state_dict.get("skipped")

@@ -14,6 +14,7 @@ from torch.nn.utils import prune
 
 from lightning_addons.callbacks.gmm_auditor import GMMFilterAuditor
 from lightning_addons.gmm.capture import run_with_hooks
+from lightning_addons.integrity import seal, unseal
 
 CRITERIA = ("anomaly", "l1", "apoz", "random", "low_ch")
 MODES = ("mask", "physical")
@@ -482,15 +483,18 @@ class AnomalyFilterPruning(pl.Callback):
                     prune.remove(m, pname)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "masks": {k: v.clone() for k, v in self.masks.items()},
-            "events": self.events,
-            "last_epoch": self._last_epoch,
-            "reductions": dict(self.reductions),
-        }
+        return seal(
+            {
+                "version": 1,
+                "masks": {k: v.clone() for k, v in self.masks.items()},
+                "events": self.events,
+                "last_epoch": self._last_epoch,
+                "reductions": dict(self.reductions),
+            }
+        )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = unseal(state_dict, type(self).__name__)  # a damaged checkpoint is an error, never loaded
         self.masks = {k: v.clone().bool() for k, v in state_dict.get("masks", {}).items()}
         self.events = list(state_dict.get("events", []))
         self._last_epoch = int(state_dict.get("last_epoch", -1))
