@@ -15,6 +15,8 @@ import logging
 import warnings
 from collections.abc import Iterator
 
+from lightning_addons._quiet import quiet_upstream
+
 #: Lightning warnings that repeat for every client Trainer (matched by message, as Lightning has no
 #: dedicated warning categories for them).
 REPEATED_WARNINGS = (
@@ -22,18 +24,19 @@ REPEATED_WARNINGS = (
     ".*smaller than the logging interval.*",
     ".*`max_epochs` was not set.*",
     ".*Total length of .* across ranks is zero.*",
-    r".*isinstance\(treespec, LeafSpec\).*",
 )
 
 
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Within the block: Lightning's loggers at WARNING and :data:`REPEATED_WARNINGS` ignored."""
+    """Within the block: Lightning's loggers at WARNING, :data:`REPEATED_WARNINGS` ignored, and the upstream
+    noise of :func:`lightning_addons._quiet.quiet_upstream` (product tips, torch's ``LeafSpec`` deprecation)
+    dropped."""
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
+    with quiet_upstream(), warnings.catch_warnings():
         for message in REPEATED_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         try:
