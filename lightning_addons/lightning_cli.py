@@ -11,6 +11,7 @@ import importlib
 import os
 import re
 import sys
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -73,6 +74,17 @@ class _OneLineErrorParser(LightningArgumentParser):
 
 class LightningAddonsCLI(LightningCLI):
     """LightningCLI whose ``fit`` ends with a test of the best checkpoint unless ``--test_after_fit false``."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """The configured Trainer plus :class:`~lightning_addons.callbacks.CheckpointDigest` (``require=False``)
+        unless the config has one: checkpoints written by our CLI carry a digest of the weights, and a damaged
+        one stops ``fit``/``validate``/``test --ckpt_path`` with an error naming the file."""
+        from lightning_addons.callbacks.checkpoint_digest import CheckpointDigest
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(cb, CheckpointDigest) for cb in trainer.callbacks):
+            trainer.callbacks.append(CheckpointDigest(require=False))
+        return trainer
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(

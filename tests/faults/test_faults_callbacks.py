@@ -67,3 +67,30 @@ def test_a_callback_state_written_before_states_were_sealed_still_loads():
     pruning = AnomalyFilterPruning(criterion="l1", epochs=1)
     pruning.load_state_dict(legacy)
     assert pruning._last_epoch == 3
+
+
+def test_a_flipped_weight_in_a_checkpoint_written_by_the_cli_stops_the_resumed_fit(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "examples" / "configs" / "digits_lenet.yaml"
+    args = [
+        sys.executable, "-m", "lightning_addons.cli", "fit", "--config", str(config),
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.default_root_dir", str(tmp_path), "--test_after_fit", "false",
+    ]  # fmt: skip
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (ckpt_path,) = list(tmp_path.rglob("*.ckpt"))
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert "lightning_addons_state_digest" in ckpt  # the CLI adds CheckpointDigest by default
+    key = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    ckpt["state_dict"][key].view(-1)[0] = 4.8e37  # what one flipped exponent bit does to a weight
+    torch.save(ckpt, ckpt_path)
+    resumed = subprocess.run(
+        [*args[:-2], "--trainer.max_epochs", "2", "--ckpt_path", str(ckpt_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode != 0
+    assert "is corrupt: its model state has sha256" in resumed.stderr and str(ckpt_path) in resumed.stderr
