@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_addons.energy.meters import (
     DEFAULT_WATTS_PER_CORE,
     RAPL_ROOT,
+    CodeCarbonMeter,
     CPUTimeMeter,
     EnergyMeterBase,
     NVMLMeter,
@@ -18,19 +19,21 @@ from lightning_addons.energy.meters import (
     best_meter,
 )
 
-SOURCES = ("auto", "nvml", "rapl", "cpu-time-estimate")
+SOURCES = ("auto", "nvml", "rapl", "codecarbon", "cpu-time-estimate")
 
 
 class EnergyMeter(pl.Callback):
     """Measure the energy used by training and log it every epoch as ``energy_joules``.
 
     The meter is NVML on GPUs, Intel RAPL (``/sys/class/powercap``, package + DRAM) where readable,
-    otherwise an *estimate* from the process CPU time x ``watts_per_core``. :attr:`source` says which;
-    it is also logged once as a text line (rank 0). With several processes (DDP), each rank meters
-    its own process and the logged value is the sum over ranks.
+    otherwise an *estimate* from the process CPU time x ``watts_per_core``; ``source="codecarbon"`` uses
+    CodeCarbon's tracker instead (``tune`` extra; CPU + GPU + RAM, measured or estimated as CodeCarbon can).
+    :attr:`source` says which; it is also logged once as a text line (rank 0). With several processes
+    (DDP), each rank meters its own process and the logged value is the sum over ranks.
 
     Args:
-        source: ``"auto"`` (best available) or force ``"nvml"``, ``"rapl"``, ``"cpu-time-estimate"``.
+        source: ``"auto"`` (best available) or force ``"nvml"``, ``"rapl"``, ``"codecarbon"``,
+            ``"cpu-time-estimate"``.
         watts_per_core: per-core power of the CPU-time estimate (W).
         rapl_root: powercap folder (tests point it at a fake tree).
         log_name: metric name logged at each training epoch end.
@@ -38,6 +41,7 @@ class EnergyMeter(pl.Callback):
     Raises:
         ValueError: unknown ``source``, ``watts_per_core <= 0``.
         FileNotFoundError / RuntimeError: a forced meter that is not available (at ``setup``).
+        ModuleNotFoundError: ``source="codecarbon"`` without ``codecarbon`` installed (names the extra).
 
     Attributes:
         energy_joules: joules of the last (or running) fit.
@@ -56,7 +60,7 @@ class EnergyMeter(pl.Callback):
 
     def __init__(
         self,
-        source: Literal["auto", "nvml", "rapl", "cpu-time-estimate"] = "auto",
+        source: Literal["auto", "nvml", "rapl", "codecarbon", "cpu-time-estimate"] = "auto",
         watts_per_core: float = DEFAULT_WATTS_PER_CORE,
         rapl_root: str = RAPL_ROOT,
         log_name: str = "energy_joules",
@@ -87,6 +91,8 @@ class EnergyMeter(pl.Callback):
             return NVMLMeter()
         if self.requested_source == "rapl":
             return RAPLMeter(self.rapl_root)
+        if self.requested_source == "codecarbon":
+            return CodeCarbonMeter()
         return CPUTimeMeter(self.watts_per_core)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -118,8 +124,16 @@ class EnergyMeter(pl.Callback):
         )
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self._update()
+        if self._meter is not None:
+            self.energy_joules = self._offset_j + self._meter.stop()
+            self.fit_seconds = self._offset_s + time.perf_counter() - self._t0
         self._meter = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self._meter is not None:  # stop a meter's background thread (CodeCarbon) on a failed fit
+            self._update()
+            self._meter.stop()
+            self._meter = None
 
     def state_dict(self) -> dict[str, Any]:
         self._update()

@@ -1,4 +1,4 @@
-"""Energy meters (pure Python, no Lightning): NVIDIA NVML, Intel RAPL and a CPU-time estimate.
+"""Energy meters (pure Python, no Lightning): NVIDIA NVML, Intel RAPL, CodeCarbon and a CPU-time estimate.
 
 Used by the :class:`~lightning_addons.callbacks.EnergyMeter` callback and by the HyperTuner; the old
 location :mod:`lightning_addons.tuner.energy` re-exports them.
@@ -20,6 +20,7 @@ _EXPORTS = {
         "DEFAULT_WATTS_PER_CORE",
         "RAPL_ROOT",
         "CPUTimeMeter",
+        "CodeCarbonMeter",
         "EnergyMeterBase",
         "NVMLMeter",
         "RAPLMeter",

@@ -1,8 +1,9 @@
-"""Energy meters: NVIDIA NVML, Intel RAPL (``/sys/class/powercap``) and a CPU-time estimate.
+"""Energy meters: NVIDIA NVML, Intel RAPL (``/sys/class/powercap``), CodeCarbon and a CPU-time estimate.
 
-Every reading is labelled with its ``source`` (``"nvml"``, ``"rapl"``, ``"cpu-time-estimate"``) so an
-estimate is never mistaken for a measurement. :func:`best_meter` picks NVML when a CUDA device is used and
-NVML answers, else RAPL where its counters are readable, else the estimate.
+Every reading is labelled with its ``source`` (``"nvml"``, ``"rapl"``, ``"codecarbon"``,
+``"cpu-time-estimate"``) so an estimate is never mistaken for a measurement. :func:`best_meter` picks NVML
+when a CUDA device is used and NVML answers, else RAPL where its counters are readable, else the estimate;
+:class:`CodeCarbonMeter` is chosen explicitly.
 
 Examples:
     >>> meter = CPUTimeMeter(watts_per_core=10.0)
@@ -194,6 +195,81 @@ class NVMLMeter(EnergyMeterBase):
 
     def read(self) -> float:
         return sum(b - a for a, b in zip(self._t0, self._raw())) / 1e3
+
+
+class CodeCarbonMeter(EnergyMeterBase):
+    """CodeCarbon's offline tracker: CPU + GPU + RAM energy in joules, as CodeCarbon measures or estimates it.
+
+    CodeCarbon reads RAPL, NVML or Apple powermetrics where it can and otherwise falls back to its own
+    estimates (a TDP table for the CPU model, a W-per-GB rule for RAM); its log says which. It runs a
+    background thread measuring every ``measure_power_secs``. Nothing is sent anywhere and no file is
+    written (``save_to_file=False``). Needs the ``tune`` extra (``pip install 'lightning-addons[tune]'``).
+
+    Args:
+        country_iso_code: 3-letter country code of CodeCarbon's carbon intensity (energy does not use it).
+        measure_power_secs: seconds between CodeCarbon's power measurements (> 0).
+        tracking_mode: ``"machine"`` (whole machine) or ``"process"`` (this process's share).
+        log_level: CodeCarbon's logger level.
+
+    Raises:
+        ValueError: a bad ``measure_power_secs`` or ``tracking_mode``.
+        ModuleNotFoundError: ``codecarbon`` is not installed (the message names the extra).
+
+    Examples:
+        >>> CodeCarbonMeter.source
+        'codecarbon'
+    """
+
+    source = "codecarbon"
+
+    def __init__(
+        self,
+        country_iso_code: str = "USA",
+        measure_power_secs: float = 1.0,
+        tracking_mode: str = "process",
+        log_level: str = "error",
+    ) -> None:
+        if not measure_power_secs > 0:
+            raise ValueError(f"`measure_power_secs` must be > 0, got {measure_power_secs!r}.")
+        if tracking_mode not in ("machine", "process"):
+            raise ValueError(f"`tracking_mode` must be one of ['machine', 'process'], got {tracking_mode!r}.")
+        from lightning_addons._imports import require
+
+        self._cc = require("codecarbon", feature="The CodeCarbon energy source")
+        self.country_iso_code, self.measure_power_secs = country_iso_code, float(measure_power_secs)
+        self.tracking_mode, self.log_level = tracking_mode, log_level
+        self._tracker = None
+        self._final: float | None = None
+
+    def start(self) -> None:
+        self._final = None
+        self._tracker = self._cc.OfflineEmissionsTracker(
+            country_iso_code=self.country_iso_code,
+            measure_power_secs=self.measure_power_secs,
+            tracking_mode=self.tracking_mode,
+            log_level=self.log_level,
+            save_to_file=False,
+        )
+        self._tracker.start()
+
+    def read(self) -> float:
+        """Joules since ``start`` (CodeCarbon's running total, brought up to date by ``flush``)."""
+        if self._final is not None:
+            return self._final
+        if self._tracker is None:
+            raise RuntimeError("CodeCarbonMeter.read() before start().")
+        self._tracker.flush()
+        return float(self._tracker._total_energy.kWh) * 3.6e6  # no public running total in codecarbon 3
+
+    def stop(self) -> float:
+        """Stop CodeCarbon's tracker and return the joules of the whole run (its final emissions data)."""
+        if self._final is None:
+            if self._tracker is None:
+                raise RuntimeError("CodeCarbonMeter.stop() before start().")
+            self._tracker.stop()
+            self._final = float(self._tracker.final_emissions_data.energy_consumed) * 3.6e6
+            self._tracker = None
+        return self._final
 
 
 def best_meter(

@@ -268,7 +268,7 @@ def run_cachefl(
     )
     x_tr, y_tr = feats["train"]
     sim_kwargs = dict(
-        rounds=rounds, local_epochs=local_epochs, eval_datamodule=eval_features, progress_bar=False
+        rounds=rounds, local_epochs=local_epochs, eval_datamodule=eval_features, progress_bar=verbose
     )
     rows: list[dict[str, Any]] = []
 
@@ -372,7 +372,7 @@ def run_cachefl(
                 rounds=rounds,
                 local_epochs=local_epochs,
                 eval_datamodule=TensorSplitsDataModule(images),
-                progress_bar=False,
+                progress_bar=verbose,
             ).fit()
             row["full_encoder"] = fres.test_metrics["test_acc"]
             row["full_encoder_bytes"] = fres.communication["bytes_total"]

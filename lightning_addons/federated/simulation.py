@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from lightning_addons._progress import Progress
 from lightning_addons._validate import positive_int
 from lightning_addons.federated.data import ClientDataModule, FederatedDataModule
 from lightning_addons.federated.meter import CommunicationMeter
@@ -217,7 +218,8 @@ class FederatedSimulation:
         on_invalid_update: ``"drop"`` (log and skip the client for the round) or ``"raise"``.
         checkpoint_dir: where ``federated_state.pt`` is written after each round (None: no checkpoint).
         logger: a Lightning logger receiving per-round metrics (step = round).
-        progress_bar: show a tqdm bar over rounds.
+        progress_bar: show progress over rounds: a tqdm bar on a terminal, one plain line per round
+            otherwise (``LIGHTNING_ADDONS_PROGRESS=bar|plain|off`` overrides); ``False``: nothing.
         trainer_kwargs: extra ``Trainer`` arguments for local training (accelerator, precision,
             gradient_clip_val, ...); the runner sets epochs/logging/checkpointing itself.
         client_callbacks: Lightning callbacks added to every local ``Trainer`` (e.g. ``FedProx``).
@@ -729,11 +731,7 @@ class FederatedSimulation:
         if resume:
             self.maybe_resume()
         rounds = range(self.start_round, self.rounds)
-        bar = None
-        if self.progress_bar:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.rounds, initial=self.start_round, desc="federated rounds", unit="round")
+        bar = Progress(self.rounds, "federated rounds", "round", self.start_round, mode=self.progress_bar)
         try:
             for rnd in rounds:
                 record = self.run_round(rnd)
@@ -754,13 +752,10 @@ class FederatedSimulation:
                     self.logger.log_metrics(log_metrics, step=rnd)
                 for cb in self.callbacks:
                     cb.on_round_end(self, rnd, metrics)
-                if bar is not None:
-                    bar.update(1)
-                    if self.monitor in metrics:
-                        bar.set_postfix({self.monitor: f"{metrics[self.monitor]:.4f}"})
+                shown = {self.monitor: metrics[self.monitor]} if self.monitor in metrics else {}
+                bar.update(1, postfix={**shown, "clients": len(record["clients"])})
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         test_metrics = self.test()
         if self.logger is not None:
             if test_metrics:

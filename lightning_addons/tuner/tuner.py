@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lightning_addons._imports import require
+from lightning_addons._progress import Progress
 from lightning_addons.energy.meters import DEFAULT_WATTS_PER_CORE
 from lightning_addons.tuner._pareto import log_columns, pareto_mask, to_max
 from lightning_addons.tuner.actuators import Actuator
@@ -373,7 +374,8 @@ class HyperTuner:
         timeout: seconds per trial (Lightning trials), None for no limit.
         watts_per_core: power of one busy core for the CPU-time energy estimate.
         actuators: root-only :class:`Actuator` objects for knobs outside the process (off by default).
-        progress: show a progress bar with the current best per objective.
+        progress: show finished trials and the best value per objective: a tqdm bar on a terminal, one
+            plain line per trial otherwise (``LIGHTNING_ADDONS_PROGRESS=bar|plain|off`` overrides).
         heartbeat_interval: seconds between heartbeats of a running trial; a trial silent for twice this is
             failed by the next worker (a killed run's last trial).
         optimizer_kwargs: extra options of the ask/tell optimiser (``tau``, ``w0``, ``beta``, ...).
@@ -814,12 +816,9 @@ class HyperTuner:
                     n_done,
                     self.n_trials,
                 )
-            if self.progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(
-                    total=self.n_trials, initial=min(n_done, self.n_trials), desc="HyperTuner", unit="trial"
-                )
+            bar = Progress(
+                self.n_trials, "HyperTuner", "trial", min(n_done, self.n_trials), mode=self.progress
+            )
             while True:
                 self._reap(study)
                 if self._n_counted(study, (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)) >= (
@@ -831,10 +830,8 @@ class HyperTuner:
                 record = self._run_trial(study, trial)
                 _ACTIVE.discard((self.storage, trial._trial_id))
                 self._log_trial(study, trial)
-                trial = None
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(self._best_str(study))
+                number, trial = trial.number, None
+                bar.update(1, postfix=f"trial {number} {record['state']}; {self._best_str(study)}")
                 if record.get("fatal"):
                     raise record["fatal"]
                 if record["state"] == "FAIL":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import lightning.pytorch as pl
 import pytest
@@ -371,3 +372,19 @@ def test_unknown_aggregator_keys_in_a_config_are_a_clear_error():
         ValueError, match=r"Unknown `federation.aggregator` keys \['rul'\]; allowed: \[.*'rule'"
     ):
         _yaml_config(aggregator={"rul": "median"})
+
+
+def test_without_a_terminal_each_round_prints_one_plain_line_with_its_metric(
+    make_module, digits, capsys, monkeypatch
+):
+    monkeypatch.delenv("LIGHTNING_ADDONS_PROGRESS", raising=False)  # capsys' stdout is not a terminal
+    fdm = FederatedDataModule(digits, num_clients=2, partition="iid")
+    FederatedSimulation(make_module(), fdm, rounds=2, seed=0).fit()
+    out, err = capsys.readouterr()
+    lines = [ln for ln in out.splitlines() if ln.startswith("federated rounds:")]
+    assert lines[0] == "federated rounds: 0/2 rounds"
+    assert len(lines) == 3
+    for rnd, line in enumerate(lines[1:], start=1):
+        pattern = rf"federated rounds: {rnd}/2 rounds  val_acc=[01]\.\d{{4}} clients=2  \[[\d.]+s\]"
+        assert re.fullmatch(pattern, line)
+    assert "\r" not in out + err

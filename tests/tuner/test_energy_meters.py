@@ -89,7 +89,7 @@ def test_energy_meter_callback_logs_energy_with_source_and_survives_state_round_
 def test_energy_meter_rejects_unknown_source():
     with pytest.raises(
         ValueError,
-        match=r"`source` must be one of \['auto', 'nvml', 'rapl', 'cpu-time-estimate'\], got 'ipmi'",
+        match=r"`source` must be one of \['auto', 'nvml', 'rapl', 'codecarbon', 'cpu-time-estimate'\], got 'ipmi'",
     ):
         EnergyMeter(source="ipmi")
 
@@ -116,3 +116,100 @@ def test_nvml_meter_reads_total_energy_deltas_through_pynvml(monkeypatch):
     fake.nvmlDeviceGetCount = lambda: 0
     with pytest.raises(RuntimeError, match="NVML found no GPU"):
         NVMLMeter()
+
+
+class _FakeTracker:
+    """CodeCarbon's OfflineEmissionsTracker surface that CodeCarbonMeter uses, with scripted kWh."""
+
+    made: list[_FakeTracker] = []
+
+    def __init__(self, **kwargs):
+        import types
+
+        self.kwargs, self.running = kwargs, False
+        self._total_energy = types.SimpleNamespace(kWh=0.0)
+        self.final_emissions_data = None
+        _FakeTracker.made.append(self)
+
+    def start(self):
+        self.running = True
+
+    def flush(self):
+        self._total_energy.kWh += 1e-6  # 3.6 J per measurement
+
+    def stop(self):
+        import types
+
+        self.flush()
+        self.running = False
+        self.final_emissions_data = types.SimpleNamespace(energy_consumed=self._total_energy.kWh)
+
+
+def test_codecarbon_meter_converts_the_trackers_kwh_to_joules_and_stops_it(monkeypatch):
+    import types
+
+    from lightning_addons.energy import CodeCarbonMeter
+
+    _FakeTracker.made.clear()
+    fake = types.SimpleNamespace(OfflineEmissionsTracker=_FakeTracker)
+    monkeypatch.setitem(__import__("sys").modules, "codecarbon", fake)
+    meter = CodeCarbonMeter(country_iso_code="DEU", measure_power_secs=2)
+    meter.start()
+    tracker = _FakeTracker.made[-1]
+    assert tracker.kwargs == {
+        "country_iso_code": "DEU",
+        "measure_power_secs": 2.0,
+        "tracking_mode": "process",
+        "log_level": "error",
+        "save_to_file": False,
+    }
+    assert meter.read() == pytest.approx(3.6) and meter.read() == pytest.approx(7.2)
+    assert meter.stop() == pytest.approx(10.8) and not tracker.running
+    assert meter.read() == meter.stop() == pytest.approx(10.8)  # stopped: the final figure stays
+
+
+def test_energy_meter_callback_records_codecarbon_as_its_source(monkeypatch):
+    import types
+
+    _FakeTracker.made.clear()
+    fake = types.SimpleNamespace(OfflineEmissionsTracker=_FakeTracker)
+    monkeypatch.setitem(__import__("sys").modules, "codecarbon", fake)
+    meter = EnergyMeter(source="codecarbon")
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[meter],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel())
+    assert meter.source == "codecarbon" and meter.state_dict()["source"] == "codecarbon"
+    assert meter.energy_joules == pytest.approx(3 * 3.6)  # one flush per epoch end, one at stop
+    assert not _FakeTracker.made[-1].running
+
+
+def test_codecarbon_source_without_the_package_names_the_extra(monkeypatch):
+    from lightning_addons.energy import CodeCarbonMeter
+
+    monkeypatch.setitem(__import__("sys").modules, "codecarbon", None)
+    with pytest.raises(ModuleNotFoundError, match=r"'codecarbon'.*pip install 'lightning-addons\[tune\]'"):
+        CodeCarbonMeter()
+    with pytest.raises(ValueError, match=r"`tracking_mode` must be one of \['machine', 'process'\], got 'gpu'"):
+        CodeCarbonMeter(tracking_mode="gpu")
+    with pytest.raises(ValueError, match=r"`measure_power_secs` must be > 0, got 0"):
+        CodeCarbonMeter(measure_power_secs=0)
+
+
+def test_codecarbon_meter_reads_the_real_library_on_this_machine():
+    pytest.importorskip("codecarbon")
+    from lightning_addons.energy import CodeCarbonMeter
+
+    meter = CodeCarbonMeter(measure_power_secs=1)
+    meter.start()
+    _ = sum(i * i for i in range(1_000_000))
+    mid = meter.read()
+    final = meter.stop()
+    assert meter.source == "codecarbon" and 0 <= mid <= final and final > 0
