@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_addons.energy.meters import (
     DEFAULT_WATTS_PER_CORE,
+    ENERGY_SOURCES,
     RAPL_ROOT,
     CodeCarbonMeter,
     CPUTimeMeter,
@@ -19,7 +20,7 @@ from lightning_addons.energy.meters import (
     best_meter,
 )
 
-SOURCES = ("auto", "nvml", "rapl", "codecarbon", "cpu-time-estimate")
+SOURCES = ENERGY_SOURCES
 
 
 class EnergyMeter(pl.Callback):

@@ -18,6 +18,7 @@ _EXPORTS = {
     name: _M
     for name in (
         "DEFAULT_WATTS_PER_CORE",
+        "ENERGY_SOURCES",
         "RAPL_ROOT",
         "CPUTimeMeter",
         "CodeCarbonMeter",

@@ -22,6 +22,8 @@ from pathlib import Path
 RAPL_ROOT = "/sys/class/powercap"
 #: Default per-core power for the CPU-time estimate (W per busy core); configurable everywhere.
 DEFAULT_WATTS_PER_CORE = 10.0
+#: Energy sources one can ask for (``"auto"``: NVML, then RAPL, then the CPU-time estimate).
+ENERGY_SOURCES = ("auto", "nvml", "rapl", "codecarbon", "cpu-time-estimate")
 
 
 class EnergyMeterBase:

@@ -36,6 +36,7 @@ TUNE_KEYS = {
     "mopir",
     "timeout",
     "watts_per_core",
+    "energy_source",
     "objectives",
     "space",
     "progress",

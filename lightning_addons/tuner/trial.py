@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning_addons.energy.meters import DEFAULT_WATTS_PER_CORE, CPUTimeMeter
+from lightning_addons.energy.meters import DEFAULT_WATTS_PER_CORE, ENERGY_SOURCES, CPUTimeMeter
 from lightning_addons.resolve import instantiate, resolve_class  # noqa: F401  (the one resolver)
 from lightning_addons.tuner._pareto import check_directions
 
@@ -176,7 +176,10 @@ def run_lightning_trial(spec: Mapping[str, Any]) -> dict[str, Any]:
         model = torch.compile(model)
     tcfg = dict(cfg.get("trainer") or {})
     callbacks = instantiate(tcfg.pop("callbacks", []) or [])
-    meter = EnergyMeter(watts_per_core=float(spec.get("watts_per_core", DEFAULT_WATTS_PER_CORE)))
+    meter = EnergyMeter(
+        source=spec.get("energy_source", "auto"),
+        watts_per_core=float(spec.get("watts_per_core", DEFAULT_WATTS_PER_CORE)),
+    )
     for key, default in (
         ("logger", False),
         ("enable_checkpointing", False),
@@ -392,6 +395,12 @@ def _start_parent_watchdog(parent: int, interval: float = 0.5) -> None:  # pragm
 
 
 # ----------------------------------------------------------------------------- runners
+def _check_energy_source(source: str) -> str:
+    if source not in ENERGY_SOURCES:
+        raise ValueError(f"`energy_source` must be one of {list(ENERGY_SOURCES)}, got {source!r}.")
+    return source
+
+
 class TrialRunner:
     """Runs one configuration and returns ``{"status", "metrics", "time", "energy", "energy_source", "error"}``."""
 
@@ -451,6 +460,8 @@ class LightningTrialRunner(TrialRunner):
         timeout: seconds per trial (killed and marked failed beyond), or None.
         watts_per_core: for the CPU-time energy estimate.
         workdir: folder for the trial spec/result files.
+        energy_source: the trial's :class:`~lightning_addons.callbacks.EnergyMeter` source (``"auto"``,
+            ``"nvml"``, ``"rapl"``, ``"codecarbon"``, ``"cpu-time-estimate"``); recorded with each result.
 
     A trial process dies with the process that started it (own process group, ``PR_SET_PDEATHSIG`` and a
     watchdog thread); its process group is killed when it ends, so no straggler runs beside the next
@@ -466,6 +477,7 @@ class LightningTrialRunner(TrialRunner):
         watts_per_core: float = DEFAULT_WATTS_PER_CORE,
         workdir: str | os.PathLike | None = None,
         python: str | None = None,
+        energy_source: str = "auto",
     ):
         if timeout is not None and not timeout > 0:
             raise ValueError(f"`timeout` must be > 0 seconds or None, got {timeout!r}.")
@@ -474,6 +486,7 @@ class LightningTrialRunner(TrialRunner):
         self.system_names = list(system_names)
         self.timeout = timeout
         self.watts_per_core = watts_per_core
+        self.energy_source = _check_energy_source(energy_source)
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="hypertuner_"))
         self.python = python or sys.executable
         #: called with ``{pid, start, result, log, token}`` as soon as a trial process started (the tuner records
@@ -485,7 +498,13 @@ class LightningTrialRunner(TrialRunner):
         system = {k: v for k, v in params.items() if k in self.system_names}
         cfg = build_trial_config(self.config, params, self.targets)
         token = uuid.uuid4().hex
-        spec = {"config": cfg, "system": system, "watts_per_core": self.watts_per_core, "token": token}
+        spec = {
+            "config": cfg,
+            "system": system,
+            "watts_per_core": self.watts_per_core,
+            "energy_source": self.energy_source,
+            "token": token,
+        }
         spec_path = self.workdir / f"trial_{trial_number}_spec.json"
         out_path = self.workdir / f"trial_{trial_number}_result.json"
         out_path.unlink(missing_ok=True)

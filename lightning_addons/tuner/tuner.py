@@ -24,7 +24,7 @@ import numpy as np
 
 from lightning_addons._imports import require
 from lightning_addons._progress import Progress
-from lightning_addons.energy.meters import DEFAULT_WATTS_PER_CORE
+from lightning_addons.energy.meters import DEFAULT_WATTS_PER_CORE, ENERGY_SOURCES
 from lightning_addons.tuner._pareto import log_columns, pareto_mask, to_max
 from lightning_addons.tuner.actuators import Actuator
 from lightning_addons.tuner.mopir import MOPIRResult
@@ -373,6 +373,9 @@ class HyperTuner:
             ``weights``, ``freeze``).
         timeout: seconds per trial (Lightning trials), None for no limit.
         watts_per_core: power of one busy core for the CPU-time energy estimate.
+        energy_source: meter of the ``energy`` objective in Lightning trials: ``"auto"`` (NVML, RAPL, else
+            the CPU-time estimate), or force ``"nvml"``, ``"rapl"``, ``"codecarbon"`` (``tune`` extra),
+            ``"cpu-time-estimate"``. Each trial records the source it used.
         actuators: root-only :class:`Actuator` objects for knobs outside the process (off by default).
         progress: show finished trials and the best value per objective: a tqdm bar on a terminal, one
             plain line per trial otherwise (``LIGHTNING_ADDONS_PROGRESS=bar|plain|off`` overrides).
@@ -423,6 +426,7 @@ class HyperTuner:
         mopir: bool | Mapping[str, Any] = True,
         timeout: float | None = None,
         watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+        energy_source: str = "auto",
         actuators: Sequence[Actuator] | None = None,
         progress: bool = True,
         heartbeat_interval: int = 10,
@@ -471,6 +475,15 @@ class HyperTuner:
         self.mopir_options = None if mopir is False or mopir is None else dict(mopir)
         self.timeout = timeout
         self.watts_per_core = watts_per_core
+        if energy_source not in ENERGY_SOURCES:
+            raise ValueError(f"`energy_source` must be one of {list(ENERGY_SOURCES)}, got {energy_source!r}.")
+        if trial_fn is not None and energy_source not in ("auto", "cpu-time-estimate"):
+            raise ValueError(
+                "`energy_source` chooses the meter of Lightning trials; a `trial_fn` is metered by the "
+                "CPU-time estimate, so energy_source must be 'auto' or 'cpu-time-estimate', "
+                f"got {energy_source!r}."
+            )
+        self.energy_source = energy_source
         self.progress = progress
         if (
             logger is not None
@@ -512,6 +525,7 @@ class HyperTuner:
                 timeout=timeout,
                 watts_per_core=watts_per_core,
                 workdir=self.output_dir / "trials",
+                energy_source=energy_source,
             )
             self._check_config()
         self._checked_names = False
@@ -605,6 +619,8 @@ class HyperTuner:
             "watts_per_core": self.watts_per_core,
             "lightning_addons": __version__,
         }
+        if self.energy_source != "auto":  # absent for "auto": studies made before the option still resume
+            fp["energy_source"] = self.energy_source
         if isinstance(self.runner, LightningTrialRunner):
             fp.update(
                 config=self.runner.config,

@@ -194,6 +194,23 @@ def test_baseline_criteria_prune_equal_counts_within_the_cap(make_trainer, crite
         assert len(w) == 16
 
 
+@pytest.mark.parametrize("amount", [3, 0.25])
+def test_l1_criterion_picks_the_filters_torch_ln_structured_prunes(amount):
+    import copy
+
+    from torch.nn.utils import prune
+
+    module = alexnet()
+    pruning = AnomalyFilterPruning(criterion="l1", amount=amount, max_fraction=0.5)
+    pruning.setup(None, module, "fit")
+    decision = pruning.decide(None, module, epoch=0)
+    assert set(decision) == set(ALEX_CONVS)
+    for layer, idx in decision.items():
+        conv = copy.deepcopy(dict(module.named_modules())[layer])
+        prune.ln_structured(conv, "weight", amount=amount, n=1, dim=0)  # the library's L1 filter pruning
+        assert idx == (conv.weight_mask.flatten(1).sum(1) == 0).nonzero().flatten().tolist(), layer
+
+
 def test_random_criterion_is_seeded():
     sets = {}
     for _ in range(2):

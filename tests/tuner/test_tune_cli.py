@@ -83,3 +83,29 @@ def test_tune_cli_rejects_bad_configs(tmp_path, capsys):
     assert "unknown keys in `tune`: ['n_trails']" in first_error_line(["tune", "--config", str(path)])
     missing = first_error_line(["tune", "--config", str(tmp_path / "missing.yaml")])
     assert "--config: no such file" in missing
+
+
+@pytest.mark.slow  # a trial subprocess plus CodeCarbon's start-up: about 30 s wall on 2 shared cores
+def test_a_lightning_trial_metered_by_codecarbon_records_that_source(tmp_path):
+    pytest.importorskip("codecarbon")
+    cfg = yaml.safe_load(EXAMPLE.read_text())
+    cfg["trainer"].update(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    runner = LightningTrialRunner(
+        {k: cfg[k] for k in ("model", "data", "trainer")}, {}, workdir=tmp_path, energy_source="codecarbon"
+    )
+    res = runner({}, 0)
+    assert res["status"] == "ok", res.get("error")
+    assert res["energy_source"] == "codecarbon" and res["energy"] > 0
+
+
+def test_energy_source_is_checked_before_any_trial():
+    from lightning_addons.tuner import HyperTuner
+
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+    kw = {"space": space, "objectives": ["f:min"], "trial_fn": lambda p: {"f": p["x"]}}
+    with pytest.raises(ValueError, match=r"`energy_source` must be one of \['auto', .*\], got 'zeus'"):
+        HyperTuner(**kw, energy_source="zeus")
+    with pytest.raises(ValueError, match=r"a `trial_fn` is metered by the CPU-time estimate.*got 'codecarbon'"):
+        HyperTuner(**kw, energy_source="codecarbon")
+    with pytest.raises(ValueError, match=r"`energy_source` must be one of .*got 'ipmi'"):
+        LightningTrialRunner({}, {}, energy_source="ipmi")
