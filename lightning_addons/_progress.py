@@ -116,6 +116,7 @@ class Progress:
             raise ValueError(f"`total` and `initial` must be >= 0, got total={total!r}, initial={initial!r}.")
         self.mode = progress_mode(mode)
         self.total, self.desc, self.unit = int(total), desc, unit
+        self._units = unit + ("es" if unit.endswith(("s", "sh", "ch", "x")) else "s")
         self.n = int(initial)
         self.stream = stream
         self._t0 = time.perf_counter()
@@ -125,7 +126,7 @@ class Progress:
 
             self._bar = tqdm(total=self.total, initial=self.n, desc=desc, unit=unit, file=sys.stderr)
         elif self.mode == "plain":
-            self.line(f"{self.n}/{self.total} {self.unit}s" + (" (resumed)" if self.n else ""))
+            self.line(f"{self.n}/{self.total} {self._units}" + (" (resumed)" if self.n else ""))
 
     def line(self, text: str) -> None:
         """Print ``"<desc>: <text>"`` as one plain line (above the bar in bar mode; nothing when off)."""
@@ -148,7 +149,7 @@ class Progress:
         elif self.mode == "plain":
             elapsed = time.perf_counter() - self._t0
             self.line(
-                f"{self.n}/{self.total} {self.unit}s" + (f"  {text}" if text else "") + f"  [{elapsed:.1f}s]"
+                f"{self.n}/{self.total} {self._units}" + (f"  {text}" if text else "") + f"  [{elapsed:.1f}s]"
             )
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_addons._imports import require
+from lightning_addons._progress import Progress
 
 Judge = Callable[[torch.Tensor], torch.Tensor]
 
@@ -348,6 +349,8 @@ class CacheInitializer:
         filter: keep only agreeing images and refill until ``K`` per class.
         max_rounds: refill rounds per class before giving up.
         seed: base seed; class ``c``'s round ``r`` uses ``seed + 1000 * c + r``.
+        progress: show one step per class (a bar on a terminal, a plain line otherwise; see
+            ``LIGHTNING_ADDONS_PROGRESS``).
 
     Raises:
         ValueError: ``shots < 1``, empty or duplicate class names, ``filter`` without a judge; at run
@@ -371,11 +374,13 @@ class CacheInitializer:
         filter: bool = False,
         max_rounds: int = 10,
         seed: int = 0,
+        progress: bool = False,
     ) -> None:
         from lightning_addons.modules.nn.cache import validate_class_names
 
         if not isinstance(shots, int) or isinstance(shots, bool) or shots < 1:
             raise ValueError(f"`shots` (K, images per class) must be an integer >= 1, got {shots!r}.")
+        self.progress = progress
         if filter and judge is None:
             raise ValueError("`filter=True` needs a `judge` (zero-shot CLIP or a reference classifier).")
         if not isinstance(max_rounds, int) or max_rounds < 1:
@@ -407,6 +412,7 @@ class CacheInitializer:
         t0 = time.perf_counter()
         images, labels, per_class = [], [], []
         shape: tuple | None = None
+        bar = Progress(len(self.class_names), "cache generation", "class", mode=self.progress)
         for c, name in enumerate(self.class_names):
             kept: list[torch.Tensor] = []
             generated = agreed = 0
@@ -446,6 +452,8 @@ class CacheInitializer:
                     "kept": self.shots,
                 }
             )
+            bar.update(1, postfix={"class": name, "generated": generated})
+        bar.close()
         total_gen = sum(p["generated"] for p in per_class)
         fidelity = None
         if self.judge is not None:
@@ -494,6 +502,7 @@ class SyntheticCacheDataModule(pl.LightningDataModule):
         max_rounds: refill rounds per class.
         batch_size: batch size of the feature loaders.
         seed: generation seed.
+        progress: show cache generation one class at a time (a bar on a terminal, a plain line otherwise).
 
     Raises:
         ValueError: ``shots < 1``, unknown generator string, duplicate/empty class names, a filter
@@ -517,10 +526,12 @@ class SyntheticCacheDataModule(pl.LightningDataModule):
         max_rounds: int = 10,
         batch_size: int = 64,
         seed: int = 0,
+        progress: bool = False,
     ) -> None:
         super().__init__()
         from lightning_addons.modules.nn.cache import validate_class_names
 
+        self.progress = progress
         if class_names is None:
             class_names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
         self.class_names = validate_class_names(class_names)
@@ -671,6 +682,7 @@ class SyntheticCacheDataModule(pl.LightningDataModule):
                 filter=self.fidelity_filter,
                 max_rounds=self.max_rounds,
                 seed=self.seed,
+                progress=self.progress,
             )
             self._cache = init.run()
             from lightning.pytorch.utilities import rank_zero_info

@@ -115,7 +115,9 @@ def _clients(x: torch.Tensor, y: torch.Tensor, parts: Sequence[np.ndarray], batc
     ]
 
 
-def build_world(shots: int = 16, lr: float = 1e-3, seed: int = 0, fidelity_filter: bool = True):
+def build_world(
+    shots: int = 16, lr: float = 1e-3, seed: int = 0, fidelity_filter: bool = True, progress: bool = False
+):
     """The initial cache model (balanced synthetic cache from the tiny UNet) and the private splits.
 
     Returns ``(adapter, features, images)`` where ``features``/``images`` map split -> ``(x, y)``.
@@ -126,7 +128,7 @@ def build_world(shots: int = 16, lr: float = 1e-3, seed: int = 0, fidelity_filte
     torch.manual_seed(seed)
     adapter = CacheCLIPAdapter(lr=lr, search_alpha_beta=True, seed=seed)
     sdm = SyntheticCacheDataModule(
-        generator="tiny-unet", shots=shots, fidelity_filter=fidelity_filter, seed=seed
+        generator="tiny-unet", shots=shots, fidelity_filter=fidelity_filter, seed=seed, progress=progress
     )
     with quiet_lightning():
         trainer = pl.Trainer(
@@ -253,7 +255,7 @@ def run_cachefl(
             print(f"[cachefl {time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
     say("building the world: synthetic cache from the tiny UNet, CLIP features of every split")
-    adapter, feats, images = build_world(shots=shots, lr=lr)
+    adapter, feats, images = build_world(shots=shots, lr=lr, progress=verbose)
     eval_features = TensorSplitsDataModule(feats)
     cache_bytes = state_nbytes(get_federated_state(adapter))
     with quiet_lightning():
@@ -327,6 +329,7 @@ def run_cachefl(
                 epochs=rounds * local_epochs,
                 eval_datamodule=eval_features,
                 seed=seed,
+                progress_bar=verbose,
             )
             row["local_only"] = lo["mean"]["test_acc"]
             row["local_only_per_client"] = [m["test_acc"] for m in lo["per_client"]]

@@ -801,8 +801,11 @@ def local_only(
     eval_datamodule: pl.LightningDataModule | None = None,
     seed: int = 0,
     trainer_kwargs: Mapping[str, Any] | None = None,
+    progress_bar: bool = False,
 ) -> dict[str, Any]:
     """Baseline: every client trains alone for ``epochs`` from the same start; test metrics per client and mean.
+
+    ``progress_bar=True`` shows one step per client (a bar on a terminal, a plain line otherwise).
 
     Examples:
         >>> from lightning_addons.datamodules import DigitsDataModule
@@ -825,10 +828,12 @@ def local_only(
     )
     start = {k: v.clone() for k, v in sim.global_state.items()}
     per_client = []
-    for cid in range(sim.num_clients):
-        sim.global_state = {k: v.clone() for k, v in start.items()}
-        state, _ = sim.train_client(0, cid)
-        per_client.append(sim.evaluate(state, stage="test"))
+    with Progress(sim.num_clients, "local-only clients", "client", mode=progress_bar) as bar:
+        for cid in range(sim.num_clients):
+            sim.global_state = {k: v.clone() for k, v in start.items()}
+            state, _ = sim.train_client(0, cid)
+            per_client.append(sim.evaluate(state, stage="test"))
+            bar.update(1, postfix={k: v for k, v in per_client[-1].items() if k.endswith("acc")})
     sim._restore_module(start)
     keys = per_client[0].keys() if per_client else []
     return {"per_client": per_client, "mean": {k: float(np.mean([m[k] for m in per_client])) for k in keys}}

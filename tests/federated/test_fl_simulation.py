@@ -388,3 +388,16 @@ def test_without_a_terminal_each_round_prints_one_plain_line_with_its_metric(
         pattern = rf"federated rounds: {rnd}/2 rounds  val_acc=[01]\.\d{{4}} clients=2  \[[\d.]+s\]"
         assert re.fullmatch(pattern, line)
     assert "\r" not in out + err
+
+
+def test_local_only_with_progress_prints_one_plain_line_per_client(make_module, digits, capsys, monkeypatch):
+    monkeypatch.delenv("LIGHTNING_ADDONS_PROGRESS", raising=False)
+    fdm = FederatedDataModule(digits, num_clients=2, partition="iid")
+    local_only(make_module(), fdm, epochs=1, progress_bar=True)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("local-only clients:")]
+    assert lines[0] == "local-only clients: 0/2 clients"
+    assert [ln.split("  ")[0] for ln in lines[1:]] == [
+        "local-only clients: 1/2 clients",
+        "local-only clients: 2/2 clients",
+    ]
+    assert all("test_acc=" in ln for ln in lines[1:])

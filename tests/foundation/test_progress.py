@@ -78,3 +78,23 @@ def test_bad_modes_are_clear_errors(monkeypatch):
         progress_mode("auto")
     with pytest.raises(ValueError, match=r"`total` and `initial` must be >= 0, got total=-1"):
         Progress(-1, "x", mode="off")
+
+
+def test_cache_generation_with_progress_prints_one_line_per_class(capsys, monkeypatch):
+    import torch
+
+    from lightning_addons.datamodules.synthetic_cache import CacheInitializer, FewShotGenerator
+
+    monkeypatch.delenv(ENV, raising=False)
+    _as_tty(monkeypatch, False)
+    gen = FewShotGenerator(torch.rand(30, 1, 8, 8), torch.arange(3).repeat(10))
+    CacheInitializer(gen, ["a", "b", "c"], shots=4, progress=True).run()
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split("  [")[0] for ln in lines] == [
+        "cache generation: 0/3 classes",
+        "cache generation: 1/3 classes  class=a generated=4",
+        "cache generation: 2/3 classes  class=b generated=4",
+        "cache generation: 3/3 classes  class=c generated=4",
+    ]
+    CacheInitializer(gen, ["a", "b", "c"], shots=4).run()  # progress is off by default
+    assert capsys.readouterr().out == ""

@@ -105,7 +105,7 @@ def test_energy_source_is_checked_before_any_trial():
     kw = {"space": space, "objectives": ["f:min"], "trial_fn": lambda p: {"f": p["x"]}}
     with pytest.raises(ValueError, match=r"`energy_source` must be one of \['auto', .*\], got 'zeus'"):
         HyperTuner(**kw, energy_source="zeus")
-    with pytest.raises(ValueError, match=r"a `trial_fn` is metered by the CPU-time estimate.*got 'codecarbon'"):
+    with pytest.raises(ValueError, match=r"`trial_fn` is metered by the CPU-time estimate.*got 'codecarbon'"):
         HyperTuner(**kw, energy_source="codecarbon")
     with pytest.raises(ValueError, match=r"`energy_source` must be one of .*got 'ipmi'"):
         LightningTrialRunner({}, {}, energy_source="ipmi")
