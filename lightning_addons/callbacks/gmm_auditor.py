@@ -151,6 +151,10 @@ class GMMFilterAuditor(pl.Callback):
         ['model.features.0', 'model.features.3']
     """
 
+    #: An audit is announced when it starts if it is the first one or the last one took longer than this
+    #: (seconds); every audit is reported when it ends.
+    announce_after_seconds: float = 5.0
+
     def __init__(
         self,
         layers: list[str] | None = None,
@@ -708,6 +712,13 @@ class GMMFilterAuditor(pl.Callback):
         """Run one audit now on ``size`` samples (default ``max_samples``); every rank calls it, rank 0 fits and
         broadcasts the verdicts. ``reason`` is recorded in the audit (e.g. ``"pruning"``)."""
         self._last_epoch = trainer.current_epoch
+        last = self.history[-1] if self.history else None
+        if last is None or float(last.get("seconds", 0.0)) > self.announce_after_seconds:
+            took = f" (the last audit took {float(last['seconds']):.1f}s)" if last is not None else ""
+            rank_zero_info(
+                f"GMM audit epoch {trainer.current_epoch} ({reason}): started on "
+                f"{size or self.max_samples or 'all'} samples{took}"
+            )
         start = time.perf_counter()
         self._prepare_subset(trainer, size)
         maps = self._gather(trainer, pl_module)

@@ -325,3 +325,21 @@ def test_budget_accounting_survives_resume(make_trainer, tmp_path):
     assert [a["epoch"] for a in resumed.history] == [0]  # the restored budget still holds: epoch 2 skipped
     assert resumed.skipped_epochs == [1, 2]
     assert resumed._audit_seconds == pytest.approx(state["audit_seconds"])
+
+
+def test_an_audit_is_announced_when_it_starts_if_the_last_one_was_long(make_trainer, caplog):
+    import logging
+
+    def started_lines(threshold: float) -> list[str]:
+        auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, figures="none", save_tables=False)
+        auditor.announce_after_seconds = threshold
+        trainer = make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=1, callbacks=[auditor])
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            trainer.fit(lenet_module(), DigitsDataModule(resize=32))
+        return [r.getMessage() for r in caplog.records if "started on" in r.getMessage()]
+
+    assert started_lines(1e9) == ["GMM audit epoch 0 (scheduled): started on 64 samples"]  # the first only
+    lines = started_lines(0.0)  # every audit counts as long
+    assert len(lines) == 3
+    assert lines[1].startswith("GMM audit epoch 1 (scheduled): started on 64 samples (the last audit took ")
