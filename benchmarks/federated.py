@@ -121,7 +121,7 @@ def robust_part(
             f"{label:30s} "
             + " ".join(f"{acc[label, a]:16.4f}" for a, _ in run_attacks)
             + (f" {100 * (clean - acc[peer, 'clean']):+14.1f}p" if (peer, "clean") in acc else f"{'-':>16s}")
-            + f" {100 * (worst - clean):+20.1f}p"
+            + (f" {100 * (worst - clean):+20.1f}p" if worst == worst else f"{'-':>22s}")
         )
 
 
