@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, ".")  # run from the repository root without installing
 
+from lightning_addons.experiments import TensorSplitsDataModule, build_world, client_datamodules  # noqa: E402
 from lightning_addons.federated import FederatedSimulation  # noqa: E402
-from lightning_addons.federated.cachefl import TensorSplitsDataModule, _clients, build_world  # noqa: E402
 from lightning_addons.federated.partition import dirichlet_partition  # noqa: E402
 from lightning_addons.strategies import Aggregator, get_federated_state  # noqa: E402
 
@@ -134,7 +134,7 @@ def seconds_per_round(adapter, data, rounds: int, clients: int, seed: int = 0) -
     parts = dirichlet_partition(y.numpy(), clients, alpha=0.5, min_size=10, seed=seed)
     sim = FederatedSimulation(
         copy.deepcopy(adapter),
-        _clients(x, y, parts, 32, seed),
+        client_datamodules(x, y, parts, 32, seed),
         rounds=rounds,
         local_epochs=1,
         eval_datamodule=TensorSplitsDataModule(data),

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +31,7 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp import strategy as flwr_strategies  # noqa: E402
 
+from lightning_addons.data import atomic_write_text  # noqa: E402
 from lightning_addons.federated.config import build, build_simulation, load_config  # noqa: E402
 from lightning_addons.federated.meter import state_nbytes  # noqa: E402
 from lightning_addons.strategies.aggregation import Aggregator, InvalidClientUpdate, validate_update  # noqa: E402
@@ -179,12 +178,7 @@ def make_client_app() -> ClientApp:
 
 # ---------------------------------------------------------------------------- ServerApp
 def _atomic_write_json(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def run_server(grid: Grid, context: Context) -> dict[str, Any]:
