@@ -53,7 +53,9 @@ class CheckpointDigest(pl.Callback):
 
     Lightning restores the weights before it calls callbacks, so the check runs after the module holds
     them but before any step, and the run stops. Checkpoints saved with ``save_weights_only=True`` carry
-    no digest (Lightning calls no callback for them): load those with ``require=False``.
+    no digest from the callback (Lightning calls no callback for them): load those with ``require=False``,
+    unless the module writes its own (:class:`~lightning_addons.integrity.CheckpointDigestMixin`: our
+    LightningModules do, with or without this callback; a checkpoint is then hashed once, not twice).
 
     Args:
         require: refuse checkpoints that carry no digest (written without this callback); with
