@@ -21,12 +21,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_addons.callbacks import AnomalyFilterPruning, GMMFilterAuditor
-from lightning_addons.datamodules import DigitsDataModule, TimeSeriesDataModule
-from lightning_addons.modules import ImageClassifier
-from lightning_addons.modules.nn import AlexNetSmall, LeNet5
+# (each mode imports only what it needs: these processes are started once per fault)
 
 #: the pruning of the checkpoint every resume starts from
 WRITE_SETTINGS = dict(criterion="random", amount=0.25, epochs=[1], seed=3)
@@ -42,13 +38,21 @@ def make_trainer(root: str, callbacks=(), **kw) -> pl.Trainer:
     return pl.Trainer(**opts)
 
 
-def alexnet(seed: int) -> ImageClassifier:
+def alexnet(seed: int):
+    from lightning_addons.modules import ImageClassifier
+    from lightning_addons.modules.nn import AlexNetSmall
+
     pl.seed_everything(seed, verbose=False)
     return ImageClassifier(AlexNetSmall(width=0.25), lr=3e-3)
 
 
 def write_pruned_checkpoint(folder: Path) -> tuple[Path, dict[str, list[int]]]:
     """2 epochs with pruning after epoch 1; returns (last.ckpt, the pruned filters)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_addons.callbacks import AnomalyFilterPruning
+    from lightning_addons.datamodules import DigitsDataModule
+
     pruning = AnomalyFilterPruning(**WRITE_SETTINGS)
     ckpt = ModelCheckpoint(dirpath=str(folder), save_last=True)
     trainer = make_trainer(str(folder), [pruning, ckpt], max_epochs=2, enable_checkpointing=True)
@@ -57,6 +61,9 @@ def write_pruned_checkpoint(folder: Path) -> tuple[Path, dict[str, list[int]]]:
 
 
 def prune_resume(ckpt: str, settings_json: str, out: str) -> None:
+    from lightning_addons.callbacks import AnomalyFilterPruning
+    from lightning_addons.datamodules import DigitsDataModule
+
     settings = json.loads(settings_json)
     callbacks = [AnomalyFilterPruning(**settings)] if settings is not None else []
     module = alexnet(7)
@@ -81,6 +88,11 @@ class _StepMarker(pl.Callback):
 
 
 def audit_unwritable(save_dir: str, marker: str) -> None:
+    from lightning_addons.callbacks import GMMFilterAuditor
+    from lightning_addons.datamodules import DigitsDataModule
+    from lightning_addons.modules import ImageClassifier
+    from lightning_addons.modules.nn import LeNet5
+
     auditor = GMMFilterAuditor(max_samples=64, save_dir=save_dir)
     make_trainer(str(Path(marker).parent), [auditor, _StepMarker(marker)]).fit(
         ImageClassifier(LeNet5()), DigitsDataModule(resize=32)
@@ -103,6 +115,8 @@ def faulty_series(fault: str) -> np.ndarray:
 
 
 def series(fault: str, out: str) -> None:
+    from lightning_addons.datamodules import TimeSeriesDataModule
+
     def dm(invalid: str) -> TimeSeriesDataModule:
         return TimeSeriesDataModule(
             faulty_series(fault), lookback=8, horizon=4, splits=[80, 20, 20], invalid=invalid
