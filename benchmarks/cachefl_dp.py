@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, ".")  # run from the repository root without installing
 
+from lightning_addons.experiments import TensorSplitsDataModule, build_world, client_datamodules  # noqa: E402
 from lightning_addons.federated import FederatedSimulation  # noqa: E402
-from lightning_addons.federated.cachefl import TensorSplitsDataModule, _clients, build_world  # noqa: E402
 from lightning_addons.federated.partition import dirichlet_partition  # noqa: E402
 from lightning_addons.strategies.privacy import ClientDP  # noqa: E402
 
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:
         parts = dirichlet_partition(y.numpy(), args.clients, alpha=args.alpha, min_size=2, seed=seed)
-        clients = _clients(x, y, parts, 32, seed)
+        clients = client_datamodules(x, y, parts, 32, seed)
         ref = FederatedSimulation(copy.deepcopy(adapter), clients, seed=seed, **{**base, "rounds": 1})
         zero = ref.evaluate(stage="test")
         rows.setdefault("zero-shot CLIP", []).append({"acc": zero["test_acc_zero_shot"]})

@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, ".")  # run from the repository root without installing
 
+from lightning_addons.experiments import TensorSplitsDataModule, build_world, client_datamodules  # noqa: E402
 from lightning_addons.federated import FederatedSimulation  # noqa: E402
-from lightning_addons.federated.cachefl import TensorSplitsDataModule, _clients, build_world  # noqa: E402
 from lightning_addons.federated.partition import dirichlet_partition  # noqa: E402
 from lightning_addons.strategies import Aggregator, get_federated_state  # noqa: E402
 
@@ -83,7 +83,9 @@ def robust_accuracy(kwargs: dict, factor: float | None, rounds: int, seed: int) 
     return float(sim.fit().test_metrics["test_acc"])
 
 
-def robust_part(rounds: int, seeds: list[int], only: list[str] | None = None) -> None:
+def robust_part(
+    rounds: int, seeds: list[int], only: list[str] | None = None, attacks: list[str] | None = None
+) -> None:
     import logging
 
     logging.getLogger("lightning_addons").setLevel(
@@ -96,8 +98,9 @@ def robust_part(rounds: int, seeds: list[int], only: list[str] | None = None) ->
     )
     acc: dict[tuple[str, str], float] = {}
     rules = [r for r in ROBUST_RULES if only is None or r[0] in only]
+    run_attacks = [a for a in ATTACKS if attacks is None or a[0] in attacks]
     for label, kwargs in rules:
-        for attack, factor in ATTACKS:
+        for attack, factor in run_attacks:
             t = time.perf_counter()
             vals = [robust_accuracy(kwargs, factor, rounds, seed) for seed in seeds]
             acc[label, attack] = sum(vals) / len(vals)
@@ -108,17 +111,17 @@ def robust_part(rounds: int, seeds: list[int], only: list[str] | None = None) ->
     peer = ROBUST_RULES[0][0]
     print(
         f"\n{'rule':30s} "
-        + " ".join(f"{a:>16s}" for a, _ in ATTACKS)
+        + " ".join(f"{a:>16s}" for a, _ in run_attacks)
         + f" {'clean - FedAvg':>15s} {'worst attack - clean':>21s}"
     )
     for label, _ in rules:
         clean = acc[label, "clean"]
-        worst = min(acc[label, a] for a, f in ATTACKS if f is not None)
+        worst = min((acc[label, a] for a, f in run_attacks if f is not None), default=float("nan"))
         print(
             f"{label:30s} "
-            + " ".join(f"{acc[label, a]:16.4f}" for a, _ in ATTACKS)
+            + " ".join(f"{acc[label, a]:16.4f}" for a, _ in run_attacks)
             + (f" {100 * (clean - acc[peer, 'clean']):+14.1f}p" if (peer, "clean") in acc else f"{'-':>16s}")
-            + f" {100 * (worst - clean):+20.1f}p"
+            + (f" {100 * (worst - clean):+20.1f}p" if worst == worst else f"{'-':>22s}")
         )
 
 
@@ -131,7 +134,7 @@ def seconds_per_round(adapter, data, rounds: int, clients: int, seed: int = 0) -
     parts = dirichlet_partition(y.numpy(), clients, alpha=0.5, min_size=10, seed=seed)
     sim = FederatedSimulation(
         copy.deepcopy(adapter),
-        _clients(x, y, parts, 32, seed),
+        client_datamodules(x, y, parts, 32, seed),
         rounds=rounds,
         local_epochs=1,
         eval_datamodule=TensorSplitsDataModule(data),
@@ -174,6 +177,9 @@ def main(argv=None) -> None:
     parser.add_argument("--robust-rounds", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--rules", nargs="+", default=None, help="robust part: only these rule labels")
+    parser.add_argument(
+        "--attacks", nargs="+", default=None, help="robust part: only these attack labels (e.g. clean)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rounds = 1 if args.quick else args.rounds
@@ -186,7 +192,10 @@ def main(argv=None) -> None:
     )
     if args.part in ("all", "robust"):
         robust_part(
-            2 if args.quick else args.robust_rounds, args.seeds[:1] if args.quick else args.seeds, args.rules
+            2 if args.quick else args.robust_rounds,
+            args.seeds[:1] if args.quick else args.seeds,
+            args.rules,
+            args.attacks,
         )
     if args.part == "robust":
         return

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, ".")  # run from the repository root without installing
 
+from lightning_addons.experiments import TensorSplitsDataModule, build_world, client_datamodules  # noqa: E402
 from lightning_addons.federated import FederatedSimulation  # noqa: E402
-from lightning_addons.federated.cachefl import TensorSplitsDataModule, _clients, build_world  # noqa: E402
 from lightning_addons.federated.partition import dirichlet_partition  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def _peak_mib() -> float:
 
 def run(adapter, data, x, y, clients: int, fraction: float, rounds: int, alpha: float, seed: int = 0):
     parts = dirichlet_partition(y.numpy(), clients, alpha=alpha, min_size=2, seed=seed)
-    cl = _clients(x, y, parts, 32, seed)
+    cl = client_datamodules(x, y, parts, 32, seed)
     rss0 = _rss_mib()
     t0 = time.perf_counter()
     sim = FederatedSimulation(

@@ -32,6 +32,11 @@ PACKAGES = [
         "FedAvg strategy, FedProx, aggregation maths.",
     ),
     ("lightning_addons.federated", "Federated simulation", "In-process runner, partitions, byte meter."),
+    (
+        "lightning_addons.experiments",
+        "Experiment drivers",
+        "End-to-end experiments on the public API (CacheFL), run by `lightning-addons federate`.",
+    ),
     ("lightning_addons.energy", "Energy meters (pure)", "NVML, RAPL and CPU-time energy meters, wall clock."),
     ("lightning_addons.tuner", "HyperTuner", "Search space, objectives, ADUMBO, MOPIR, reports."),
     (

@@ -40,10 +40,21 @@ COMMANDS: dict[str, Command] = {
     "predict": Command(_LIGHTNING, "Run inference on a prediction set (LightningCLI)."),
     "tune": Command("lightning_addons.tuner.cli:main", "Run a HyperTuner study (multi-objective tuning)."),
     "federate": Command(
-        "lightning_addons.federated.cli:main",
+        "lightning_addons.cli:federate",
         "Run a federated config in simulation, or write its Flower app.",
     ),
 }
+
+#: Experiment drivers ``federate`` runs for a config holding a section of their name (section -> target);
+#: they live in :mod:`lightning_addons.experiments`, above the library, so only the CLI names them.
+EXPERIMENTS: dict[str, str] = {"cachefl": "lightning_addons.experiments.cachefl:run_cachefl"}
+
+
+def federate(argv: list[str] | None = None) -> Any:
+    """``lightning-addons federate``: :func:`lightning_addons.federated.cli.main` with :data:`EXPERIMENTS`."""
+    from lightning_addons.federated.cli import main as federate_main
+
+    return federate_main(argv, experiments=EXPERIMENTS)
 
 
 def register_command(name: str, target: str, help: str = "") -> None:

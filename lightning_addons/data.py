@@ -67,6 +67,31 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a temp file beside ``path``, ``fsync`` it, then ``os.replace``: readers see the old
+    file or the new one, never a torn one. Creates the parent folder; returns ``path``.
+
+    Examples:
+        >>> import tempfile, os
+        >>> p = atomic_write_text(os.path.join(tempfile.mkdtemp(), "sub", "r.json"), "{}")
+        >>> p.read_text(), sorted(os.listdir(p.parent))
+        ('{}', ['r.json'])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temp file beside ``path``, ``fsync`` it, then ``os.replace``: a crash (or a power
     loss) never leaves a half-written file behind (the previous file, if any, stays intact). Creates the

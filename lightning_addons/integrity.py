@@ -158,6 +158,145 @@ def unseal(state: Mapping[str, Any], owner: str) -> dict[str, Any]:
     return body
 
 
+#: Top-level key of a Lightning checkpoint holding its model-state digest (written by
+#: :class:`CheckpointDigestMixin` and the ``CheckpointDigest`` callback).
+CHECKPOINT_DIGEST_KEY = "lightning_addons_state_digest"
+#: Transient key set on a *loaded* checkpoint dict once it is verified, so the module hook and the callback
+#: do not hash it twice. Its value holds a token of this process, so a file saved with it is still checked.
+_VERIFIED_KEY = "lightning_addons_state_digest_verified"
+_PROCESS_TOKEN = os.urandom(16).hex()
+
+
+def _key_digests(state_dict: Mapping[str, Any]) -> dict[str, str]:
+    """The :func:`state_digest` of every entry of a model ``state_dict``; an entry :func:`state_digest`
+    cannot hash (a module's arbitrary ``get_extra_state()``) is recorded by its type only, never refused."""
+
+    def one(v: Any) -> str:
+        try:
+            return state_digest(v)
+        except TypeError:
+            return f"unhashed:{type(v).__qualname__}"
+
+    return {str(k): one(v) for k, v in state_dict.items()}
+
+
+def checkpoint_digest(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The digest record a Lightning checkpoint carries under :data:`CHECKPOINT_DIGEST_KEY`: one sha256 per
+    ``state_dict`` key (so a mismatch names the keys) and one over them all; primitives only.
+
+    Examples:
+        >>> rec = checkpoint_digest({"w": torch.zeros(2), "b": torch.ones(1)})
+        >>> sorted(rec), sorted(rec["keys"]), len(rec["sha256"])
+        (['keys', 'sha256', 'version'], ['b', 'w'], 64)
+    """
+    keys = _key_digests(state_dict)
+    return {"sha256": state_digest(keys), "keys": keys, "version": 2}
+
+
+def verify_checkpoint_digest(
+    checkpoint: Mapping[str, Any], source: str | None = None, require: bool = True
+) -> str | None:
+    """Check a loaded Lightning checkpoint's ``state_dict`` against the digest stored in it; returns the
+    verified digest, or None for a checkpoint without one when ``require`` is False.
+
+    A checkpoint already verified in this process (by the module's hook or the callback) is not hashed
+    again. Digests written before per-key digests (``version`` 1: one sha256 of the ``state_dict``) are
+    checked too.
+
+    Raises:
+        IntegrityError: no digest and ``require``; or the ``state_dict`` does not match the digest (the
+            message names the file when ``source`` is given, and the keys that differ).
+
+    Examples:
+        >>> ckpt = {"state_dict": {"w": torch.zeros(2), "b": torch.ones(1)}}
+        >>> ckpt[CHECKPOINT_DIGEST_KEY] = checkpoint_digest(ckpt["state_dict"])
+        >>> ckpt["state_dict"]["w"][1] = 1e38  # a flipped exponent bit
+        >>> verify_checkpoint_digest(ckpt, "epoch=3.ckpt")
+        Traceback (most recent call last):
+        ...
+        lightning_addons.integrity.IntegrityError: Checkpoint 'epoch=3.ckpt' is corrupt: ... keys that differ: ['w'] ...
+    """
+    done = checkpoint.get(_VERIFIED_KEY)
+    if isinstance(done, tuple) and len(done) == 2 and done[0] == _PROCESS_TOKEN:
+        return done[1]
+    where = f"Checkpoint {source!r}" if source else "The checkpoint"
+    stored = checkpoint.get(CHECKPOINT_DIGEST_KEY)
+    if not isinstance(stored, Mapping) or "sha256" not in stored:
+        if not require:
+            return None
+        raise IntegrityError(
+            f"{where} carries no model-state digest (it was not written with the CheckpointDigest callback or "
+            "one of lightning_addons' LightningModules), so it cannot be verified; remove "
+            "CheckpointDigest(require=True) to load it unverified."
+        )
+    state = checkpoint["state_dict"]
+    stored_keys = stored.get("keys")
+    if isinstance(stored_keys, Mapping):
+        keys = _key_digests(state)
+        actual = state_digest(keys)
+        differ = sorted(k for k in set(keys) | set(stored_keys) if keys.get(k) != stored_keys.get(k))
+    else:
+        actual, differ = state_digest(state), []
+    if actual != stored["sha256"]:
+        shown = differ[:8] + (["..."] if len(differ) > 8 else [])
+        which = f"; the keys that differ: {shown}" if differ else ""
+        raise IntegrityError(
+            f"{where} is corrupt: its model state has sha256 {actual}, the digest stored when it was saved is "
+            f"{stored['sha256']}{which} (a flipped bit or a partial overwrite). Resume from another checkpoint."
+        )
+    if isinstance(checkpoint, dict):
+        checkpoint[_VERIFIED_KEY] = (_PROCESS_TOKEN, actual)
+    return actual
+
+
+class CheckpointDigestMixin:
+    """Put first among a LightningModule's bases: every checkpoint it writes carries a digest of its
+    ``state_dict``, checked when one is loaded, with or without the ``CheckpointDigest`` callback.
+
+    So a flipped bit in a checkpoint written by a plain user ``Trainer`` stops ``fit``/``validate``/
+    ``test(ckpt_path=...)`` and ``load_from_checkpoint`` with an :class:`IntegrityError` naming the file
+    (when the Trainer knows it) and the keys that differ, before the weights are loaded. Checkpoints
+    without a digest (written before, or by another module) load unverified; add
+    ``CheckpointDigest(require=True)`` to refuse them. With the callback present too, each checkpoint is
+    hashed once on save and once on load. Imports no Lightning (the hooks only touch the checkpoint dict).
+
+    Examples:
+        >>> import tempfile, os
+        >>> import lightning.pytorch as pl
+        >>> from lightning.pytorch.demos.boring_classes import BoringModel
+        >>> class MyModel(CheckpointDigestMixin, BoringModel):
+        ...     pass
+        >>> root = tempfile.mkdtemp()
+        >>> kw = dict(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+        >>> trainer = pl.Trainer(default_root_dir=root, **kw)
+        >>> trainer.fit(MyModel())
+        >>> path = os.path.join(root, "model.ckpt")
+        >>> trainer.save_checkpoint(path)
+        >>> ckpt = torch.load(path, weights_only=True)
+        >>> ckpt["state_dict"]["layer.bias"][0] += 1.0  # corrupt one weight
+        >>> torch.save(ckpt, path)
+        >>> MyModel.load_from_checkpoint(path)
+        Traceback (most recent call last):
+        ...
+        lightning_addons.integrity.IntegrityError: The checkpoint is corrupt: ... keys that differ: ['layer.bias'] ...
+    """
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        stored = checkpoint.get(CHECKPOINT_DIGEST_KEY)
+        if not (isinstance(stored, Mapping) and isinstance(stored.get("keys"), Mapping)):
+            # (the CheckpointDigest callback, called before this hook, may have written it already)
+            checkpoint[CHECKPOINT_DIGEST_KEY] = checkpoint_digest(checkpoint["state_dict"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        try:
+            path = self.trainer.ckpt_path  # type: ignore[attr-defined]
+        except RuntimeError:  # not attached to a Trainer: ``load_from_checkpoint``
+            path = None
+        verify_checkpoint_digest(checkpoint, source=str(path) if path else None, require=False)
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+
+
 def save_verified(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Atomically ``torch.save`` ``{"format", "sha256", "state"}`` to ``path``; returns ``path``.
 

@@ -8,20 +8,26 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from lightning_addons.integrity import IntegrityError, state_digest
+from lightning_addons.integrity import (
+    CHECKPOINT_DIGEST_KEY,
+    IntegrityError,
+    checkpoint_digest,
+    verify_checkpoint_digest,
+)
 
 #: Top-level checkpoint key holding the digest.
-DIGEST_KEY = "lightning_addons_state_digest"
+DIGEST_KEY = CHECKPOINT_DIGEST_KEY
 
 
 def verify_checkpoint(checkpoint: Mapping[str, Any] | str | os.PathLike, source: str | None = None) -> str:
-    """Check a Lightning checkpoint (a loaded dict or a path) against the digest :class:`CheckpointDigest` stored.
+    """Check a Lightning checkpoint (a loaded dict or a path) against the digest :class:`CheckpointDigest`
+    (or a module with :class:`~lightning_addons.integrity.CheckpointDigestMixin`) stored.
 
     Returns the verified digest.
 
     Raises:
         IntegrityError: the checkpoint carries no digest, or its ``state_dict`` does not match it
-            (the message names the file).
+            (the message names the file and the keys that differ).
     """
     if not isinstance(checkpoint, Mapping):
         import torch
@@ -33,20 +39,7 @@ def verify_checkpoint(checkpoint: Mapping[str, Any] | str | os.PathLike, source:
             raise IntegrityError(
                 f"Checkpoint {source!r} cannot be read ({type(err).__name__}): truncated or corrupt."
             ) from None
-    where = f"Checkpoint {source!r}" if source else "The checkpoint"
-    stored = checkpoint.get(DIGEST_KEY)
-    if not isinstance(stored, Mapping) or "sha256" not in stored:
-        raise IntegrityError(
-            f"{where} carries no model-state digest (it was not written with the CheckpointDigest callback), so "
-            "it cannot be verified; remove CheckpointDigest(require=True) to load it unverified."
-        )
-    actual = state_digest(checkpoint["state_dict"])
-    if actual != stored["sha256"]:
-        raise IntegrityError(
-            f"{where} is corrupt: its model state has sha256 {actual}, the digest stored when it was saved is "
-            f"{stored['sha256']} (a flipped bit or a partial overwrite). Resume from another checkpoint."
-        )
-    return actual
+    return verify_checkpoint_digest(checkpoint, source, require=True)
 
 
 class CheckpointDigest(pl.Callback):
@@ -60,7 +53,9 @@ class CheckpointDigest(pl.Callback):
 
     Lightning restores the weights before it calls callbacks, so the check runs after the module holds
     them but before any step, and the run stops. Checkpoints saved with ``save_weights_only=True`` carry
-    no digest (Lightning calls no callback for them): load those with ``require=False``.
+    no digest from the callback (Lightning calls no callback for them): load those with ``require=False``,
+    unless the module writes its own (:class:`~lightning_addons.integrity.CheckpointDigestMixin`: our
+    LightningModules do, with or without this callback; a checkpoint is then hashed once, not twice).
 
     Args:
         require: refuse checkpoints that carry no digest (written without this callback); with
@@ -98,7 +93,7 @@ class CheckpointDigest(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
-        checkpoint[DIGEST_KEY] = {"sha256": state_digest(checkpoint["state_dict"]), "version": 1}
+        checkpoint[DIGEST_KEY] = checkpoint_digest(checkpoint["state_dict"])
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict

@@ -525,6 +525,12 @@ class TimeSeriesDataModule(pl.LightningDataModule):
             (int(n), int(f), "constant in the training rows")
             for n, f in zip(*np.nonzero((counts > 0) & (spread == 0)))
         ]
+        if problems and len(problems) == counts.size:
+            raise ValueError(
+                f"{self.source}: every channel is never observed or constant in the training rows "
+                f"0..{n_train - 1} (all {counts.size}): there is nothing to "
+                "learn. Check the file and the `splits`."
+            )
         if problems and self.invalid == "raise":
             shown = ", ".join(f"{self._channel_name(n, f)} is {why}" for n, f, why in problems[:5])
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
@@ -606,6 +612,12 @@ class TimeSeriesDataModule(pl.LightningDataModule):
                     f"the {split} split has {b - a - self.lookback} rows, fewer than the horizon {self.horizon}."
                 )
             starts = self._window_starts(split, mask, a, b, stride)
+            if split == "train" and not len(starts):
+                raise ValueError(
+                    f"{self.source}: no training window is left: all {self.dropped_windows.get(split, 0)} have too "
+                    f"few observed values (`min_observed`={self.min_observed}). Lower `min_observed` or check "
+                    "the data."
+                )
             self.datasets[split] = WindowDataset(
                 tensor, mask, self.lookback, self.horizon, stride, u, history=self.history, starts=starts
             )

@@ -31,6 +31,7 @@ _EXPORTS = {
     "FederatedSimulation": "lightning_addons.federated.simulation",
     "local_only": "lightning_addons.federated.simulation",
     "ResumeMismatchError": "lightning_addons.federated.simulation",
+    "quiet_lightning": "lightning_addons.federated.quiet",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

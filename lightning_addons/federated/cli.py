@@ -7,25 +7,34 @@
 Any key of the config takes a dotted override as in LightningCLI (``--federation.rounds 2``,
 ``--cachefl.seeds [0]``, ``--model.init_args.lr 0.01``).
 
-A config with a ``cachefl:`` section runs the CacheFL experiment (:func:`lightning_addons.federated.cachefl.run_cachefl`);
-otherwise it holds ``model``/``data``/``federation`` sections (:mod:`lightning_addons.federated.config`).
+A config with an experiment's section (``cachefl:``) runs that experiment driver with the section as keyword
+arguments (:func:`lightning_addons.experiments.run_cachefl`; the table of drivers is
+:data:`lightning_addons.cli.EXPERIMENTS`, handed in by the ``lightning-addons`` command, so this package
+imports no experiment); otherwise it holds ``model``/``data``/``federation`` sections
+(:mod:`lightning_addons.federated.config`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
 from lightning_addons.resolve import apply_overrides, load_yaml, parse_overrides
 
-#: Top-level sections of a federate config (a dotted override may create them).
-FEDERATE_SECTIONS = ("model", "data", "federation", "trainer", "cachefl")
+#: Top-level sections of a federate config (a dotted override may create them), besides the experiments'.
+FEDERATE_SECTIONS = ("model", "data", "federation", "trainer")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, experiments: Mapping[str, str] | None = None) -> dict:
+    """Run ``federate`` with ``argv``; ``experiments`` maps a config section to its driver
+    (``"package.module:function"``, imported only when a config has that section)."""
+    experiments = dict(experiments or {})
     parser = argparse.ArgumentParser(
         prog="lightning-addons federate",
         description=__doc__,
@@ -48,25 +57,31 @@ def main(argv: list[str] | None = None) -> dict:
     if not path.is_file():
         parser.error(f"--config {str(path)!r} does not exist")
     raw = load_yaml(path)  # malformed YAML: ConfigError naming the file and line
-    raw = apply_overrides(raw, parse_overrides(rest), sections=FEDERATE_SECTIONS)
-    if "cachefl" in raw:
-        from lightning_addons.federated.cachefl import run_cachefl
-
-        allowed = set(run_cachefl.__code__.co_varnames[: run_cachefl.__code__.co_argcount])
-        unknown = sorted(set(raw["cachefl"] or {}) - allowed)
+    raw = apply_overrides(raw, parse_overrides(rest), sections=(*FEDERATE_SECTIONS, *experiments))
+    section = next((name for name in experiments if name in raw), None)
+    if section is None and "cachefl" in raw:
+        parser.error(
+            "a `cachefl:` section is an experiment: run it with the `lightning-addons federate` command, or "
+            "call lightning_addons.experiments.run_cachefl(**section)"
+        )
+    if section is not None:
+        module, _, func = experiments[section].partition(":")
+        driver = getattr(importlib.import_module(module), func)
+        allowed = set(inspect.signature(driver).parameters)
+        unknown = sorted(set(raw[section] or {}) - allowed)
         if unknown:
-            parser.error(f"unknown `cachefl` keys {unknown}; allowed: {sorted(allowed)}")
+            parser.error(f"unknown `{section}` keys {unknown}; allowed: {sorted(allowed)}")
         if args.print_config:
             print(yaml.safe_dump(raw, sort_keys=False))
             raise SystemExit(0)
-        kwargs = dict(raw["cachefl"] or {})
+        kwargs = dict(raw[section] or {})
         if args.out:
             kwargs["out"] = args.out
         if args.alphas:
             kwargs["alphas"] = args.alphas
         if args.seeds:
             kwargs["seeds"] = args.seeds
-        return run_cachefl(**kwargs)
+        return driver(**kwargs)
 
     from lightning_addons.federated.config import build_simulation, load_config
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +31,7 @@ from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp import strategy as flwr_strategies  # noqa: E402
 
+from lightning_addons.data import atomic_write_text  # noqa: E402
 from lightning_addons.federated.config import build, build_simulation, load_config  # noqa: E402
 from lightning_addons.federated.meter import state_nbytes  # noqa: E402
 from lightning_addons.strategies.aggregation import Aggregator, InvalidClientUpdate, validate_update  # noqa: E402
@@ -46,8 +45,13 @@ APP_MODULE = "lightning_addons_flower_app"
 def LightningFedAvg(aggregator: Aggregator | None = None, **kwargs: Any) -> flwr_strategies.FedAvg:  # noqa: N802
     """Flower's ``FedAvg`` (sampling, messaging, metrics) with our :class:`Aggregator` doing the maths.
 
-    Replies whose arrays hold NaN/inf or have the wrong keys/shapes are dropped for the round and
-    logged, never averaged in. ``kwargs`` go to ``flwr.serverapp.strategy.FedAvg``.
+    Replies whose arrays hold NaN/inf or have the wrong keys/shapes/dtypes are dropped for the round and
+    logged, never averaged in; so are the updates the aggregator's norm guard (or its finiteness check)
+    rejects. Every rejection is recorded in ``strategy.rejected`` as ``{"round", "node", "key", "reason",
+    "detail"}``: ``reason`` is the :class:`~lightning_addons.strategies.InvalidClientUpdate` reason
+    (``"non_finite"``, ``"keys"``, ``"shape"``, ``"dtype"``, ...; ``"invalid_reply"`` for a reply without
+    arrays or sample count) or the aggregator's (``"norm_outlier"``, ``"norm_outlier_clipped"``, ...).
+    ``kwargs`` go to ``flwr.serverapp.strategy.FedAvg``.
 
     Examples:
         >>> strategy = LightningFedAvg(fraction_evaluate=0.0)
@@ -81,7 +85,16 @@ def LightningFedAvg(aggregator: Aggregator | None = None, **kwargs: Any) -> flwr
                     log.warning(
                         "Round %d: reply of node %s rejected, not aggregated: %s", server_round, node, err
                     )
-                    self.rejected.append({"round": server_round, "node": int(node), "reason": str(err)})
+                    invalid = isinstance(err, InvalidClientUpdate)
+                    self.rejected.append(
+                        {
+                            "round": server_round,
+                            "node": int(node),
+                            "key": err.key if invalid else None,
+                            "reason": err.reason if invalid else "invalid_reply",
+                            "detail": str(err),
+                        }
+                    )
                     continue
                 states.append(state)
                 weights.append(n)
@@ -90,6 +103,17 @@ def LightningFedAvg(aggregator: Aggregator | None = None, **kwargs: Any) -> flwr
             if not states:
                 return None, None
             new_state = self.aggregator.aggregate(self.global_state, states, weights, ids)
+            for r in self.aggregator.last_rejections:
+                client = r["client"]
+                self.rejected.append(
+                    {
+                        "round": server_round,
+                        "node": int(client) if client is not None else None,
+                        "key": r["key"],
+                        "reason": r["reason"],
+                        "detail": r["detail"],
+                    }
+                )
             metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
             return ArrayRecord(new_state), metrics
 
@@ -154,12 +178,7 @@ def make_client_app() -> ClientApp:
 
 # ---------------------------------------------------------------------------- ServerApp
 def _atomic_write_json(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def run_server(grid: Grid, context: Context) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from lightning_addons.data import atomic_write_text
+
 FILTER_FIELDS = (
     "epoch",
     "layer",
@@ -39,10 +41,7 @@ FILTER_FIELDS = (
 
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never a torn file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def audit_json(audit: dict[str, Any]) -> str:

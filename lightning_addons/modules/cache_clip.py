@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_addons.integrity import CheckpointDigestMixin
 from lightning_addons.modules.clip_backbone import (  # noqa: F401  (re-exported: their old home)
     TINY_WORLD_TAG,
     clip_preprocess,
@@ -31,7 +32,7 @@ DEFAULT_ALPHA_GRID = [round(0.25 * i, 4) for i in range(0, 81)]  # 0 .. 20
 DEFAULT_BETA_GRID = [round(0.5 * i, 4) for i in range(1, 25)]  # 0.5 .. 12
 
 
-class CacheCLIPAdapter(pl.LightningModule):
+class CacheCLIPAdapter(CheckpointDigestMixin, pl.LightningModule):
     """Tip-Adapter(-F) cache model on a frozen open_clip CLIP; only the cache keys train (CacheFL).
 
     ``logits = logit_scale * f @ W.T + alpha * exp(-beta * (1 - f @ keys.T)) @ values`` where ``f`` are

@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_addons.integrity import CheckpointDigestMixin
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
 
 
-class ImageClassifier(pl.LightningModule):
+class ImageClassifier(CheckpointDigestMixin, pl.LightningModule):
     """Cross-entropy training of a wrapped classifier, with torchmetrics accuracy.
 
     Batches are ``(x, y)`` or ``(x, y, index)`` (see ``DigitsDataModule(return_indices=True)``).

@@ -12,6 +12,8 @@ from torch import nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.regression import MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredError
 
+from lightning_addons.integrity import CheckpointDigestMixin
+
 LOSSES = ("mae", "mse", "huber")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "cosine")
@@ -67,7 +69,7 @@ def _metrics(prefix: str, postfix: str = "") -> MetricCollection:
     )
 
 
-class Forecaster(pl.LightningModule):
+class Forecaster(CheckpointDigestMixin, pl.LightningModule):
     """Train a forecaster with a masked loss and masked MAE/MSE/RMSE/MAPE (torchmetrics), per horizon step.
 
     Batches are dicts from :class:`~lightning_addons.datamodules.TimeSeriesDataModule` (``x``, ``y``,

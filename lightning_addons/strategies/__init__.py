@@ -27,6 +27,7 @@ _EXPORTS = {
     "FedProx": "lightning_addons.strategies.fedprox",
     "get_federated_state": "lightning_addons.strategies.state",
     "load_federated_state": "lightning_addons.strategies.state",
+    "state_nbytes": "lightning_addons.strategies.state",
     "ClientDP": "lightning_addons.strategies.privacy",
 }
 #: Names this package re-exported before they moved (warn with the new location).

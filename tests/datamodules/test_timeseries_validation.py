@@ -111,3 +111,14 @@ def test_history_reaches_before_the_split_and_pads_the_series_start():
         _dm(values, history=5)
     with pytest.raises(ValueError, match=r"`invalid` must be one of \['raise', 'mask'\], got 'drop'"):
         _dm(values, invalid="drop")
+
+
+def test_nothing_left_to_learn_is_an_error_even_when_masking():
+    values = np.full((120, 3), np.nan, dtype=np.float32)  # all NaN: every channel is masked
+    with pytest.raises(ValueError, match=r"every channel is never observed or constant in the training rows"):
+        _dm(values, invalid="mask").setup()
+    values = _series(nodes=2)
+    values[::2] = np.nan  # half the rows observed: no window has more than half of its values
+    with pytest.raises(ValueError, match=r"no training window is left: all \d+ have too few observed values"):
+        _dm(values, invalid="mask", min_observed=0.5).setup()
+    _dm(values, invalid="mask", min_observed=0.4).setup()  # a lower bar keeps them

@@ -9,8 +9,8 @@ import torch
 
 pytest.importorskip("open_clip")
 
+from lightning_addons.experiments import TensorSplitsDataModule, build_world, client_datamodules  # noqa: E402
 from lightning_addons.federated import ClientDataModule, FederatedSimulation  # noqa: E402
-from lightning_addons.federated.cachefl import TensorSplitsDataModule, _clients, build_world  # noqa: E402
 from lightning_addons.federated.partition import dirichlet_partition  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def test_cachefl_moves_exactly_the_cache_and_never_touches_clip(world, seed_offs
     module = copy.deepcopy(adapter)
     sim = FederatedSimulation(
         module,
-        _clients(x, y, parts, 32, seed_offset),
+        client_datamodules(x, y, parts, 32, seed_offset),
         rounds=2,
         local_epochs=2,
         seed=seed_offset,

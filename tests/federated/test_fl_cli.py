@@ -31,7 +31,7 @@ CFG = {
 def test_federate_is_a_registered_subcommand():
     import lightning_addons.strategies  # noqa: F401
 
-    assert extra_commands()["federate"] == "lightning_addons.federated.cli:main"
+    assert extra_commands()["federate"] == "lightning_addons.cli:federate"
 
 
 @pytest.mark.stochastic

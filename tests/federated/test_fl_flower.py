@@ -72,6 +72,47 @@ def test_flower_strategy_names_are_checked():
     assert type(make_strategy("FedAvgM", fraction_evaluate=0.0)).__name__ == "FedAvgM"
 
 
+def _train_reply(node: int, state: dict, num_examples: int = 10):
+    from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+
+    content = RecordDict(
+        {"arrays": ArrayRecord(state), "metrics": MetricRecord({"num-examples": num_examples})}
+    )
+    meta = Metadata(
+        run_id=1,
+        message_id=f"m{node}",
+        src_node_id=node,
+        dst_node_id=0,
+        reply_to_message_id="i",
+        group_id="1",
+        created_at=0.0,
+        ttl=100.0,
+        message_type="train",
+    )
+    return Message(content=content, metadata=meta)
+
+
+def test_lightning_fedavg_records_norm_guard_and_validation_rejections_with_node_and_reason():
+    from lightning_addons.strategies import Aggregator
+
+    strategy = make_strategy("LightningFedAvg", fraction_evaluate=0.0)
+    strategy.global_state = {"w": torch.zeros(3)}
+    honest = {node: {"w": torch.full((3,), 1.0 + 0.01 * node)} for node in (1, 2, 3, 4)}
+    replies = [_train_reply(node, state) for node, state in honest.items()]
+    replies.append(_train_reply(99, {"w": torch.full((3,), 1e6)}))  # finite, 1e6x too large
+    replies.append(_train_reply(7, {"w": torch.full((3,), float("nan"))}))
+    arrays, _ = strategy.aggregate_train(5, replies)
+
+    by_node = {r["node"]: r for r in strategy.rejected}
+    assert sorted(by_node) == [7, 99]
+    assert by_node[99]["round"] == 5 and by_node[99]["reason"] == "norm_outlier"
+    assert "median norm" in by_node[99]["detail"]
+    assert by_node[7]["reason"] == "non_finite" and by_node[7]["key"] == "w"
+    # what was aggregated is exactly the honest replies
+    expected = Aggregator().aggregate({"w": torch.zeros(3)}, list(honest.values()), [10.0] * 4)
+    assert torch.equal(arrays.to_torch_state_dict()["w"], expected["w"])
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.stochastic
 def test_loopback_superlink_and_two_supernodes_train_the_federated_state(tmp_path, seed_offset):

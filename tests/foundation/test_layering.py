@@ -1,7 +1,8 @@
 """One-way layering: pure cores import no Lightning/CLI/optional framework; no import cycle between subpackages.
 
-Layers (README "Layout"): base utilities -> pure cores -> Lightning shells -> integrations -> CLI. The import
-graph is read from the source (AST), so a lazy import inside a function counts as an arrow too.
+Layers (README "Layout"): base utilities -> pure cores -> Lightning shells -> integrations (Optuna/Flower/tsl,
+experiment drivers) -> CLI. The import graph is read from the source (AST), so a lazy import inside a function
+counts as an arrow too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ PURE_CORES = (
     "lightning_addons.tuner._nsga2",
     "lightning_addons.tuner.mopir",
 )
+#: Experiment drivers (integration layer): they call the library's public API only, and only the CLI
+#: (``lightning_addons.cli``) imports them.
+EXPERIMENTS = "lightning_addons.experiments"
 FORBIDDEN = ("lightning", "lightning.pytorch", "jsonargparse", "optuna", "flwr", "lightning_addons.cli")
 
 
@@ -197,3 +201,65 @@ def test_energy_meters_moved_out_of_the_tuner_with_a_warning():
     ):
         assert tuner.CPUTimeMeter is CPUTimeMeter
     assert "CPUTimeMeter" not in tuner.__all__
+
+
+def _is_experiment(module: str) -> bool:
+    return module == EXPERIMENTS or module.startswith(EXPERIMENTS + ".")
+
+
+def _public_names(module: str) -> set[str] | None:
+    """A package's ``__all__`` (read from its ``_EXPORTS`` table without importing it); None for a module."""
+    path = MODULES[module]
+    if path.name != "__init__.py":
+        return None
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
+def test_experiment_drivers_call_only_the_public_api():
+    drivers = [m for m in MODULES if _is_experiment(m) and MODULES[m].name != "__init__.py"]  # (not plumbing)
+    assert drivers, "no experiment driver found"
+    private = []
+    for module in drivers:
+        tree = ast.parse(MODULES[module].read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lightning_addons"):
+                target = node.module or ""
+                if _is_experiment(target):
+                    continue
+                public = _public_names(target)
+                for alias in node.names:
+                    parts = target.split(".")[1:] + [alias.name]
+                    if any(p.startswith("_") for p in parts) or (public is not None and alias.name not in public):
+                        private.append(f"{module}: from {target} import {alias.name}")
+            elif isinstance(node, ast.Import):
+                private += [
+                    f"{module}: import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("lightning_addons.") and any(p.startswith("_") for p in a.name.split("."))
+                ]
+    assert private == [], "an experiment driver imports a private or unexported name"
+
+
+def test_the_library_does_not_import_its_experiment_drivers():
+    importers = sorted(
+        module
+        for module in MODULES
+        if not _is_experiment(module) and any(_is_experiment(t) for t in _imports(module))
+    )
+    assert importers == [], "the library must not depend on its experiment drivers"
+
+
+def test_the_old_cachefl_location_warns_with_the_new_one():
+    import lightning_addons.federated.cachefl as old
+    from lightning_addons.experiments import run_cachefl
+
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"`lightning_addons.federated.cachefl.run_cachefl` moved: import it from "
+        r"`lightning_addons.experiments.cachefl`",
+    ):
+        assert old.run_cachefl is run_cachefl
