@@ -35,6 +35,7 @@ PURE_CORES = (
     "lightning_addons.tuner._pareto",
     "lightning_addons.tuner._nsga2",
     "lightning_addons.tuner.mopir",
+    "lightning_addons.tuner.pruners",
 )
 FORBIDDEN = ("lightning", "lightning.pytorch", "jsonargparse", "optuna", "flwr", "lightning_addons.cli")
 
