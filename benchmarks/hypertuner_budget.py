@@ -219,11 +219,6 @@ def hv_curve(run: dict, lo, hi) -> tuple[np.ndarray, np.ndarray]:
     return np.array(cum), np.array(hv)
 
 
-def hv_at(cum, hv, t) -> float:
-    ok = cum <= t + 1e-9
-    return float(hv[ok][-1]) if ok.any() else 0.0
-
-
 def rerun_check(run: dict, k: int, epochs: int, seed: int) -> dict:
     """Train the ``k`` pruned trials with the best partial values to completion; how many would enter the
     final front of the run (not dominated by any of its complete trials)?"""
@@ -253,6 +248,35 @@ def rerun_check(run: dict, k: int, epochs: int, seed: int) -> dict:
     return {"n_pruned": len(pruned), "rerun": len(details), "entered": entered, "details": details}
 
 
+def plot(rows: list[dict], methods, path: str) -> None:
+    """HV against summed trial CPU seconds, one panel per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_seed: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        if r.get("kind") == "run":
+            by_seed.setdefault(r["seed"], {})[r["method"]] = r
+    fig, axes = plt.subplots(1, len(by_seed), figsize=(4.2 * len(by_seed), 3.4), squeeze=False)
+    for ax, (seed, runs) in zip(axes[0], sorted(by_seed.items())):
+        allv = np.array([t["values"] for r in runs.values() for t in r["trials"] if t["state"] == "COMPLETE"])
+        F = np.column_stack([allv[:, 0], -np.log(allv[:, 1])])
+        for m in methods:
+            if m in runs:
+                c, h = hv_curve(runs[m], F.min(0), F.max(0))
+                ax.step(c, h, where="post", label=m)
+        ax.set_title(f"seed {seed}")
+        ax.set_xlabel("summed trial CPU seconds")
+        ax.set_ylabel("hypervolume (normalised)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"figure: {path}")
+
+
 def summarise(rows: list[dict], methods) -> None:
     by_seed: dict[int, dict[str, dict]] = {}
     for r in rows:
@@ -265,9 +289,8 @@ def summarise(rows: list[dict], methods) -> None:
         allv = np.array([t["values"] for r in runs.values() for t in r["trials"] if t["state"] == "COMPLETE"])
         F = np.column_stack([allv[:, 0], -np.log(allv[:, 1])])
         lo, hi = F.min(0), F.max(0)
-        budget = min(r["budget"] for r in runs.values())
         curves = {m: hv_curve(r, lo, hi) for m, r in runs.items()}
-        finals = {m: hv_at(*curves[m], budget) for m in runs}
+        finals = {m: float(curves[m][1][-1]) for m in runs}  # at the end of the budget
         for m in methods:
             if m in finals:
                 table[m].append(finals[m])
@@ -322,6 +345,7 @@ def main() -> None:
     ap.add_argument("--rerun", type=int, default=3, help="pruned trials re-run to completion per seed")
     ap.add_argument("--out", default="runs/hypertuner_budget.jsonl")
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--plot", default=None, help="write the HV-over-CPU figure (PNG) here")
     args = ap.parse_args()
     import torch
 
@@ -354,6 +378,8 @@ def main() -> None:
                 with open(out, "a") as f:
                     f.write(json.dumps(c) + "\n")
     summarise(rows, [m for m in METHODS if m in args.methods])
+    if args.plot:
+        plot(rows, [m for m in METHODS if m in args.methods], args.plot)
 
 
 if __name__ == "__main__":
