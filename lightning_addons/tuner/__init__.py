@@ -29,6 +29,8 @@ _EXPORTS = {
     "RandomSearch": "lightning_addons.tuner.optimizers",
     "SobolSearch": "lightning_addons.tuner.optimizers",
     "make_optimizer": "lightning_addons.tuner.optimizers",
+    "ParetoHalvingPruner": "lightning_addons.tuner.pruners",
+    "TrialPruned": "lightning_addons.tuner.pruners",
     "write_report": "lightning_addons.tuner.report",
     "SYSTEM_PARAMETERS": "lightning_addons.tuner.space",
     "Param": "lightning_addons.tuner.space",

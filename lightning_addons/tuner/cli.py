@@ -44,6 +44,8 @@ TUNE_KEYS = {
     "optimizer_kwargs",
     "max_consecutive_failures",
     "logger",
+    "pruner",
+    "repeats",
 }
 
 

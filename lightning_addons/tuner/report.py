@@ -20,6 +20,33 @@ MIN_TRIALS_FOR_IMPORTANCE = 10
 #: A Pareto configuration is reported cheaper than the default only if it saves more than this share of
 #: the default's time/energy: both are single measurements per trial, noisy on a shared machine.
 MIN_RELATIVE_SAVING = 0.1
+#: Where both trials' time/energy were repeated (``HyperTuner(repeats=...)``), a saving counts when it
+#: exceeds this many standard errors of the difference (``sqrt(sem_a**2 + sem_b**2)``) instead.
+SEM_Z = 2.0
+
+
+def _sem(h: dict, name: str) -> float | None:
+    return (h.get("sem") or {}).get(name)
+
+
+def is_cheaper(h: dict, base: dict, name: str, min_saving: float = MIN_RELATIVE_SAVING) -> bool:
+    """Whether trial ``h`` uses less of cost objective ``name`` than ``base``: by more than ``SEM_Z``
+    standard errors of the difference when both were repeated (their SEMs known), else by more than
+    ``min_saving`` of the base's value.
+
+    Examples:
+        >>> a = {"values": {"time": 9.0}, "sem": {"time": 0.1}}
+        >>> b = {"values": {"time": 10.0}, "sem": {"time": 0.1}}
+        >>> is_cheaper(a, b, "time")  # 10% saving, not more than 10% -- but 7 SEMs
+        True
+        >>> is_cheaper({"values": {"time": 9.0}}, {"values": {"time": 10.0}}, "time")  # no SEM: 10% rule
+        False
+    """
+    v, b = h["values"][name], base["values"][name]
+    sv, sb = _sem(h, name), _sem(base, name)
+    if sv is not None and sb is not None:
+        return b - v > SEM_Z * math.sqrt(sv**2 + sb**2)
+    return v < (1.0 - min_saving) * b
 
 
 def axis_label(objective) -> str:
@@ -67,7 +94,8 @@ def default_comparison(result, min_saving: float = MIN_RELATIVE_SAVING) -> dict[
     trial whose parameters equal the space defaults). Returns the default's values and the Pareto
     configurations at equal or better value on every non-cost objective that are faster or use less energy
     by more than ``min_saving`` (a share of the default's value: single timings on a shared machine are
-    noisy, so a smaller saving is not called a win)."""
+    noisy, so a smaller saving is not called a win). Where both trials' time/energy were repeated, the
+    saving must exceed ``SEM_Z`` standard errors of the difference instead (:func:`is_cheaper`)."""
     defaults = result.space_defaults if hasattr(result, "space_defaults") else None
     complete = [h for h in result.history if h["state"] == "COMPLETE"]
     base = None
@@ -90,7 +118,7 @@ def default_comparison(result, min_saving: float = MIN_RELATIVE_SAVING) -> dict[
             else (h["values"][o.name] <= base["values"][o.name])
             for o in quality
         )
-        cheaper = [o.name for o in cost if h["values"][o.name] < (1.0 - min_saving) * base["values"][o.name]]
+        cheaper = [o.name for o in cost if is_cheaper(h, base, o.name, min_saving)]
         if ok_quality and cheaper:
             better.append(
                 {"number": h["number"], "cheaper_in": cheaper, "values": h["values"], "params": h["params"]}
@@ -134,6 +162,14 @@ def write_report(result, output_dir: str | os.PathLike, space=None) -> dict[str,
             ax.scatter(Y[pareto, i], Y[pareto, j], c="tab:blue", s=22, label="Pareto (all objectives)")
             order = np.argsort(Y[pm, i])
             ax.plot(Y[pm, i][order], Y[pm, j][order], "r.-", label="2-D front")
+            E = np.array(
+                [[_sem(h, objs[i].name) or 0.0, _sem(h, objs[j].name) or 0.0] for h in complete], float
+            ).reshape(-1, 2)
+            if (E > 0).any():
+                ax.errorbar(
+                    Y[:, i], Y[:, j], xerr=E[:, 0], yerr=E[:, 1], fmt="none", ecolor="tab:gray", elinewidth=0.8,
+                    capsize=2, label="± SEM of repeats",
+                )  # fmt: skip
             if is_default.any():
                 ax.scatter(
                     Y[is_default, i], Y[is_default, j], marker="*", s=160, c="black", label=default_label
@@ -217,13 +253,26 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _fmt_value(h: dict, name: str) -> str:
+    """``"12.3 ± 0.4 (mean of 3)"`` for a repeated objective, else the value."""
+    sem = _sem(h, name)
+    if sem is None:
+        return _fmt(h["values"][name])
+    k = (h.get("n_repeats") or {}).get(name)
+    return f"{_fmt(h['values'][name])} ± {sem:.2g} (mean of {k})" if k else f"{_fmt(h['values'][name])} ± {sem:.2g}"
+
+
 def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
     objs = result.objectives
     n_fail = sum(h["state"] == "FAIL" for h in result.history)
+    n_pruned = sum(h["state"] == "PRUNED" for h in result.history)
+    repeated = sorted({n for h in result.history for n in (h.get("sem") or {})})
     lines = [
         "# HyperTuner summary",
         "",
-        f"- trials: {len(result.history)} finished ({n_fail} failed)",
+        f"- trials: {len(result.history)} finished ({n_fail} failed"
+        + (f", {n_pruned} stopped early (pruned; their partial values are not on the front)" if n_pruned else "")
+        + ")",
         f"- objectives: {', '.join(f'{o.name} ({o.direction})' for o in objs)}",
         f"- energy source(s): {sorted({str(h.get('energy_source')) for h in result.history if h.get('energy_source')})}",
         f"- final hypervolume (normalised): {curve[-1]:.4f}" if len(curve) else "- no trial finished",
@@ -244,7 +293,7 @@ def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
         for h in sorted(result.pareto, key=lambda h: h["number"]):
             lines.append(
                 f"| {h['number']} | "
-                + " | ".join(_fmt(h["values"][o.name]) for o in objs)
+                + " | ".join(_fmt_value(h, o.name) for o in objs)
                 + " | "
                 + " | ".join(_fmt(h["params"].get(n)) for n in pnames)
                 + " |"
@@ -257,10 +306,17 @@ def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
             "## Against the default configuration",
             "",
             f"Default (trial {d['number']}): "
-            + ", ".join(f"{o.name}={_fmt(d['values'][o.name])}" for o in objs),
+            + ", ".join(f"{o.name}={_fmt_value(d, o.name)}" for o in objs),
             "",
         ]
-        if any(o.name in OBJECTIVE_UNITS for o in objs):
+        if repeated:
+            lines += [
+                f"{', '.join(repeated)}: mean of the repeated runs, ± the standard error of the mean. A "
+                f"configuration is listed as cheaper when its saving exceeds {SEM_Z:g} standard errors of the "
+                f"difference (trials without repeats: more than {MIN_RELATIVE_SAVING:.0%} of the default's value).",
+                "",
+            ]
+        elif any(o.name in OBJECTIVE_UNITS for o in objs):
             lines += [
                 f"Time and energy are one measurement per trial, with no repeats: on a shared machine they vary "
                 f"by tens of percent for the same work. A configuration is listed as cheaper only when it saves "
@@ -273,7 +329,7 @@ def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
                 lines.append(
                     f"- trial {b['number']}: equal or better on every quality objective and cheaper in "
                     f"{', '.join(b['cheaper_in'])}: "
-                    + ", ".join(f"{o.name}={_fmt(b['values'][o.name])}" for o in objs)
+                    + ", ".join(f"{o.name}={_fmt_value(b, o.name)}" for o in objs)
                 )
         else:
             lines.append(

@@ -189,7 +189,10 @@ def run_lightning_trial(spec: Mapping[str, Any]) -> dict[str, Any]:
         tcfg.setdefault(key, default)
     if isinstance(tcfg.get("logger"), (dict, list)):
         tcfg["logger"] = instantiate(tcfg["logger"])
-    trainer = pl.Trainer(callbacks=[*callbacks, meter], **tcfg)
+    extra = [meter]
+    if spec.get("progress"):
+        extra.append(_progress_callback(spec["progress"], meter))
+    trainer = pl.Trainer(callbacks=[*callbacks, *extra], **tcfg)
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=data) if data is not None else trainer.fit(model)
     wall = time.perf_counter() - t0
@@ -222,6 +225,49 @@ def run_lightning_trial(spec: Mapping[str, Any]) -> dict[str, Any]:
     if bad:
         result.update(status="fail", error=f"non-finite loss: {', '.join(bad)}")
     return result
+
+
+def _float_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+    return out
+
+
+def _progress_callback(path: str | os.PathLike, meter: Any) -> Any:
+    """A Lightning callback appending one JSON line per validation (sanity check aside) to ``path``:
+    ``{"step": n, "metrics": {...}, "time": fit wall seconds so far, "energy": joules so far}``. The tuner
+    reads the lines while the trial runs and may stop it (early stopping, see :mod:`.pruners`)."""
+    import lightning.pytorch as pl
+
+    class _Progress(pl.Callback):
+        def __init__(self) -> None:
+            self.step = 0
+            self.t0 = time.perf_counter()
+
+        def on_fit_start(self, trainer, pl_module) -> None:
+            self.t0 = time.perf_counter()
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking:
+                return
+            self.step += 1
+            meter._update()  # the energy used so far
+            line = {
+                "step": self.step,
+                "metrics": _float_metrics(trainer.callback_metrics),
+                "time": time.perf_counter() - self.t0,
+                "energy": float(meter.energy_joules),
+                "energy_source": meter.source,
+            }
+            with open(path, "a") as f:
+                f.write(json.dumps(line, default=float) + "\n")
+                f.flush()
+
+    return _Progress()
 
 
 def _main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - runs in the trial subprocess
@@ -408,11 +454,33 @@ class TrialRunner:
         raise NotImplementedError
 
 
+def _takes_report(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` takes a second positional argument (``fn(params, report)``)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    pos = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(pos) >= 2 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in sig.parameters.values())
+
+
 class FunctionTrialRunner(TrialRunner):
     """In-process runner for a Python function ``fn(params) -> {metric: value}`` (cheap objectives, tests).
 
     ``time`` is the function's wall time and ``energy`` the CPU-time estimate unless ``fn`` returns them.
     Exceptions and non-finite values are reported as failed trials.
+
+    A function ``fn(params, report)`` may call ``report(step, {metric: value})`` after each epoch (steps
+    1, 2, ...; ``time``/``energy`` so far are added unless given): the tuner records the partial
+    objectives and, with a pruner, ``report`` raises :class:`~lightning_addons.tuner.pruners.TrialPruned`
+    to stop the trial (do not catch it); the trial is then recorded as pruned with its last partial
+    values.
 
     Examples:
         >>> r = FunctionTrialRunner(lambda p: {"loss": p["x"] ** 2})({"x": 3.0}, 0)
@@ -427,13 +495,43 @@ class FunctionTrialRunner(TrialRunner):
     ):
         self.fn = fn
         self.watts_per_core = watts_per_core
+        #: called as ``on_progress(step, {"metrics", "time", "energy"})`` by ``report``; True stops the trial
+        self.on_progress: Callable[[int, dict[str, Any]], bool] | None = None
 
     def __call__(self, params, trial_number):
+        from lightning_addons.tuner.pruners import TrialPruned
+
         meter = CPUTimeMeter(self.watts_per_core)
         meter.start()
         t0 = time.perf_counter()
+        last: dict[str, Any] = {}
+        on_progress = self.on_progress
+
+        def report(step: int, metrics: Mapping[str, float]) -> None:
+            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+                raise ValueError(f"report(step, metrics): `step` must be an integer >= 1, got {step!r}.")
+            m = {k: float(v) for k, v in dict(metrics).items()}
+            record = {
+                "metrics": m,
+                "time": m.pop("time", time.perf_counter() - t0),
+                "energy": m.pop("energy", meter.read()),
+            }
+            last.update(record, step=step)
+            if on_progress is not None and on_progress(step, record):
+                raise TrialPruned(step)
+
         try:
-            metrics = {k: float(v) for k, v in dict(self.fn(dict(params))).items()}
+            out = self.fn(dict(params), report) if _takes_report(self.fn) else self.fn(dict(params))
+            metrics = {k: float(v) for k, v in dict(out).items()}
+        except TrialPruned as pruned:
+            return {
+                "status": "pruned",
+                "step": pruned.step,
+                "metrics": last["metrics"],
+                "time": last["time"],
+                "energy": last["energy"],
+                "energy_source": meter.source,
+            }
         except Exception as err:  # noqa: BLE001
             return {
                 "status": "fail",
@@ -492,6 +590,11 @@ class LightningTrialRunner(TrialRunner):
         #: called with ``{pid, start, result, log, token}`` as soon as a trial process started (the tuner records
         #: it in the study, so that a restart can recover or reap the trial)
         self.on_start: Callable[[dict[str, Any]], None] | None = None
+        #: called as ``on_progress(step, {"metrics", "time", "energy"})`` for each validation the trial process
+        #: reports; True stops (kills) the trial, which is then returned as ``status: "pruned"``
+        self.on_progress: Callable[[int, dict[str, Any]], bool] | None = None
+        #: seconds between two reads of the trial's progress file
+        self.poll_interval = 0.2
 
     def __call__(self, params, trial_number):
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -508,6 +611,10 @@ class LightningTrialRunner(TrialRunner):
         spec_path = self.workdir / f"trial_{trial_number}_spec.json"
         out_path = self.workdir / f"trial_{trial_number}_result.json"
         out_path.unlink(missing_ok=True)
+        progress = _ProgressReader(self.workdir / f"trial_{trial_number}_progress.jsonl")
+        on_progress = self.on_progress
+        if on_progress is not None:
+            spec["progress"] = str(progress.path.resolve())
         spec_path.write_text(json.dumps(spec))
         env = dict(os.environ)
         if "torch_threads" in system:
@@ -540,7 +647,31 @@ class LightningTrialRunner(TrialRunner):
                             "token": token,
                         }
                     )
-                rc = proc.wait(timeout=self.timeout)
+                if on_progress is None:
+                    rc = proc.wait(timeout=self.timeout)
+                else:
+                    while True:
+                        try:
+                            rc = proc.wait(timeout=self.poll_interval)
+                            break
+                        except subprocess.TimeoutExpired:
+                            if self.timeout is not None and time.perf_counter() - t0 > self.timeout:
+                                raise
+                        for step, record in progress.read():
+                            if on_progress(step, record):
+                                kill_process_group(proc.pid)
+                                proc.wait()
+                                return {
+                                    "status": "pruned",
+                                    "step": step,
+                                    "metrics": record["metrics"],
+                                    "time": record["time"],
+                                    "energy": record["energy"],
+                                    "energy_source": record.get("energy_source"),
+                                    "log": str(log_path),
+                                }
+                    for step, record in progress.read():  # the validations after the last read
+                        on_progress(step, record)
             except subprocess.TimeoutExpired:
                 kill_process_group(proc.pid)
                 proc.wait()
@@ -580,6 +711,33 @@ class LightningTrialRunner(TrialRunner):
             }
         result["log"] = str(log_path)
         return result
+
+
+class _ProgressReader:
+    """Reads the complete new lines of a trial's progress file (see :func:`_progress_callback`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.unlink(missing_ok=True)
+        self.offset = 0
+
+    def read(self) -> list[tuple[int, dict[str, Any]]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a half-written last line waits for the next read
+        self.offset += end
+        out = []
+        for line in data[:end].splitlines():
+            try:
+                rec = json.loads(line)
+                out.append((int(rec["step"]), rec))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,7 @@ from lightning_addons.tuner._pareto import log_columns, pareto_mask, to_max
 from lightning_addons.tuner.actuators import Actuator
 from lightning_addons.tuner.mopir import MOPIRResult
 from lightning_addons.tuner.optimizers import ALGORITHMS
+from lightning_addons.tuner.pruners import make_pruner, pruner_config
 from lightning_addons.tuner.space import SYSTEM_PARAMETERS, SearchSpace
 from lightning_addons.tuner.trial import (
     BUILTIN_OBJECTIVES,
@@ -64,6 +65,10 @@ WORKER_ATTR = "hypertuner_worker"
 PROCESS_ATTR = "hypertuner_process"
 #: Study user attribute: the fingerprint of the configuration that determines the study's results.
 CONFIG_ATTR = "hypertuner_config"
+#: Trial user attribute prefix: the objective vector a trial reported at step ``n`` is ``objectives@n``.
+STEP_ATTR = "objectives@"
+#: Trial user attribute: per-objective standard error of the mean over repeats (None where not repeated).
+SEM_ATTR = "objective_sem"
 #: (storage URL, trial id) of the trials this process is running now.
 _ACTIVE: set[tuple[str, int]] = set()
 #: Trainer arguments with process-wide side effects, left out of the dry ``Trainer`` built by the checks.
@@ -388,6 +393,16 @@ class HyperTuner:
         logger: a Lightning logger (``CSVLogger``, ``TensorBoardLogger``, W&B, MLflow, ...) or its
             ``{class_path, init_args}`` config: each finished trial logs its objective values, its numeric
             metrics and ``trial_failed`` at step = trial number, as the trial finishes.
+        pruner: early stopping of trials (``docs/hypertuner.md``, "Early stopping"): None (off), a mapping
+            ``{name: pareto_halving, min_resource: 1, reduction_factor: 3, min_peers: 4, tie_break:
+            hypervolume}`` or a pruner object (:class:`~lightning_addons.tuner.pruners.ParetoHalvingPruner`).
+            Trials report their objectives after each validation (Lightning trials) or through
+            ``report(step, metrics)`` (a ``trial_fn(params, report)``); a pruned trial is stored as Optuna
+            ``PRUNED`` with its partial values (user attributes ``partial_values``, ``pruned_at``) and
+            counts towards ``n_trials``; the ADUMBO sampler learns from ``COMPLETE`` trials only.
+        repeats: ``{objective_name: k}``: run a finished trial ``k`` times in all and record the mean of the
+            named objectives (meant for ``time``/``energy``), with the standard error of the mean in the
+            trial user attribute ``objective_sem`` (None for objectives not repeated). The report shows it.
 
     Raises:
         ValueError: bad space/objectives/algorithm/n_trials, an unknown system parameter, ``devices``
@@ -434,6 +449,8 @@ class HyperTuner:
         seed_everything: int | None = None,
         max_consecutive_failures: int | None = 3,
         logger: Any = None,
+        pruner: Any = None,
+        repeats: Mapping[str, int] | None = None,
     ) -> None:
         self.actuators = list(actuators or [])
         extra = [n for a in self.actuators for n in a.parameters]
@@ -461,6 +478,8 @@ class HyperTuner:
                 "give exactly one of `model` (a LightningModule class or {class_path, init_args}) "
                 f"or `trial_fn` (a function); got model={model!r}, trial_fn={trial_fn!r}."
             )
+        self.pruner = make_pruner(pruner)
+        self.repeats = self._check_repeats(repeats)
         self.algorithm = algorithm
         self.n_trials = n_trials
         self.n_init = n_init if n_init is not None else min(10, max(2, n_trials // 3))
@@ -531,6 +550,22 @@ class HyperTuner:
         self._checked_names = False
 
     # ----------------------------------------------------------------------------- checks
+    def _check_repeats(self, repeats: Mapping[str, int] | None) -> dict[str, int]:
+        if repeats is None:
+            return {}
+        if not isinstance(repeats, Mapping):
+            raise ValueError(f"`repeats` must be a mapping {{objective_name: k}} or None, got {repeats!r}.")
+        names = [o.name for o in self.objectives]
+        out = {}
+        for name, k in repeats.items():
+            if name not in names:
+                raise ValueError(f"`repeats`: {name!r} is not an objective; objectives: {names}.")
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ValueError(f"`repeats.{name}` must be an integer >= 1, got {k!r}.")
+            if k > 1:
+                out[name] = k
+        return out
+
     def _check_devices(self) -> None:
         for name in ("devices", "strategy"):
             if name in self.space.names:
@@ -621,6 +656,10 @@ class HyperTuner:
         }
         if self.energy_source != "auto":  # absent for "auto": studies made before the option still resume
             fp["energy_source"] = self.energy_source
+        if self.pruner is not None:  # absent when off: studies made before pruners existed still resume
+            fp["pruner"] = pruner_config(self.pruner)
+        if self.repeats:
+            fp["repeats"] = dict(self.repeats)
         if isinstance(self.runner, LightningTrialRunner):
             fp.update(
                 config=self.runner.config,
@@ -822,7 +861,7 @@ class HyperTuner:
         try:
             resumed = bool(study.get_trials(deepcopy=False))
             self._reap(study)
-            n_done = self._n_counted(study, (TrialState.COMPLETE, TrialState.FAIL))
+            n_done = self._n_counted(study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
             if resumed:
                 log.warning(
                     "HyperTuner: resuming study %r in %s with %d finished trial(s); it runs until %d are "
@@ -837,9 +876,9 @@ class HyperTuner:
             )
             while True:
                 self._reap(study)
-                if self._n_counted(study, (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)) >= (
-                    self.n_trials
-                ):
+                if self._n_counted(
+                    study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+                ) >= (self.n_trials):
                     break
                 trial = study.ask()
                 _ACTIVE.add((self.storage, trial._trial_id))
@@ -939,18 +978,32 @@ class HyperTuner:
             return trial.suggest_int(p.name, p.low, p.high, log=p.log)
         return trial.suggest_float(p.name, p.low, p.high, log=p.log)
 
-    def _outcome(self, result: Mapping[str, Any]) -> tuple[list[float] | None, str | None]:
-        """(objective values, None) for a good result, (None, error) for a failed one."""
-        if result.get("status") != "ok":
-            return None, str(result.get("error", "unknown failure"))
+    def _values(self, result: Mapping[str, Any]) -> list[float]:
+        """The objective vector of a result or progress record (NaN where missing)."""
         values = []
         for o in self.objectives:
             v = (
                 {"time": result.get("time"), "energy": result.get("energy")}.get(o.name)
                 if o.name in BUILTIN_OBJECTIVES
-                else result.get("metrics", {}).get(o.name)
+                else (result.get("metrics") or {}).get(o.name)
             )
-            values.append(float("nan") if v is None else float(v))
+            try:
+                values.append(float("nan") if v is None else float(v))
+            except (TypeError, ValueError):
+                values.append(float("nan"))
+        return values
+
+    def _outcome(self, result: Mapping[str, Any]) -> tuple[list[float] | None, str | None]:
+        """(objective values, None) for a good result, (None, error) for a failed one. With ``repeats``,
+        the repeated objectives are the mean over ``result["runs"]``."""
+        if result.get("status") != "ok":
+            return None, str(result.get("error", "unknown failure"))
+        values = self._values(result)
+        runs = result.get("runs")
+        if runs:
+            for i, o in enumerate(self.objectives):
+                if o.name in self.repeats:
+                    values[i] = float(np.mean([self._values(r)[i] for r in runs[: self.repeats[o.name]]]))
         if all(math.isfinite(v) for v in values):
             return values, None
         return None, f"non-finite objective values {dict(zip([o.name for o in self.objectives], values))}"
@@ -983,6 +1036,8 @@ class HyperTuner:
             self.runner.on_start = lambda info: storage.set_trial_system_attr(
                 trial._trial_id, PROCESS_ATTR, info
             )
+        if hasattr(self.runner, "on_progress"):
+            self.runner.on_progress = self._reporter(study, trial) if self.pruner is not None else None
         applied = []
         try:
             for act in self.actuators:
@@ -991,6 +1046,8 @@ class HyperTuner:
                     act.apply(vals)
                     applied.append(act)
             result = self.runner(params, trial.number)
+            if result.get("status") == "ok" and self.repeats:
+                result = self._repeat(result, params, trial.number)
         finally:
             for act in applied:
                 act.restore()
@@ -1008,6 +1065,51 @@ class HyperTuner:
             )
             return {"state": "SETTLED"}
 
+    def _reporter(self, study, trial) -> Callable[[int, Mapping[str, Any]], bool]:
+        """``report(step, record)`` of a running trial: stores its objective vector at ``step`` in the study
+        (``objectives@<step>``) and, at a rung, asks the pruner with the vectors every other trial of the
+        study (any worker, running, finished or pruned) stored for the same step."""
+        from optuna.trial import TrialState
+
+        storage = study._storage
+        directions = [o.direction for o in self.objectives]
+        pruner = self.pruner
+
+        def report(step: int, record: Mapping[str, Any]) -> bool:
+            values = self._values(record)
+            if not all(math.isfinite(v) for v in values):
+                return False  # an objective not logged yet at this step: nothing to compare
+            key = f"{STEP_ATTR}{int(step)}"
+            storage.set_trial_user_attr(trial._trial_id, key, values)
+            if pruner is None or not pruner.is_rung(int(step)):
+                return False
+            states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+            peers = [
+                t.user_attrs[key]
+                for t in study.get_trials(deepcopy=False, states=states)
+                if t._trial_id != trial._trial_id and key in t.user_attrs
+            ]
+            return bool(pruner.should_prune(int(step), values, peers, directions))
+
+        return report
+
+    def _repeat(self, first: dict[str, Any], params: Mapping[str, Any], number: int) -> dict[str, Any]:
+        """Run a finished trial again until every repeated objective has its ``k`` runs (no pruning in
+        the repeats); a failed repeat fails the trial."""
+        k = max(self.repeats.values())
+        runs = [first]
+        if hasattr(self.runner, "on_progress"):
+            self.runner.on_progress = None
+        for i in range(1, k):
+            r = self.runner(params, number)
+            if r.get("status") != "ok":
+                return {
+                    "status": "fail",
+                    "error": f"repeat {i + 1} of {k} failed: {r.get('error', 'unknown failure')}",
+                }
+            runs.append(r)
+        return {**first, "runs": runs}
+
     def _record(self, study, trial, result: Mapping[str, Any]) -> dict[str, Any]:
         from optuna.trial import TrialState
 
@@ -1023,8 +1125,26 @@ class HyperTuner:
                 study.tell(trial, state=TrialState.FAIL)
                 return {"state": "FAIL", "error": str(err), "fatal": err}
             self._checked_names = True
+        if result.get("status") == "pruned":
+            partial = self._values(result)
+            trial.set_user_attr("partial_values", partial)
+            trial.set_user_attr("pruned_at", int(result["step"]))
+            study.tell(trial, state=TrialState.PRUNED)
+            return {"state": "PRUNED"}
         values, error = self._outcome(result)
         if values is not None:
+            if result.get("runs"):
+                sems, reps = [], {}
+                for i, o in enumerate(self.objectives):
+                    k = self.repeats.get(o.name)
+                    if k is None:
+                        sems.append(None)
+                        continue
+                    vals = [self._values(r)[i] for r in result["runs"][:k]]
+                    sems.append(float(np.std(vals, ddof=1) / math.sqrt(k)))
+                    reps[o.name] = vals
+                trial.set_user_attr(SEM_ATTR, sems)
+                trial.set_user_attr("objective_repeats", reps)
             study.tell(trial, values)
             return {"state": "COMPLETE"}
         trial.set_user_attr("error", str(error)[:2000])
@@ -1161,9 +1281,12 @@ class HyperTuner:
         study = study or self.create_study()
         history = []
         for t in study.get_trials(deepcopy=False):
-            if t.state not in (TrialState.COMPLETE, TrialState.FAIL):
+            if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
                 continue
-            values = {o.name: (t.values[i] if t.values else None) for i, o in enumerate(self.objectives)}
+            vals = t.values if t.values else t.user_attrs.get("partial_values")
+            values = {o.name: (vals[i] if vals else None) for i, o in enumerate(self.objectives)}
+            sems = t.user_attrs.get(SEM_ATTR) or []
+            reps = t.user_attrs.get("objective_repeats") or {}
             history.append(
                 {
                     "number": t.number,
@@ -1175,6 +1298,9 @@ class HyperTuner:
                     "metrics": t.user_attrs.get("metrics", {}),
                     "applied": t.user_attrs.get("applied"),
                     "lost": bool(t.user_attrs.get("lost")),
+                    "sem": {o.name: s for o, s in zip(self.objectives, sems) if s is not None},
+                    "n_repeats": {name: len(v) for name, v in reps.items()},
+                    "pruned_at": t.user_attrs.get("pruned_at"),
                 }
             )
         complete = [h for h in history if h["state"] == "COMPLETE"]

@@ -36,6 +36,7 @@ PURE_CORES = (
     "lightning_addons.tuner._pareto",
     "lightning_addons.tuner._nsga2",
     "lightning_addons.tuner.mopir",
+    "lightning_addons.tuner.pruners",
 )
 #: Experiment drivers (integration layer): they call the library's public API only, and only the CLI
 #: (``lightning_addons.cli``) imports them.

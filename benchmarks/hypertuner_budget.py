@@ -1,0 +1,386 @@
+"""HyperTuner on a real tuning budget: multi-objective early stopping (pruning) against no pruning and
+Optuna's GPSampler / TPE / NSGA-II, on the digits LeNet-5 task.
+
+Task: LeNet-5 on scikit-learn's 8x8 digits upsampled to 16x16 (the smallest input LeNet-5 takes), 600 train / 450 val images
+(stratified),
+Adam, ``--epochs`` epochs (6). Tuned: ``lr`` (log), ``width``, ``batch_size``, ``precision`` (32 or bf16
+autocast), ``torch_threads`` (1 or 2). Objectives: ``val_acc`` (max) and ``time`` (min) where
+``time`` is the trial's **CPU seconds** (``time.process_time``, all threads): the machine is shared, so
+wall seconds vary by tens of percent for the same work, CPU seconds much less.
+
+``OMP_WAIT_POLICY=PASSIVE`` is set (unless given): with spinning idle threads, ``torch_threads: 2`` cost
+10-40x the CPU seconds of one thread on this oversubscribed 2-core machine and swamped every budget.
+One warm-up epoch runs before the first method (data loading and first-call costs stay off the axis).
+
+Budget and time axis: every method runs trials until the **summed trial CPU seconds** reach ``--budget``
+(the trial that crosses it is the last one counted). The time axis of every curve is that sum; the
+suggestion cost of the samplers is *not* on it (it is printed separately). Hypervolume: both objectives
+mapped to [0, 1] over the complete (full-fidelity) trials of all methods of one seed (``time`` on a log
+scale), reference point -0.1, divided by 1.1^2 (as :func:`lightning_addons.tuner.report.hv_curve`).
+Pruned trials never count in the hypervolume (their values are partial).
+
+Printed per seed and as medians: final HV of each method at the budget; for HyperTuner with early
+stopping (``ht_es``), the share of the budget it needs to reach the final HV of HyperTuner without it
+(``ht``) (acceptance: <= 0.60); and the re-run check: the ``--rerun`` pruned trials with the best partial
+values are trained to completion and counted if they would have entered the final front of ``ht_es``.
+
+Reproduce (one thread, niced; results appended to JSONL, ``--summary-only`` re-prints)::
+
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/hypertuner_budget.py --seeds 0 1 2 \
+        --out runs/hypertuner_budget.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# idle OpenMP threads sleep instead of spinning: on an oversubscribed shared machine a spinning second
+# thread burned 10-40x the CPU seconds of the work (13-17 CPU-s vs 0.3-1.7 for one thread, measured)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+METHODS = ("ht", "ht_es", "gp", "tpe", "nsga2")
+ALGORITHM = {"ht": "adumbo", "ht_es": "adumbo", "gp": "gp", "tpe": "tpe", "nsga2": "nsga2"}
+SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True, "default": 1e-3},
+    "width": {"type": "float", "low": 0.25, "high": 1.5, "default": 1.0},
+    "batch_size": {"type": "categorical", "choices": [32, 64, 128], "default": 64, "layer": "system"},
+    "precision": {"type": "categorical", "choices": ["32", "bf16-mixed"], "default": "32", "layer": "system"},
+    "torch_threads": {"type": "categorical", "choices": [1, 2], "default": 1, "layer": "system"},
+}
+SPACE_DEFAULTS = {k: v["default"] for k, v in SPACE.items()}
+OBJECTIVES = ["val_acc:max", "time:min"]
+PRUNER = {"name": "pareto_halving", "min_resource": 1, "reduction_factor": 3, "min_peers": 4}
+
+
+class BudgetSpent(BaseException):
+    """Stops a tuning run once the summed trial CPU seconds reach the budget."""
+
+
+_DATA: dict = {}
+
+
+def digits_data():
+    if not _DATA:
+        import torch
+        import torch.nn.functional as F
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        X, y = load_digits(return_X_y=True)
+        X = torch.tensor(X, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+        X = F.interpolate(X, size=16, mode="bilinear", align_corners=False)
+        y = torch.tensor(y)
+        itr, iva = train_test_split(
+            np.arange(len(y)), train_size=600, test_size=450, stratify=y.numpy(), random_state=0
+        )
+        _DATA.update(Xtr=X[itr], ytr=y[itr], Xva=X[iva], yva=y[iva])
+    return _DATA
+
+
+def train_digits(params, report=None, epochs: int = 9, seed: int = 0) -> dict:
+    """Train LeNet-5 on digits; ``report(epoch, {"val_acc", "time"})`` after each epoch."""
+    import torch
+
+    from lightning_addons.modules.nn import LeNet5
+
+    d = digits_data()
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(params["torch_threads"]))
+    c0 = time.process_time()
+    try:
+        g = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        model = LeNet5(width=float(params["width"]), input_size=16)
+        opt = torch.optim.Adam(model.parameters(), lr=float(params["lr"]))
+        bs = int(params["batch_size"])
+        autocast = params["precision"] == "bf16-mixed"
+        acc = 0.0
+        for epoch in range(1, epochs + 1):
+            model.train()
+            perm = torch.randperm(len(d["ytr"]), generator=g)
+            for i in range(0, len(perm), bs):
+                idx = perm[i : i + bs]
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    loss = torch.nn.functional.cross_entropy(model(d["Xtr"][idx]), d["ytr"][idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                acc = float((model(d["Xva"]).argmax(1) == d["yva"]).float().mean())
+            if not np.isfinite(loss.item()):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}")
+            if report is not None:
+                report(epoch, {"val_acc": acc, "time": time.process_time() - c0})
+        return {"val_acc": acc, "time": time.process_time() - c0}
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def run_method(method: str, seed: int, budget: float, epochs: int, workdir: Path, n_init: int) -> dict:
+    """One tuning run until the summed trial CPU seconds reach ``budget``; returns its trials."""
+    import optuna
+
+    from lightning_addons.tuner import HyperTuner
+
+    spent = {"cpu": 0.0, "suggest": 0.0}
+
+    def fn(params, report):
+        if spent["cpu"] >= budget:
+            raise BudgetSpent
+        c0 = time.process_time()
+        try:
+            return train_digits(params, report, epochs=epochs, seed=seed)
+        finally:
+            spent["cpu"] += time.process_time() - c0
+
+    storage = f"sqlite:///{workdir}/{method}_{seed}.db"
+    tuner = HyperTuner(
+        space=SPACE,
+        objectives=OBJECTIVES,
+        trial_fn=fn,
+        algorithm=ALGORITHM[method],
+        n_trials=10_000,
+        n_init=n_init,
+        seed=seed,
+        storage=storage,
+        study_name=f"{method}_{seed}",
+        output_dir=workdir / f"{method}_{seed}",
+        progress=False,
+        mopir=False,
+        pruner=PRUNER if method == "ht_es" else None,
+    )
+    c_all = time.process_time()
+    w0 = time.perf_counter()
+    try:
+        tuner.run()
+    except BudgetSpent:
+        pass
+    wall = time.perf_counter() - w0
+    total_cpu = time.process_time() - c_all
+    study = optuna.load_study(study_name=f"{method}_{seed}", storage=storage)
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name not in ("COMPLETE", "PRUNED"):
+            continue
+        steps = sorted(int(k.split("@")[1]) for k in t.user_attrs if k.startswith("objectives@"))
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "params": dict(t.params),
+                "values": list(t.values) if t.values else t.user_attrs.get("partial_values"),
+                "pruned_at": t.user_attrs.get("pruned_at"),
+                "last_step": steps[-1] if steps else None,
+                "cpu": None,
+            }
+        )
+    # the trial CPU seconds are its `time` objective (complete) or partial `time` (pruned)
+    for tr in trials:
+        tr["cpu"] = float(tr["values"][1])
+    return {
+        "method": method,
+        "seed": seed,
+        "budget": budget,
+        "trials": trials,
+        "trial_cpu": spent["cpu"],
+        "tuner_cpu_outside_trials": total_cpu - spent["cpu"],
+        "wall": wall,
+    }
+
+
+def _Z(values: np.ndarray, lo, hi) -> np.ndarray:
+    """(val_acc max, time min) -> maximisation space in [0, 1], time on a log scale."""
+    F = np.column_stack([values[:, 0], -np.log(values[:, 1])])
+    return (F - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+def hv_curve(run: dict, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """(summed trial CPU after each trial, HV of the complete trials so far) of one run."""
+    from lightning_addons.tuner._pareto import hypervolume
+
+    cum, hv, pts = [], [], []
+    total = 0.0
+    for tr in sorted(run["trials"], key=lambda t: t["number"]):
+        total += tr["cpu"]
+        if tr["state"] == "COMPLETE":
+            pts.append(tr["values"])
+        cum.append(total)
+        hv.append(hypervolume(_Z(np.array(pts), lo, hi), [-0.1, -0.1]) / 1.21 if pts else 0.0)
+    return np.array(cum), np.array(hv)
+
+
+def rerun_check(run: dict, k: int, epochs: int, seed: int) -> dict:
+    """Train the ``k`` pruned trials with the best partial values to completion; how many would enter the
+    final front of the run (not dominated by any of its complete trials)?"""
+    from lightning_addons.tuner._pareto import dominates
+    from lightning_addons.tuner.pruners import nondominated_ranks
+
+    pruned = [t for t in run["trials"] if t["state"] == "PRUNED"]
+    complete = np.array([t["values"] for t in run["trials"] if t["state"] == "COMPLETE"], float)
+    if not pruned or not len(complete):
+        return {"n_pruned": len(pruned), "rerun": 0, "entered": 0, "details": []}
+    # best partial values: latest rung first, then non-dominated rank of (val_acc, -time) among them
+    P = np.array([[t["values"][0], -t["values"][1]] for t in pruned])
+    rank = nondominated_ranks(P)
+    order = sorted(range(len(pruned)), key=lambda i: (-pruned[i]["pruned_at"], rank[i], -P[i, 0]))
+    details, entered = [], 0
+    F_front = np.column_stack([complete[:, 0], -complete[:, 1]])
+    for i in order[:k]:
+        t = pruned[i]
+        full = train_digits(t["params"], None, epochs=epochs, seed=seed)
+        f = np.array([[full["val_acc"], -full["time"]]])
+        enters = not bool(dominates(F_front, f).any())
+        entered += enters
+        details.append(
+            {"number": t["number"], "pruned_at": t["pruned_at"], "partial": t["values"], "full": full,
+             "enters_front": enters}  # fmt: skip
+        )
+    return {"n_pruned": len(pruned), "rerun": len(details), "entered": entered, "details": details}
+
+
+def plot(rows: list[dict], methods, path: str) -> None:
+    """HV against summed trial CPU seconds, one panel per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_seed: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        if r.get("kind") == "run":
+            by_seed.setdefault(r["seed"], {})[r["method"]] = r
+    fig, axes = plt.subplots(1, len(by_seed), figsize=(4.2 * len(by_seed), 3.4), squeeze=False)
+    for ax, (seed, runs) in zip(axes[0], sorted(by_seed.items())):
+        allv = np.array([t["values"] for r in runs.values() for t in r["trials"] if t["state"] == "COMPLETE"])
+        F = np.column_stack([allv[:, 0], -np.log(allv[:, 1])])
+        for m in methods:
+            if m in runs:
+                c, h = hv_curve(runs[m], F.min(0), F.max(0))
+                ax.step(c, h, where="post", label=m)
+        ax.set_title(f"seed {seed}")
+        ax.set_xlabel("summed trial CPU seconds")
+        ax.set_ylabel("hypervolume (normalised)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"figure: {path}")
+
+
+def summarise(rows: list[dict], methods) -> None:
+    by_seed: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        if r.get("kind") == "run":
+            by_seed.setdefault(r["seed"], {})[r["method"]] = r
+    table = {m: [] for m in methods}
+    reach, checks = [], []
+    print(f"\n{'seed':>4} " + " ".join(f"{m:>8}" for m in methods) + "   ht_es reach share   pruned/complete")
+    for seed, runs in sorted(by_seed.items()):
+        allv = np.array([t["values"] for r in runs.values() for t in r["trials"] if t["state"] == "COMPLETE"])
+        F = np.column_stack([allv[:, 0], -np.log(allv[:, 1])])
+        lo, hi = F.min(0), F.max(0)
+        curves = {m: hv_curve(r, lo, hi) for m, r in runs.items()}
+        finals = {m: float(curves[m][1][-1]) for m in runs}  # at the end of the budget
+        for m in methods:
+            if m in finals:
+                table[m].append(finals[m])
+        share = float("nan")
+        if "ht" in curves and "ht_es" in curves:
+            c_ht, h_ht = curves["ht"]
+            target = h_ht[-1]
+            t_ht = c_ht[-1]
+            c_es, h_es = curves["ht_es"]
+            hit = np.flatnonzero(h_es >= target - 1e-12)
+            share = float(c_es[hit[0]] / t_ht) if len(hit) else float("inf")
+            reach.append(share)
+        es = runs.get("ht_es")
+        counts = ""
+        if es:
+            n_p = sum(t["state"] == "PRUNED" for t in es["trials"])
+            n_c = sum(t["state"] == "COMPLETE" for t in es["trials"])
+            counts = f"{n_p}/{n_c}"
+        print(
+            f"{seed:>4} " + " ".join(f"{finals.get(m, float('nan')):8.4f}" for m in methods)
+            + f"   {share:17.3f}   {counts:>15}"
+        )
+    for r in rows:
+        if r.get("kind") == "rerun":
+            checks.append(r)
+    print(
+        "median " + " ".join(f"{np.median(v) if v else float('nan'):8.4f}" for v in table.values())
+        + f"   {np.median(reach) if reach else float('nan'):17.3f}"
+    )
+    if reach:
+        print(f"ht_es reaches ht's final HV at {[round(x, 3) for x in reach]} of ht's trial CPU (acceptance <= 0.60)")
+    for c in checks:
+        print(
+            f"seed {c['seed']}: re-ran {c['rerun']} of {c['n_pruned']} pruned trials (best partial values) to "
+            f"completion; {c['entered']} would have entered the final front"
+        )
+    for r in rows:
+        if r.get("kind") == "run":
+            print(
+                f"  {r['method']:>6} seed {r['seed']}: {len(r['trials'])} trials, trial CPU {r['trial_cpu']:.1f} s, "
+                f"tuner CPU outside trials {r['tuner_cpu_outside_trials']:.1f} s, wall {r['wall']:.0f} s"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--budget", type=float, default=20.0, help="summed trial CPU seconds per run")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--n-init", type=int, default=4)
+    ap.add_argument("--rerun", type=int, default=3, help="pruned trials re-run to completion per seed")
+    ap.add_argument("--out", default="runs/hypertuner_budget.jsonl")
+    ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--plot", default=None, help="write the HV-over-CPU figure (PNG) here")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    if not args.summary_only:
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="hypertuner_budget_"))
+        train_digits(dict(SPACE_DEFAULTS), None, epochs=1)  # one-time costs (data, first autograd) off the axis
+        for seed in args.seeds:
+            for method in args.methods:
+                if any(r.get("kind") == "run" and r["seed"] == seed and r["method"] == method for r in rows):
+                    continue
+                r = run_method(method, seed, args.budget, args.epochs, work, args.n_init)
+                r["kind"] = "run"
+                r["epochs"] = args.epochs
+                rows.append(r)
+                with open(out, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+                print(f"done {method} seed {seed}: {len(r['trials'])} trials, wall {r['wall']:.0f} s", flush=True)
+            es = [r for r in rows if r.get("kind") == "run" and r["seed"] == seed and r["method"] == "ht_es"]
+            have = any(r.get("kind") == "rerun" and r["seed"] == seed for r in rows)
+            if es and args.rerun > 0 and not have:
+                c = rerun_check(es[0], args.rerun, args.epochs, seed)
+                c.update(kind="rerun", seed=seed)
+                rows.append(c)
+                with open(out, "a") as f:
+                    f.write(json.dumps(c) + "\n")
+    summarise(rows, [m for m in METHODS if m in args.methods])
+    if args.plot:
+        plot(rows, [m for m in METHODS if m in args.methods], args.plot)
+
+
+if __name__ == "__main__":
+    main()

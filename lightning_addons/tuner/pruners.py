@@ -1,0 +1,231 @@
+"""Multi-objective early stopping of trials: pure rules that decide from the partial objective vectors of
+the trials at one fidelity (NumPy only; no Lightning, no Optuna).
+
+A trial reports its objective vector after each validation (step 1, 2, ...). At a *rung* step the pruner
+compares it with every other trial of the study that reported the same step (running, finished or
+pruned, from any worker: the tuner reads them from the study storage) and says whether to stop it.
+Optuna's pruners (median, successive halving, Hyperband) and Ray Tune's ASHA are single-objective; the
+rule here ranks by non-dominated sorting instead of by one value.
+
+Examples:
+    >>> p = ParetoHalvingPruner(min_resource=1, reduction_factor=2, min_peers=3)
+    >>> p.rungs(8)
+    [1, 2, 4, 8]
+    >>> peers = [[0.9, 10.0], [0.8, 5.0], [0.95, 12.0]]   # (val_acc max, time min) at step 2
+    >>> p.should_prune(2, [0.7, 11.0], peers, ["maximize", "minimize"])   # dominated by (0.9, 10)
+    True
+    >>> p.should_prune(2, [0.99, 20.0], peers, ["maximize", "minimize"])  # on the front: never pruned
+    False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from lightning_addons.tuner._pareto import check_directions, dominates, hypervolume, to_max
+
+TIE_BREAKS = ("hypervolume", "none")
+
+
+class TrialPruned(Exception):
+    """Raised by a trial's ``report(step, metrics)`` when the pruner stops the trial (in-process trials)."""
+
+    def __init__(self, step: int, message: str = "") -> None:
+        super().__init__(message or f"pruned at step {step}")
+        self.step = int(step)
+
+
+def nondominated_ranks(F: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting rank of each row of ``F`` (maximisation): 0 for the front, 1 for the front
+    of the rest, ... Equal rows share a rank (neither dominates the other).
+
+    Examples:
+        >>> nondominated_ranks(np.array([[1.0, 1.0], [2.0, 0.0], [0.5, 0.5], [0.0, 0.0]])).tolist()
+        [0, 0, 1, 2]
+    """
+    F = np.asarray(F, dtype=float)
+    D = dominates(F, F)  # D[i, j]: i dominates j
+    ranks = np.full(len(F), -1, dtype=int)
+    left = np.ones(len(F), dtype=bool)
+    r = 0
+    while left.any():
+        front = left & ~(D[left].any(0))  # not dominated by any remaining row
+        ranks[front] = r
+        left &= ~front
+        r += 1
+    return ranks
+
+
+def hv_contributions(F: np.ndarray) -> np.ndarray:
+    """Exclusive hypervolume contribution of each row of ``F`` (maximisation, rows of one front), in the
+    box of ``F`` normalised to [0, 1] per objective with the reference point at -0.1."""
+    F = np.asarray(F, dtype=float)
+    if len(F) == 1:
+        return np.ones(1)
+    lo, hi = F.min(0), F.max(0)
+    Z = (F - lo) / np.where(hi > lo, hi - lo, 1.0)
+    ref = np.full(F.shape[1], -0.1)
+    total = hypervolume(Z, ref)
+    return np.array([total - hypervolume(np.delete(Z, i, 0), ref) for i in range(len(Z))])
+
+
+class ParetoHalvingPruner:
+    """Asynchronous successive halving on the non-dominated rank (multi-objective ASHA).
+
+    Rungs are the steps ``min_resource * reduction_factor**k`` (steps count validations from 1: with one
+    validation per epoch, epochs). At a rung, the trial and every other trial that reported this step are
+    sorted by non-dominated rank (``tie_break="hypervolume"``: within the rank at the cut, by exclusive
+    hypervolume contribution, larger first); the best ``max(1, n // reduction_factor)`` go on. A trial on
+    the non-dominated front of its rung is never pruned, nor is any trial while fewer than ``min_peers``
+    trials (itself included) reached the rung: the first trials of a study always run to the end.
+
+    Args:
+        min_resource: the first rung (a step >= 1).
+        reduction_factor: keep one in ``reduction_factor`` at each rung (an integer >= 2).
+        min_peers: trials at a rung needed before deciding (>= 2).
+        tie_break: ``"hypervolume"`` or ``"none"`` (every trial of the rank at the cut goes on).
+
+    Raises:
+        ValueError: a bad argument, named with the allowed values and the value received.
+
+    Examples:
+        >>> ParetoHalvingPruner(reduction_factor=3).rungs(10)
+        [1, 3, 9]
+    """
+
+    def __init__(
+        self,
+        min_resource: int = 1,
+        reduction_factor: int = 3,
+        min_peers: int = 4,
+        tie_break: Literal["hypervolume", "none"] = "hypervolume",
+    ) -> None:
+        for name, value, low in (
+            ("min_resource", min_resource, 1),
+            ("reduction_factor", reduction_factor, 2),
+            ("min_peers", min_peers, 2),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"pruner `{name}` must be an integer >= {low}, got {value!r}.")
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"pruner `tie_break` must be one of {list(TIE_BREAKS)}, got {tie_break!r}.")
+        self.min_resource = min_resource
+        self.reduction_factor = reduction_factor
+        self.min_peers = min_peers
+        self.tie_break = tie_break
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (stored in the study's fingerprint)."""
+        return {
+            "class": type(self).__name__,
+            "min_resource": self.min_resource,
+            "reduction_factor": self.reduction_factor,
+            "min_peers": self.min_peers,
+            "tie_break": self.tie_break,
+        }
+
+    def is_rung(self, step: int) -> bool:
+        """Whether ``step`` is a rung (``min_resource * reduction_factor**k``)."""
+        step = int(step)
+        if step < self.min_resource or step % self.min_resource:
+            return False
+        q = step // self.min_resource
+        while q % self.reduction_factor == 0:
+            q //= self.reduction_factor
+        return q == 1
+
+    def rungs(self, max_step: int) -> list[int]:
+        """The rungs up to ``max_step``."""
+        out, r = [], self.min_resource
+        while r <= max_step:
+            out.append(r)
+            r *= self.reduction_factor
+        return out
+
+    def should_prune(
+        self,
+        step: int,
+        values: Sequence[float],
+        peers: Sequence[Sequence[float]],
+        directions: Sequence[str],
+    ) -> bool:
+        """Whether the trial with objective vector ``values`` at ``step`` stops, beside ``peers`` (the
+        vectors of the other trials at the same step). Non-finite peers are ignored; a non-finite
+        ``values`` is never pruned here (the tuner fails such a trial on its own terms)."""
+        if not self.is_rung(step):
+            return False
+        dirs = check_directions(directions)
+        v = np.asarray(values, dtype=float).reshape(-1)
+        if len(v) != len(dirs) or not np.all(np.isfinite(v)):
+            return False
+        P = np.asarray([p for p in peers if len(p) == len(dirs)], dtype=float).reshape(-1, len(dirs))
+        P = P[np.all(np.isfinite(P), axis=1)]
+        n = len(P) + 1
+        if n < self.min_peers:
+            return False
+        F = to_max(np.vstack([v[None], P]), dirs)
+        ranks = nondominated_ranks(F)
+        if ranks[0] == 0:
+            return False
+        keep = max(1, n // self.reduction_factor)
+        ahead = int(np.sum(ranks < ranks[0]))
+        if ahead >= keep:
+            return True
+        same = np.flatnonzero(ranks == ranks[0])
+        if self.tie_break == "none" or ahead + len(same) <= keep:
+            return False
+        contrib = hv_contributions(F[same])
+        better = int(np.sum(contrib > contrib[0] + 1e-12))  # same[0] == 0: this trial
+        return ahead + better >= keep
+
+
+#: Pruner rules selectable by name in ``HyperTuner(pruner={"name": ..., ...})`` / the ``tune`` yaml.
+PRUNERS = {"pareto_halving": ParetoHalvingPruner}
+
+
+def make_pruner(spec: Any) -> Any:
+    """A pruner from ``None`` (no pruning), a pruner object (any object with ``is_rung`` and
+    ``should_prune``), or a mapping ``{name: pareto_halving, <constructor arguments>}`` (``name`` defaults
+    to ``pareto_halving``).
+
+    Raises:
+        ValueError: an unknown name or argument, or a bad value (named, with the allowed ones).
+
+    Examples:
+        >>> make_pruner({"reduction_factor": 2}).rungs(4)
+        [1, 2, 4]
+    """
+    if spec is None or spec is False:
+        return None
+    if hasattr(spec, "should_prune") and hasattr(spec, "is_rung"):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise ValueError(
+            "`pruner` must be None, a mapping such as {name: pareto_halving, reduction_factor: 3} or an object "
+            f"with is_rung() and should_prune(), got {spec!r}."
+        )
+    args = dict(spec)
+    name = args.pop("name", "pareto_halving")
+    if name not in PRUNERS:
+        raise ValueError(f"`pruner.name` must be one of {sorted(PRUNERS)}, got {name!r}.")
+    cls = PRUNERS[name]
+    import inspect
+
+    allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise ValueError(f"`pruner` has unknown argument(s) {unknown} for {name!r}; allowed: {allowed}.")
+    return cls(**args)
+
+
+def pruner_config(pruner: Any) -> dict[str, Any] | None:
+    """What identifies a pruner in a study's fingerprint."""
+    if pruner is None:
+        return None
+    if hasattr(pruner, "config"):
+        return dict(pruner.config())
+    return {"class": f"{type(pruner).__module__}.{type(pruner).__qualname__}"}
+
