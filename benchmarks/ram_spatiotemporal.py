@@ -13,7 +13,8 @@ Datasets (``--datasets``):
 Models: last value, seasonal naive(s), STAEformer with attention on both axes, RAM on both axes (``mlp``),
 RAM on time only; one Forecaster test reports MAE/RMSE in original units (``metrics_space="both"``).
 Budget: ``--epochs`` fixed epochs (no early stopping), one CPU thread, training-window ``--stride``;
-``--models`` picks the STAEformer variants, ``--lr``/``--batch-size`` override the per-dataset defaults.
+``--models`` picks the STAEformer variants, ``--lr``/``--batch-size`` override the per-dataset defaults,
+``--attention-dropout 0`` is the reference STAEformer's setting (default: the 0.1 dropout, as before).
 With ``--json`` every finished row (baseline or trained model, with wall and CPU seconds and the load
 average) is written at once, so an interrupted run keeps what it finished.
 
@@ -178,7 +179,16 @@ def run(args) -> list[dict]:
             model_name, kw = VARIANTS[key]
             for seed in args.seeds:
                 pl.seed_everything(seed, verbose=False)
-                model = STAEformer(num_nodes=n, window=t, horizon=h, n_heads=4, dropout=0.1, **sizes, **kw)
+                model = STAEformer(
+                    num_nodes=n,
+                    window=t,
+                    horizon=h,
+                    n_heads=4,
+                    dropout=0.1,
+                    attention_dropout=args.attention_dropout,
+                    **sizes,
+                    **kw,
+                )
                 module = Forecaster(model, loss="mae", lr=lr, metrics_space="both")
                 load = os.getloadavg()[0]
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -195,6 +205,7 @@ def run(args) -> list[dict]:
                         "epochs": args.epochs,
                         "lr": lr,
                         "batch_size": dm.batch_size,
+                        "attention_dropout": 0.1 if args.attention_dropout is None else args.attention_dropout,
                         "train_steps": trainer.global_step,
                         "seconds": sec,
                         "fit_seconds": fit_sec,
@@ -249,6 +260,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: per dataset)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: per dataset)")
+    parser.add_argument(
+        "--attention-dropout",
+        type=float,
+        default=None,
+        help="dropout on the attention weights (default: the 0.1 dropout; the reference STAEformer: 0, which "
+        "keeps CPU training on the fused SDPA kernel, about 5x faster at 500 nodes)",
+    )
     parser.add_argument("--nodes", type=int, default=500)
     parser.add_argument("--weeks", type=int, default=8)
     parser.add_argument("--stride", type=int, default=4, help="training-window stride (synthetic)")
