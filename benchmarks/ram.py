@@ -402,9 +402,23 @@ class _PaperForecaster(Forecaster):
 
 
 def part_paper(
-    seeds: list[int], horizons: list[int], lookbacks: list[int], path: str, only: list[str] | None
+    seeds: list[int],
+    horizons: list[int],
+    lookbacks: list[int],
+    path: str,
+    only: list[str] | None,
+    max_epochs: int | None = None,
+    max_minutes: float | None = None,
+    on_row=None,
 ) -> list[dict]:
-    """ETTh1 at the papers' budgets: early stopping on validation MSE, best weights tested."""
+    """ETTh1 at the papers' budgets: early stopping on validation MSE, best weights tested.
+
+    ``max_epochs`` caps the paper's epochs and ``max_minutes`` the wall time of each training (Lightning's
+    ``max_time``: training stops after the step that passes the limit and that epoch is validated), for a
+    machine where the paper budget does not fit; each row says what stopped the training (``stopped_by``).
+    ``on_row(rows)`` is called after every finished row (the benchmark writes its JSON there).
+    """
+    import datetime
     import tempfile
 
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -421,8 +435,8 @@ def part_paper(
                     batch = spec["batch"] if spec else 32
                     dm = ETTh1DataModule(path=path, lookback=lookback, horizon=horizon, batch_size=batch)
                     model = build(lookback, horizon)
-                    t0 = time.perf_counter()
-                    epochs_run = 0
+                    t0, c0, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
+                    epochs_run, stopped_by, epochs = 0, None, None
                     if spec is None:
                         if isinstance(model, LinearForecaster):
                             dm.setup()
@@ -432,22 +446,36 @@ def part_paper(
                         res = trainer.test(module, datamodule=dm, verbose=False)[0]
                     else:
                         module = _PaperForecaster(model, spec["lr"], spec["lradj"])
+                        epochs = spec["epochs"] if max_epochs is None else min(spec["epochs"], max_epochs)
                         with tempfile.TemporaryDirectory() as tmp:
                             ckpt = ModelCheckpoint(dirpath=tmp, monitor="val_loss", mode="min", save_top_k=1)
+                            stop = EarlyStopping("val_loss", patience=spec["patience"])
                             trainer = pl.Trainer(
-                                max_epochs=spec["epochs"],
+                                max_epochs=epochs,
+                                max_time=None
+                                if max_minutes is None
+                                else datetime.timedelta(seconds=60 * max_minutes),
                                 accelerator="cpu",
                                 devices=1,
                                 logger=False,
                                 enable_progress_bar=False,
                                 enable_model_summary=False,
                                 num_sanity_val_steps=0,
-                                callbacks=[EarlyStopping("val_loss", patience=spec["patience"]), ckpt],
+                                callbacks=[stop, ckpt],
                             )
                             trainer.fit(module, datamodule=dm)
                             epochs_run = trainer.current_epoch
+                            if stop.stopped_epoch:
+                                stopped_by = "early stopping"
+                            elif epochs_run >= spec["epochs"]:
+                                stopped_by = "paper epochs"
+                            elif epochs_run >= epochs:
+                                stopped_by = "epoch cap"
+                            else:
+                                stopped_by = "time limit"
+                            best_epoch = _best_epoch(ckpt.best_model_path)
                             res = trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)[0]
-                    wall = time.perf_counter() - t0
+                    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                     published = PUBLISHED_ETTH1.get((name, lookback, horizon))
                     row = {
                         "dataset": "ETTh1",
@@ -460,20 +488,42 @@ def part_paper(
                         "test_mae": res["test_mae"],
                         "epochs_run": epochs_run,
                         "wall_s": wall,
+                        "cpu_s": cpu,
+                        "load_start": load,
+                        "load_end": os.getloadavg()[0],
                         "published_mse": published,
                     }
+                    if spec:
+                        row.update(
+                            paper_epochs=spec["epochs"],
+                            epoch_cap=epochs,
+                            max_minutes=max_minutes,
+                            stopped_by=stopped_by,
+                            best_epoch=best_epoch,
+                        )
                     rows.append(row)
+                    if on_row is not None:
+                        on_row(rows)
                     gap = (
                         f" (published {published}: {100 * (res['test_mse'] / published - 1):+.1f}%)"
                         if published
                         else ""
                     )
+                    stopped = f" ({stopped_by}, best epoch {best_epoch})" if spec else ""
                     print(
                         f"  {name:<26} seed {seed}: MSE {res['test_mse']:.4f} MAE {res['test_mae']:.4f} "
-                        f"epochs {epochs_run} wall {wall:.0f} s{gap}",
+                        f"epochs {epochs_run}{stopped} wall {wall:.0f} s CPU {cpu:.0f} s load {load:.1f}{gap}",
                         flush=True,
                     )
     return rows
+
+
+def _best_epoch(path: str) -> int | None:
+    """1-based epoch of a ModelCheckpoint file name ``epoch=E-step=S.ckpt`` (E is 0-based)."""
+    name = Path(path).name
+    if not name.startswith("epoch="):
+        return None
+    return int(name.split("-")[0].split("=")[1]) + 1
 
 
 def part_etth1(
@@ -717,8 +767,24 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="attention-weight dropout of the memory part's STAEformers (default: dropout 0.1; the paper: 0)",
     )
+    parser.add_argument(
+        "--paper-max-epochs",
+        type=int,
+        default=None,
+        help="--budget paper: cap on the papers' epochs (default: none; the row records the cut)",
+    )
+    parser.add_argument(
+        "--paper-max-minutes",
+        type=float,
+        default=None,
+        help="--budget paper: wall-time limit of each training in minutes (default: none)",
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.paper_max_epochs is not None and args.paper_max_epochs <= 0:
+        parser.error(f"--paper-max-epochs must be a positive integer, got {args.paper_max_epochs}.")
+    if args.paper_max_minutes is not None and not args.paper_max_minutes > 0:
+        parser.error(f"--paper-max-minutes must be positive, got {args.paper_max_minutes}.")
     if args.memory_child:
         memory_child(args.memory_child)
         return {}
@@ -736,18 +802,29 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     if args.budget == "paper":
         only = args.models.split(",") if args.models else None
-        out["runs"] = part_paper(
-            seeds,
-            [int(h) for h in args.horizons.split(",")],
-            [int(lb) for lb in args.lookbacks.split(",")],
-            etth1,
-            only,
+
+        def write(rows: list[dict]) -> None:
+            out["runs"] = rows
+            if args.json:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                tmp = f"{args.json}.tmp"
+                with open(tmp, "w") as fh:
+                    json.dump(out, fh, indent=1)
+                os.replace(tmp, args.json)
+
+        write(
+            part_paper(
+                seeds,
+                [int(h) for h in args.horizons.split(",")],
+                [int(lb) for lb in args.lookbacks.split(",")],
+                etth1,
+                only,
+                args.paper_max_epochs,
+                args.paper_max_minutes,
+                on_row=write,
+            )
         )
         print(f"\ntotal {time.perf_counter() - t0:.0f} s")
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            with open(args.json, "w") as fh:
-                json.dump(out, fh, indent=1)
         return out
     if "flops" in parts:
         out["flops"] = part_flops()
