@@ -280,6 +280,9 @@ class ADUMBO(AskTellOptimizer):
             each step as BoTorch's ``infer_reference_point`` does: the nadir of the observed Pareto
             front minus 10% of the front's range per objective.
         initial_points: optional unit-cube points evaluated first (e.g. the defaults).
+        warm_start: start each surrogate fit at the previous step's hyper-parameters (kept in
+            :meth:`state_dict`) instead of the prior's defaults: about 20% cheaper steps, but the fit can
+            stay in a poor local optimum (DTLZ2, seed 0: HV/max 0.22 warm vs 0.40 cold), so off by default.
 
     Raises:
         ValueError: bad weight/w0/tau/beta/n_init/candidates/ref_eps or any argument of
@@ -316,8 +319,10 @@ class ADUMBO(AskTellOptimizer):
         log_objectives: Sequence[int] = (),
         ref_point: Sequence[float] | None = None,
         initial_points: np.ndarray | None = None,
+        warm_start: bool = False,
     ) -> None:
         super().__init__(dim, directions, seed=seed, log_objectives=log_objectives)
+        self.warm_start = bool(warm_start)
         if weight != "adaptive":
             try:
                 weight = float(weight)
@@ -387,7 +392,12 @@ class ADUMBO(AskTellOptimizer):
         """Fit the surrogates (warm-started from the previous fit when it matches) and return their
         posterior; the fitted hyper-parameters are kept for the next step (and in :meth:`state_dict`)."""
         models, warm = fit_gps(
-            X, Y, seed=self.seed + self.n_asked, Yvar=Yvar, warm_start=self._gp_warm, feature="ADUMBO"
+            X,
+            Y,
+            seed=self.seed + self.n_asked,
+            Yvar=Yvar,
+            warm_start=self._gp_warm if self.warm_start else None,
+            feature="ADUMBO",
         )
         self._gp_warm = warm
         return _Posterior.from_models(models, X)
@@ -506,6 +516,7 @@ class ADUMBO(AskTellOptimizer):
             ref_eps=self.ref_eps,
             initial_points=self.initial_points.tolist(),
             gp_warm_start=self._gp_warm,
+            warm_start=self.warm_start,
         )
         return s
 
@@ -523,6 +534,7 @@ class ADUMBO(AskTellOptimizer):
         if state.get("initial_points"):
             self.initial_points = np.asarray(state["initial_points"], dtype=float).reshape(-1, self.dim)
         self._gp_warm = state.get("gp_warm_start")
+        self.warm_start = bool(state.get("warm_start", self.warm_start))
 
 
 def fit_independent_gps(X: np.ndarray, Y: np.ndarray, seed: int, feature: str = "ADUMBO") -> list:

@@ -188,10 +188,10 @@ def test_a_batch_is_joint_with_the_pending_points_and_has_no_near_duplicates(see
 
 def test_the_warm_start_is_kept_in_the_state_and_a_restored_optimiser_suggests_the_same():
     X, Y, _ = _data(n=12, dim=2)
-    a = ADUMBO(2, ["minimize", "minimize"], n_init=4, seed=5)
+    a = ADUMBO(2, ["minimize", "minimize"], n_init=4, seed=5, warm_start=True)
     a.tell(X, Y)
     a.ask()
-    assert a.state_dict()["gp_warm_start"]["params"]
+    assert a.state_dict()["gp_warm_start"]["params"] and a.state_dict()["warm_start"] is True
     b = ADUMBO(2, ["minimize", "minimize"], n_init=4, seed=5)
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     np.testing.assert_array_equal(a.ask(), b.ask())
@@ -215,7 +215,7 @@ def test_two_objective_pareto_sweep_equals_the_pairwise_dominance_definition():
     assert pareto_mask(Y).tolist() == [True, False, True, False, False]
 
 
-def test_sampler_reads_objective_sem_and_warm_starts_from_the_latest_stored_fit(monkeypatch):
+def test_sampler_reads_objective_sem_and_hands_the_latest_stored_fit_to_the_optimiser(monkeypatch):
     import optuna
 
     from lightning_addons.tuner import sampler as sampler_mod
@@ -252,5 +252,5 @@ def test_sampler_reads_objective_sem_and_warm_starts_from_the_latest_stored_fit(
     np.testing.assert_allclose(first.Yvar[[0, 1, 3, 4, 5], 1], (0.1 * np.array([1, 2, 4, 5, 6])) ** 2)
     assert np.isnan(first.Yvar[2, 1])
     stored = study.trials[6].system_attrs[sampler_mod.GP_WARM_ATTR]
-    assert stored["params"] and sampler._warm == stored  # trial 7's fit started from trial 6's
+    assert stored["params"] and sampler._warm == stored  # trial 7's optimiser was given trial 6's fit
     assert second.n_observed == 7
