@@ -24,6 +24,14 @@ def nondominated_rank(F: np.ndarray) -> np.ndarray:
         [0, 0, 1, 2]
     """
     F = np.asarray(F, dtype=float)
+    if F.ndim == 2 and F.shape[1] == 2:  # peel fronts with the O(n log n) two-objective sweep
+        rank = np.full(len(F), -1, dtype=np.int64)
+        left, r = np.arange(len(F)), 0
+        while left.size:
+            front = nondominated_mask(F[left])
+            rank[left[front]] = r
+            left, r = left[~front], r + 1
+        return rank
     D = dominates(F, F)
     n_dom = D.sum(0).astype(np.int64)  # how many points dominate each point
     rank = np.full(len(F), -1, dtype=np.int64)

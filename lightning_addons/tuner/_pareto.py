@@ -66,10 +66,38 @@ def dominates(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def nondominated_mask(F: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Rows of ``F`` (finite, maximisation) that no row dominates, in chunks: memory O(chunk * n)."""
+    """Rows of ``F`` (finite, maximisation) that no row dominates, in chunks: memory O(chunk * n).
+
+    Two objectives take an exact ``O(n log n)`` sweep (:func:`_nondominated_mask_2d`) instead.
+    """
+    if F.ndim == 2 and F.shape[1] == 2 and len(F) > 1:
+        return _nondominated_mask_2d(F)
     mask = np.ones(len(F), dtype=bool)
     for s in range(0, len(F), chunk):
         mask[s : s + chunk] = ~dominates(F, F[s : s + chunk]).any(0)
+    return mask
+
+
+def _nondominated_mask_2d(F: np.ndarray) -> np.ndarray:
+    """Exact non-dominated mask of finite 2-column rows (maximisation) by one sort.
+
+    Row ``i`` is dominated when a row with a strictly larger first value has a second value ``>=`` its
+    own, or a row with an equal first value has a strictly larger second value (exact duplicates do not
+    dominate each other), the same definition as :func:`dominates`.
+    """
+    a, b = F[:, 0], F[:, 1]
+    order = np.lexsort((-b, -a))  # first value descending, ties by second value descending
+    a_s, b_s = a[order], b[order]
+    # start of each group of equal first values; the group's best second value is its first row's
+    new_group = np.r_[True, a_s[1:] != a_s[:-1]]
+    starts = np.flatnonzero(new_group)
+    group = np.cumsum(new_group) - 1
+    group_best = b_s[starts]
+    # best second value over all strictly larger first values (the groups before this one)
+    before = np.r_[-np.inf, np.maximum.accumulate(group_best)[:-1]]
+    dominated_s = (before[group] >= b_s) | (group_best[group] > b_s)
+    mask = np.empty(len(F), dtype=bool)
+    mask[order] = ~dominated_s
     return mask
 
 

@@ -8,7 +8,12 @@ other's parameters yet, and a model-based step can land both on the same point (
 integer bin), so each suggestion is also claimed in the storage (a trial system attribute) before the
 other trials' claims and parameters are re-read, and redrawn when another trial claims or holds the
 same one. Two workers
-therefore never run the same suggestion, and a resumed study continues exactly where it stopped. This module imports Optuna: use it through
+therefore never run the same suggestion, and a resumed study continues exactly where it stopped.
+ADUMBO's fitted GP hyper-parameters are stored with each trial (a trial system attribute) and the next
+suggestion's fit starts from the latest stored ones, so the warm start survives restarts and is shared by
+the workers. A finished trial's user attribute ``objective_sem`` (one standard error per objective, ``None``
+for an objective measured once) becomes the observation variance ``sem**2`` of the surrogate's fixed-noise
+GP. This module imports Optuna: use it through
 :class:`~lightning_addons.tuner.HyperTuner` or ``lightning_addons.tuner.HyperTunerSampler`` (lazy).
 """
 
@@ -30,6 +35,8 @@ from lightning_addons.tuner.space import SearchSpace
 
 MOPIR_ATTR = "hypertuner_mopir"
 CLAIM_ATTR = "hypertuner_claim"
+GP_WARM_ATTR = "hypertuner_gp_warm"
+SEM_ATTR = "objective_sem"
 
 
 class HyperTunerSampler(BaseSampler):
@@ -86,6 +93,8 @@ class HyperTunerSampler(BaseSampler):
         self._failures: dict[int, BaseException] = {}
         make_optimizer(algorithm, space.dim, self.directions)  # validate the name early
         self.last_weight: float | None = None
+        self._warm: dict[str, Any] | None = None  # GP hyper-parameters stored with the latest trial
+        self._fitted: dict[str, Any] | None = None  # those of this sampler's last fit
 
     # -- Optuna sampler API --------------------------------------------------------------
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
@@ -129,6 +138,9 @@ class HyperTunerSampler(BaseSampler):
                 running.append(t)
         X_done = np.array([self.space.to_unit(t.params) for t in done]).reshape(-1, self.space.dim)
         Y_done = np.array([t.values for t in done], dtype=float).reshape(-1, len(self.directions))
+        V_done = np.array([self._variances(t) for t in done], dtype=float).reshape(Y_done.shape)
+        warm_from = [t for t in trials if t.number < trial.number and GP_WARM_ATTR in t.system_attrs]
+        self._warm = max(warm_from, key=lambda t: t.number).system_attrs[GP_WARM_ATTR] if warm_from else None
         X_fail = np.array([self.space.to_unit(t.params) for t in failed]).reshape(-1, self.space.dim)
         X_run = np.array([self.space.to_unit(t.params) for t in running]).reshape(-1, self.space.dim)
 
@@ -141,13 +153,16 @@ class HyperTunerSampler(BaseSampler):
         rejected: list[np.ndarray] = []
         for attempt in range(8):
             pend = np.vstack([X_run, *rejected]) if rejected else X_run
-            u = self._ask(trial.number, attempt, active, fixed, X_done, Y_done, X_fail, pend)
+            u = self._ask(trial.number, attempt, active, fixed, X_done, Y_done, X_fail, pend, V_done)
             params = self.space.from_unit(u)
             # Claim-then-check, also against workers sampling at the same instant (their trials have no
             # params yet): each worker writes its claim to the storage *before* reading every other
             # trial's claim and params, so of two workers with the same suggestion at least one sees the
             # other's claim and redraws, with the claimed point as a pending one.
             if self._claim_is_unique(study, trial, self._key(params)):
+                trial_id = getattr(trial, "_trial_id", None)
+                if self._fitted is not None and trial_id is not None:
+                    study._storage.set_trial_system_attr(trial_id, GP_WARM_ATTR, self._fitted)
                 return params
             rejected.append(u[None])
         # eight collisions in a row: a uniform point seeded by the trial number (distinct per trial)
@@ -159,6 +174,21 @@ class HyperTunerSampler(BaseSampler):
         return params
 
     # -- internals ------------------------------------------------------------------------
+    def _variances(self, t: FrozenTrial) -> list[float]:
+        """``objective_sem ** 2`` per objective (NaN where absent, ``None`` or malformed)."""
+        sem = t.user_attrs.get(SEM_ATTR)
+        m = len(self.directions)
+        if not isinstance(sem, (list, tuple)) or len(sem) != m:
+            return [float("nan")] * m
+        out = []
+        for v in sem:
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                v = float("nan")
+            out.append(v * v if np.isfinite(v) and v >= 0 else float("nan"))
+        return out
+
     @staticmethod
     def _key(params: Mapping[str, Any]) -> tuple:
         return tuple(sorted((k, repr(v)) for k, v in params.items()))
@@ -180,7 +210,7 @@ class HyperTunerSampler(BaseSampler):
                 return False
         return True
 
-    def _ask(self, number, attempt, active, fixed, X_done, Y_done, X_fail, X_run) -> np.ndarray:
+    def _ask(self, number, attempt, active, fixed, X_done, Y_done, X_fail, X_run, V_done=None) -> np.ndarray:
         kw = dict(self.optimizer_kwargs)
         if self.algorithm.startswith("adumbo") or self.algorithm == "qnehvi":
             kw.setdefault("n_init", self.n_init)
@@ -194,8 +224,10 @@ class HyperTunerSampler(BaseSampler):
             log_objectives=self.log_objectives,
             **kw,
         )
+        if hasattr(opt, "_gp_warm"):
+            opt._gp_warm = getattr(self, "_warm", None)
         if len(X_done):
-            opt.tell(X_done[:, active], Y_done)
+            opt.tell(X_done[:, active], Y_done, V_done)
             # failures are only modelled next to successes (imputed worse than the worst): with no
             # success the optimiser stays in its initial design instead of fitting a model to nothing
             if len(X_fail):
@@ -204,6 +236,7 @@ class HyperTunerSampler(BaseSampler):
         opt.n_asked = int(number)
         x = opt.ask(1, pending=X_run[:, active] if len(X_run) else None)[0]
         self.last_weight = getattr(opt, "last_weight", None)
+        self._fitted = getattr(opt, "_gp_warm", None)
         u = np.empty(self.space.dim)
         u[active] = x
         for i, v in fixed.items():
