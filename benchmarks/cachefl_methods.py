@@ -17,6 +17,10 @@ client CPU seconds it costs:
 * ``full_encoder``: FedAvg of the whole CLIP image tower (``FullEncoderClassifier``, on images);
 * zero-shot CLIP and the training-free cache are reported once (no training).
 
+Learning rates: the cache's 1e-3 (as ``run_cachefl``); PromptFL 1e-2 and the adapter 1e-3, each picked on the
+server's *validation* accuracy at (alpha 0.5, seed 0, 20 rounds x 5 epochs) from {2e-3, 1e-2, 3e-2} and {1e-3,
+1e-2} (1e-2 tied 3e-2 for the prompt and 1e-3 tied 1e-2 for the adapter; the first of each tie was kept).
+
 Every method but ``full_encoder`` trains on the cached CLIP image features (PromptFL runs the frozen text
 tower on every step; its image features are cached). CPU seconds are ``time.process_time`` of this
 process (one thread), not wall time: ``client CPU s/round`` is the CPU time of local training summed
