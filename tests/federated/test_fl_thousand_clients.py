@@ -53,7 +53,8 @@ class Recorder(FederatedCallback):
             self.states[(round, client)] = get_federated_state(module)
 
     def on_round_end(self, simulation, round, metrics) -> None:
-        self.live_after_round.append(live_tensor_bytes())
+        if not self.keep_states:  # (the kept states are, by design, memory that grows)
+            self.live_after_round.append(live_tensor_bytes())
 
 
 @pytest.fixture(scope="module")
