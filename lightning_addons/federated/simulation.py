@@ -430,10 +430,16 @@ class FederatedSimulation:
         max_epochs = -1 if self.local_steps is not None else self.local_epochs
         with _quiet_lightning():
             trainer = self._trainer(max_epochs, callbacks, **overrides)
-            if isinstance(dm, pl.LightningDataModule):
-                trainer.fit(self.module, datamodule=dm)
-            else:  # a bare DataLoader
-                trainer.fit(self.module, train_dataloaders=dm)
+            try:
+                if isinstance(dm, pl.LightningDataModule):
+                    trainer.fit(self.module, datamodule=dm)
+                else:  # a bare DataLoader
+                    trainer.fit(self.module, train_dataloaders=dm)
+            finally:
+                # Lightning leaves `dm.trainer` set: every client ever sampled would keep its last Trainer (its
+                # optimiser state, logged results) alive, so memory would grow with the number of clients.
+                if isinstance(dm, pl.LightningDataModule):
+                    dm.trainer = None
         for cb in self.callbacks:
             cb.on_client_end(self, round, client, self.module)
         return get_federated_state(self.module), self._num_samples(dm)
@@ -464,6 +470,7 @@ class FederatedSimulation:
                 out = self._trainer(1, [], limit_val_batches=1.0).validate(
                     self.module, datamodule=dm, verbose=False
                 )
+            dm.trainer = None  # no Trainer kept alive per client (see train_client)
             for k, v in (out[0] if out else {}).items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(val)
             weight += len(val)
