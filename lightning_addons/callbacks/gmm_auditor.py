@@ -4,10 +4,13 @@ maps (arXiv 2412.10457), flag anomaly filters and the samples they isolate."""
 from __future__ import annotations
 
 import fnmatch
+import io
 import math
 import os
 import tempfile
 import time
+import uuid
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +40,30 @@ FIGURES = ("end", "every", "none")
 AUDIT_DEVICES = ("auto", "cpu")
 SUBSETS = ("rotate", "fixed")
 TYPE_PREFIX = "type:"
+RETURN_KEY = "lightning_addons.gmm_auditor"  # key of the auditors' states in a spawn launcher's extra results
+
+# auditors of this process by token: where a spawned worker's state is delivered (see `_ReturnedState`)
+_LAUNCHING: weakref.WeakValueDictionary[str, GMMFilterAuditor] = weakref.WeakValueDictionary()
+
+
+def _deliver(token: str, payload: bytes) -> str:
+    """Runs in the launching process when a spawned rank 0's extra results are unpickled: loads the worker
+    auditor's state into the auditor with that token (the object the user holds); returns the token."""
+    auditor = _LAUNCHING.get(token)
+    if auditor is not None:
+        auditor._load_returned(payload)
+    return token
+
+
+class _ReturnedState:
+    """An auditor's end-of-fit state on its way from a spawned rank 0 to the launching process: pickled by
+    Lightning's return queue with the launcher's extra results, and delivered when unpickled there."""
+
+    def __init__(self, token: str, payload: bytes) -> None:
+        self.token, self.payload = token, payload
+
+    def __reduce__(self):
+        return _deliver, (self.token, self.payload)
 
 
 def match_modules(module: nn.Module, patterns: list[str]) -> dict[str, list[str]]:
@@ -255,6 +282,8 @@ class GMMFilterAuditor(pl.Callback):
         self._fit_seconds_before = 0.0  # fit wall time of earlier (resumed-from) runs
         self._fit_start: float | None = None
         self._plot_data: dict[str, dict[str, torch.Tensor]] = {}
+        self._token = uuid.uuid4().hex  # names this auditor to its copies in spawned workers
+        _LAUNCHING[self._token] = self
 
     @property
     def state_key(self) -> str:
@@ -373,6 +402,7 @@ class GMMFilterAuditor(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._layer_names = self.resolve_layers(pl_module)
+        self._return_state_to_launcher(trainer)
         self._out_dir = self._resolve_out_dir(trainer)
         if (self.save_tables or self.figures != "none") and trainer.is_global_zero:
             self._check_writable(self._out_dir)
@@ -795,6 +825,47 @@ class GMMFilterAuditor(pl.Callback):
             f"{s['coverage']:.0%} of the training set; layers not audited: {layers}; audits took "
             f"{s['audit_seconds']:.2f}s ({s['overhead']:.1%} of training)."
         )
+
+    # ------------------------------------------------------------------ spawned workers
+    def _return_state_to_launcher(self, trainer: pl.Trainer) -> None:
+        """Under a spawn/fork launcher (``ddp_spawn``, ``ddp_fork``, ...) this process is a worker with a copy
+        of the auditor: add its end-of-run state to the extra results that Lightning's launcher sends from rank
+        0 back to the launching process (``get_extra_results``), where unpickling hands it to the user's
+        auditor, so ``history``, ``outlier_indices``, ``skipped`` and ``summary()`` there equal the workers'."""
+        launcher = getattr(trainer.strategy, "launcher", None)
+        get_extra = getattr(launcher, "get_extra_results", None)
+        if get_extra is None or not hasattr(launcher, "update_main_process_results"):
+            return  # no launcher (one process), or one whose processes all run the user's script
+        if self._token in getattr(launcher, "_gmm_auditor_tokens", ()):
+            return
+        launcher._gmm_auditor_tokens = (*getattr(launcher, "_gmm_auditor_tokens", ()), self._token)
+
+        def get_extra_results(trainer: pl.Trainer) -> dict[str, Any]:
+            extra = get_extra(trainer)  # Lightning's own (callback_metrics), then ours: called on rank 0 only
+            extra.setdefault(RETURN_KEY, []).append(_ReturnedState(self._token, self._returned_payload()))
+            return extra
+
+        launcher.get_extra_results = get_extra_results
+
+    def _returned_payload(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "state": self.state_dict(),
+                "layers": list(self._layer_names),
+                "warned_layers": dict(self._warned_layers),
+                "out_dir": str(self._out_dir) if self._out_dir is not None else None,
+            },
+            buffer,
+        )
+        return buffer.getvalue()
+
+    def _load_returned(self, payload: bytes) -> None:
+        data = torch.load(io.BytesIO(payload), weights_only=True)
+        self.load_state_dict(data["state"])
+        self._layer_names = list(data["layers"])
+        self._warned_layers = dict(data["warned_layers"])
+        self._out_dir = Path(data["out_dir"]) if data["out_dir"] is not None else None
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
