@@ -123,7 +123,7 @@ def _subset(dm: DigitsDataModule, n: int, seed: int) -> tuple[torch.Tensor, torc
     return train.x[idx], idx, train.is_outlier[idx]
 
 
-def acceptance(samples: int, seeds: list[int], models: list[str]) -> None:
+def acceptance(samples: int, seeds: list[int], models: list[str], states: list[str] | None = None) -> None:
     """Clean-model false alarms and injected-outlier detection per architecture and seed (default rule)."""
     import warnings
 
@@ -140,7 +140,7 @@ def acceptance(samples: int, seeds: list[int], models: list[str]) -> None:
         for f in (0.0, 0.05)
     ]
     runs += [(a, "5 epochs", f) for a in ("lenet", "alexnet") for f in (0.0, 0.05, 0.08)]
-    runs = [r for r in runs if r[0] in models]
+    runs = [r for r in runs if r[0] in models and (states is None or r[1] in states)]
     for arch, state, frac in runs:
         for seed in seeds:
             pl.seed_everything(seed, verbose=False)
@@ -249,6 +249,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the acceptance section")
     parser.add_argument("--acceptance-models", default="resnet18,vgg11_bn,mobilenet_v2,lenet,alexnet")
     parser.add_argument(
+        "--acceptance-states",
+        default="init,1 epoch,5 epochs",
+        help="comma-separated model states of the acceptance section: init, '1 epoch' (torchvision models), "
+        "'5 epochs' (lenet, alexnet)",
+    )
+    parser.add_argument(
         "--sklearn-jobs",
         type=int,
         nargs="*",
@@ -268,7 +274,12 @@ def main() -> None:
     if "resnet" in sections:
         resnet_cost(args.samples, args.repeats)
     if "acceptance" in sections:
-        acceptance(args.samples, [int(s) for s in args.seeds.split(",")], args.acceptance_models.split(","))
+        acceptance(
+            args.samples,
+            [int(s) for s in args.seeds.split(",")],
+            args.acceptance_models.split(","),
+            args.acceptance_states.split(","),
+        )
     if "backends" not in sections and "overhead" not in sections:
         return
     if "overhead" not in sections:

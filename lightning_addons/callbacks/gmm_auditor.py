@@ -142,7 +142,8 @@ class GMMFilterAuditor(pl.Callback):
         min_votes: a sample is an outlier when at least this many anomaly filters flag it.
         backend: ``"torch"`` (batched EM over all filters of a layer) or ``"sklearn"`` (reference loop under
             ``threadpool_limits(1)``).
-        batch_size: batch size of the audit forward pass.
+        batch_size: batch size of the audit forward pass (small batches keep the forward pass's transient
+            activations small next to the captured maps).
         seed: seed of the subset and of the fits (same seed, same weights -> same verdicts).
         save_dir: folder of the tables and figures (``None``: ``<trainer.log_dir>/gmm_audit``, i.e. under the
             logger's directory or ``trainer.default_root_dir``); checked writable in ``setup``.
@@ -193,7 +194,7 @@ class GMMFilterAuditor(pl.Callback):
         rule_kwargs: dict[str, float] | None = None,
         min_votes: int = 1,
         backend: Literal["torch", "sklearn"] = "torch",
-        batch_size: int = 256,
+        batch_size: int = 64,
         seed: int = 0,
         save_dir: str | None = None,
         save_tables: bool = True,
@@ -610,9 +611,15 @@ class GMMFilterAuditor(pl.Callback):
             out[name] = torch.cat([gathered[r, : len(chunks[r])] for r in range(world)])
         return out
 
-    def audit_maps(self, maps: dict[str, torch.Tensor], epoch: int = 0, step: int = 0) -> dict[str, Any]:
+    def audit_maps(
+        self, maps: dict[str, torch.Tensor], epoch: int = 0, step: int = 0, release_maps: bool = False
+    ) -> dict[str, Any]:
         """Audit captured feature maps ``{layer: [N, C, H, W]}`` (usable without a Trainer; sample ids are the
-        audited samples' dataset indices once the auditor ran in a Trainer, else ``0..N-1``)."""
+        audited samples' dataset indices once the auditor ran in a Trainer, else ``0..N-1``).
+
+        ``release_maps=True`` hands the maps over: each layer is popped from ``maps``, centred in place and
+        freed once projected (see :func:`~lightning_addons.gmm.audit.audit_layers`), which bounds the
+        audit's memory; the auditor's own capture does this."""
         if not maps:
             raise ValueError("`maps` must hold at least one layer's feature maps.")
         n = next(iter(maps.values())).shape[0]
@@ -630,6 +637,7 @@ class GMMFilterAuditor(pl.Callback):
             self.backend,
             self.seed,
             self.n_jobs,
+            release=release_maps,
         )
         votes = sample_votes(list(audits.values()))
         outliers = (votes >= self.min_votes).nonzero().flatten()
@@ -646,25 +654,23 @@ class GMMFilterAuditor(pl.Callback):
                 "skipped": a.skipped,
                 "mean_ch": float(a.ch[live].mean()) if bool(live.any()) else 0.0,
             }
-            for f in range(len(a.k)):
-                flagged = (
-                    a.flagged[f].nonzero().flatten()
-                    if bool(a.anomaly[f])
-                    else torch.zeros(0, dtype=torch.long)
-                )
+            ks, chs, fracs = a.k.tolist(), a.ch.tolist(), a.min_fraction.tolist()
+            deads, anomalies, scores = a.dead.tolist(), a.anomaly.tolist(), a.score.tolist()
+            for f in range(len(ks)):  # plain lists: no per-element tensor access over thousands of filters
+                flagged = ids[a.flagged[f]].tolist() if anomalies[f] else []
                 filters.append(
                     {
                         "epoch": epoch,
                         "layer": name,
                         "filter": f,
-                        "k": int(a.k[f]),
-                        "ch": float(a.ch[f]),
-                        "min_fraction": float(a.min_fraction[f]),
-                        "dead": bool(a.dead[f]),
-                        "anomaly": bool(a.anomaly[f]),
-                        "score": float(a.score[f]),
+                        "k": int(ks[f]),
+                        "ch": float(chs[f]),
+                        "min_fraction": float(fracs[f]),
+                        "dead": bool(deads[f]),
+                        "anomaly": bool(anomalies[f]),
+                        "score": float(scores[f]),
                         "n_flagged": len(flagged),
-                        "flagged_ids": ids[flagged].tolist(),
+                        "flagged_ids": flagged,
                     }
                 )
             score = torch.where(live, a.score, torch.full_like(a.score, -torch.inf))
@@ -725,8 +731,7 @@ class GMMFilterAuditor(pl.Callback):
             raise ValueError(f"`sample_ids` must have one id per sample ({len(x)}), got {len(ids)}.")
         self._sample_ids = ids
         device = next(module.parameters(), torch.zeros(0)).device
-        maps = self._capture(module, x, device)
-        return self.audit_maps(maps, epoch)
+        return self.audit_maps(self._capture(module, x, device), epoch, release_maps=True)
 
     def run_audit(
         self,
@@ -743,7 +748,7 @@ class GMMFilterAuditor(pl.Callback):
         maps = self._gather(trainer, pl_module)
         result = None
         if trainer.global_rank == 0:
-            result = self.audit_maps(maps, trainer.current_epoch, trainer.global_step)
+            result = self.audit_maps(maps, trainer.current_epoch, trainer.global_step, release_maps=True)
         del maps
         if trainer.world_size > 1:
             result = trainer.strategy.broadcast(result, src=0)
