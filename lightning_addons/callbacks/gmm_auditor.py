@@ -161,6 +161,12 @@ class GMMFilterAuditor(pl.Callback):
             audit: a training set smaller than ``max_samples``, non-image samples, a layer whose output is not
             ``[N, C, H, W]`` or that never runs in the forward pass.
 
+    Under DDP each rank captures its shard of the subset, rank 0 fits and broadcasts the verdicts. After a
+    spawn-launched fit (``strategy="ddp_spawn"``, ``ddp_fork``, ...) the auditor in the launching process holds
+    rank 0's ``history``, ``skipped`` audits and coverage (sent back with the launcher's results), so
+    ``outlier_indices`` and ``summary()`` work there as after a 1-process fit; ``audit_inputs()`` and figures
+    stay with the workers (figures are written by rank 0).
+
     Layers whose maps cannot be audited (1x1 maps, rank-1 PCA panels in most filters) are skipped with one
     warning listing them and why; dead (constant) filters and filters with rank-1 panels are reported as
     such (``dead`` / ``degenerate_filters``), never as anomalies.
