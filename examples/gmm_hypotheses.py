@@ -243,7 +243,7 @@ def plots(results: list[dict], out: Path) -> list[str]:
     axes[0].set(
         xlabel="epoch", ylabel="anomaly filters (default rule)", title="H1: anomaly filters per audit"
     )
-    axes[1].set(xlabel="epoch", ylabel="anomaly filters (z > 4)", title="H1: sensitive variant")
+    axes[1].set(xlabel="epoch", ylabel="anomaly filters (z > 6)", title="H1: sensitive variant")
     axes[2].set(xlabel="epoch", ylabel="train acc - val acc", title="train-val gap")
     axes[0].legend()
     fig.tight_layout()
@@ -281,8 +281,8 @@ def report(results: list[dict], figs: list[str], args, seconds: float) -> str:
         "correlation (ties averaged; nan when the count never changes) of the count with the train-val "
         "accuracy gap across audits.",
         "",
-        "| condition | seed | default: mean count, last 5 audits | default: Spearman | z>4: mean count, first 5 / last 5 "
-        "| z>4: Spearman | final train-val gap |",
+        "| condition | seed | default: mean count, last 5 audits | default: Spearman | z>6: mean count, first 5 / last 5 "
+        "| z>6: Spearman | final train-val gap |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:

@@ -4,10 +4,13 @@ maps (arXiv 2412.10457), flag anomaly filters and the samples they isolate."""
 from __future__ import annotations
 
 import fnmatch
+import io
 import math
 import os
 import tempfile
 import time
+import uuid
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +40,30 @@ FIGURES = ("end", "every", "none")
 AUDIT_DEVICES = ("auto", "cpu")
 SUBSETS = ("rotate", "fixed")
 TYPE_PREFIX = "type:"
+RETURN_KEY = "lightning_addons.gmm_auditor"  # key of the auditors' states in a spawn launcher's extra results
+
+# auditors of this process by token: where a spawned worker's state is delivered (see `_ReturnedState`)
+_LAUNCHING: weakref.WeakValueDictionary[str, GMMFilterAuditor] = weakref.WeakValueDictionary()
+
+
+def _deliver(token: str, payload: bytes) -> str:
+    """Runs in the launching process when a spawned rank 0's extra results are unpickled: loads the worker
+    auditor's state into the auditor with that token (the object the user holds); returns the token."""
+    auditor = _LAUNCHING.get(token)
+    if auditor is not None:
+        auditor._load_returned(payload)
+    return token
+
+
+class _ReturnedState:
+    """An auditor's end-of-fit state on its way from a spawned rank 0 to the launching process: pickled by
+    Lightning's return queue with the launcher's extra results, and delivered when unpickled there."""
+
+    def __init__(self, token: str, payload: bytes) -> None:
+        self.token, self.payload = token, payload
+
+    def __reduce__(self):
+        return _deliver, (self.token, self.payload)
 
 
 def match_modules(module: nn.Module, patterns: list[str]) -> dict[str, list[str]]:
@@ -115,7 +142,8 @@ class GMMFilterAuditor(pl.Callback):
         min_votes: a sample is an outlier when at least this many anomaly filters flag it.
         backend: ``"torch"`` (batched EM over all filters of a layer) or ``"sklearn"`` (reference loop under
             ``threadpool_limits(1)``).
-        batch_size: batch size of the audit forward pass.
+        batch_size: batch size of the audit forward pass (small batches keep the forward pass's transient
+            activations small next to the captured maps).
         seed: seed of the subset and of the fits (same seed, same weights -> same verdicts).
         save_dir: folder of the tables and figures (``None``: ``<trainer.log_dir>/gmm_audit``, i.e. under the
             logger's directory or ``trainer.default_root_dir``); checked writable in ``setup``.
@@ -132,6 +160,12 @@ class GMMFilterAuditor(pl.Callback):
             ``ignored_layers`` entry matching no module, a ``save_dir`` that cannot be written; at the first
             audit: a training set smaller than ``max_samples``, non-image samples, a layer whose output is not
             ``[N, C, H, W]`` or that never runs in the forward pass.
+
+    Under DDP each rank captures its shard of the subset, rank 0 fits and broadcasts the verdicts. After a
+    spawn-launched fit (``strategy="ddp_spawn"``, ``ddp_fork``, ...) the auditor in the launching process holds
+    rank 0's ``history``, ``skipped`` audits and coverage (sent back with the launcher's results), so
+    ``outlier_indices`` and ``summary()`` work there as after a 1-process fit; ``audit_inputs()`` and figures
+    stay with the workers (figures are written by rank 0).
 
     Layers whose maps cannot be audited (1x1 maps, rank-1 PCA panels in most filters) are skipped with one
     warning listing them and why; dead (constant) filters and filters with rank-1 panels are reported as
@@ -170,7 +204,7 @@ class GMMFilterAuditor(pl.Callback):
         rule_kwargs: dict[str, float] | None = None,
         min_votes: int = 1,
         backend: Literal["torch", "sklearn"] = "torch",
-        batch_size: int = 256,
+        batch_size: int = 64,
         seed: int = 0,
         save_dir: str | None = None,
         save_tables: bool = True,
@@ -259,6 +293,8 @@ class GMMFilterAuditor(pl.Callback):
         self._fit_seconds_before = 0.0  # fit wall time of earlier (resumed-from) runs
         self._fit_start: float | None = None
         self._plot_data: dict[str, dict[str, torch.Tensor]] = {}
+        self._token = uuid.uuid4().hex  # names this auditor to its copies in spawned workers
+        _LAUNCHING[self._token] = self
 
     @property
     def state_key(self) -> str:
@@ -377,6 +413,7 @@ class GMMFilterAuditor(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._layer_names = self.resolve_layers(pl_module)
+        self._return_state_to_launcher(trainer)
         self._out_dir = self._resolve_out_dir(trainer)
         if (self.save_tables or self.figures != "none") and trainer.is_global_zero:
             self._check_writable(self._out_dir)
@@ -584,9 +621,15 @@ class GMMFilterAuditor(pl.Callback):
             out[name] = torch.cat([gathered[r, : len(chunks[r])] for r in range(world)])
         return out
 
-    def audit_maps(self, maps: dict[str, torch.Tensor], epoch: int = 0, step: int = 0) -> dict[str, Any]:
+    def audit_maps(
+        self, maps: dict[str, torch.Tensor], epoch: int = 0, step: int = 0, release_maps: bool = False
+    ) -> dict[str, Any]:
         """Audit captured feature maps ``{layer: [N, C, H, W]}`` (usable without a Trainer; sample ids are the
-        audited samples' dataset indices once the auditor ran in a Trainer, else ``0..N-1``)."""
+        audited samples' dataset indices once the auditor ran in a Trainer, else ``0..N-1``).
+
+        ``release_maps=True`` hands the maps over: each layer is popped from ``maps``, centred in place and
+        freed once projected (see :func:`~lightning_addons.gmm.audit.audit_layers`), which bounds the
+        audit's memory; the auditor's own capture does this."""
         if not maps:
             raise ValueError("`maps` must hold at least one layer's feature maps.")
         n = next(iter(maps.values())).shape[0]
@@ -604,6 +647,7 @@ class GMMFilterAuditor(pl.Callback):
             self.backend,
             self.seed,
             self.n_jobs,
+            release=release_maps,
         )
         votes = sample_votes(list(audits.values()))
         outliers = (votes >= self.min_votes).nonzero().flatten()
@@ -620,25 +664,23 @@ class GMMFilterAuditor(pl.Callback):
                 "skipped": a.skipped,
                 "mean_ch": float(a.ch[live].mean()) if bool(live.any()) else 0.0,
             }
-            for f in range(len(a.k)):
-                flagged = (
-                    a.flagged[f].nonzero().flatten()
-                    if bool(a.anomaly[f])
-                    else torch.zeros(0, dtype=torch.long)
-                )
+            ks, chs, fracs = a.k.tolist(), a.ch.tolist(), a.min_fraction.tolist()
+            deads, anomalies, scores = a.dead.tolist(), a.anomaly.tolist(), a.score.tolist()
+            for f in range(len(ks)):  # plain lists: no per-element tensor access over thousands of filters
+                flagged = ids[a.flagged[f]].tolist() if anomalies[f] else []
                 filters.append(
                     {
                         "epoch": epoch,
                         "layer": name,
                         "filter": f,
-                        "k": int(a.k[f]),
-                        "ch": float(a.ch[f]),
-                        "min_fraction": float(a.min_fraction[f]),
-                        "dead": bool(a.dead[f]),
-                        "anomaly": bool(a.anomaly[f]),
-                        "score": float(a.score[f]),
+                        "k": int(ks[f]),
+                        "ch": float(chs[f]),
+                        "min_fraction": float(fracs[f]),
+                        "dead": bool(deads[f]),
+                        "anomaly": bool(anomalies[f]),
+                        "score": float(scores[f]),
                         "n_flagged": len(flagged),
-                        "flagged_ids": ids[flagged].tolist(),
+                        "flagged_ids": flagged,
                     }
                 )
             score = torch.where(live, a.score, torch.full_like(a.score, -torch.inf))
@@ -699,8 +741,7 @@ class GMMFilterAuditor(pl.Callback):
             raise ValueError(f"`sample_ids` must have one id per sample ({len(x)}), got {len(ids)}.")
         self._sample_ids = ids
         device = next(module.parameters(), torch.zeros(0)).device
-        maps = self._capture(module, x, device)
-        return self.audit_maps(maps, epoch)
+        return self.audit_maps(self._capture(module, x, device), epoch, release_maps=True)
 
     def run_audit(
         self,
@@ -724,7 +765,7 @@ class GMMFilterAuditor(pl.Callback):
         maps = self._gather(trainer, pl_module)
         result = None
         if trainer.global_rank == 0:
-            result = self.audit_maps(maps, trainer.current_epoch, trainer.global_step)
+            result = self.audit_maps(maps, trainer.current_epoch, trainer.global_step, release_maps=True)
         del maps
         if trainer.world_size > 1:
             result = trainer.strategy.broadcast(result, src=0)
@@ -806,6 +847,47 @@ class GMMFilterAuditor(pl.Callback):
             f"{s['coverage']:.0%} of the training set; layers not audited: {layers}; audits took "
             f"{s['audit_seconds']:.2f}s ({s['overhead']:.1%} of training)."
         )
+
+    # ------------------------------------------------------------------ spawned workers
+    def _return_state_to_launcher(self, trainer: pl.Trainer) -> None:
+        """Under a spawn/fork launcher (``ddp_spawn``, ``ddp_fork``, ...) this process is a worker with a copy
+        of the auditor: add its end-of-run state to the extra results that Lightning's launcher sends from rank
+        0 back to the launching process (``get_extra_results``), where unpickling hands it to the user's
+        auditor, so ``history``, ``outlier_indices``, ``skipped`` and ``summary()`` there equal the workers'."""
+        launcher = getattr(trainer.strategy, "launcher", None)
+        get_extra = getattr(launcher, "get_extra_results", None)
+        if get_extra is None or not hasattr(launcher, "update_main_process_results"):
+            return  # no launcher (one process), or one whose processes all run the user's script
+        if self._token in getattr(launcher, "_gmm_auditor_tokens", ()):
+            return
+        launcher._gmm_auditor_tokens = (*getattr(launcher, "_gmm_auditor_tokens", ()), self._token)
+
+        def get_extra_results(trainer: pl.Trainer) -> dict[str, Any]:
+            extra = get_extra(trainer)  # Lightning's own (callback_metrics), then ours: called on rank 0 only
+            extra.setdefault(RETURN_KEY, []).append(_ReturnedState(self._token, self._returned_payload()))
+            return extra
+
+        launcher.get_extra_results = get_extra_results
+
+    def _returned_payload(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "state": self.state_dict(),
+                "layers": list(self._layer_names),
+                "warned_layers": dict(self._warned_layers),
+                "out_dir": str(self._out_dir) if self._out_dir is not None else None,
+            },
+            buffer,
+        )
+        return buffer.getvalue()
+
+    def _load_returned(self, payload: bytes) -> None:
+        data = torch.load(io.BytesIO(payload), weights_only=True)
+        self.load_state_dict(data["state"])
+        self._layer_names = list(data["layers"])
+        self._warned_layers = dict(data["warned_layers"])
+        self._out_dir = Path(data["out_dir"]) if data["out_dir"] is not None else None
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -102,16 +102,26 @@ def filter_matrix(maps: torch.Tensor) -> torch.Tensor:
 
 
 def dead_filters(
-    mats: torch.Tensor, rel_tol: float = 1e-8, centred: torch.Tensor | None = None
+    mats: torch.Tensor,
+    rel_tol: float = 1e-8,
+    centred: torch.Tensor | None = None,
+    energy: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[C]``: filters whose map is (numerically) the same for every sample (e.g. a ReLU that never fires).
 
-    ``centred`` may pass ``mats`` already centred over the samples (saves a pass over the data)."""
+    ``centred`` may pass ``mats`` already centred over the samples (saves a pass over the data); ``energy``
+    the squared norms ``[C]`` of the uncentred ``mats`` (then ``mats`` itself is not read: it may have been
+    centred in place)."""
     x = mats.float()
     xc = centred if centred is not None else x - x.mean(1, keepdim=True)
     var = torch.linalg.vector_norm(xc, dim=(-1, -2)).double() ** 2
-    energy = torch.linalg.vector_norm(x, dim=(-1, -2)).double() ** 2
+    if energy is None:
+        energy = _energy(x)
     return var <= rel_tol * energy + 1e-20 * x.shape[1] * x.shape[2]
+
+
+def _energy(mats: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(mats, dim=(-1, -2)).double() ** 2
 
 
 def validate_components(components: Sequence[int], n_samples: int | None = None) -> list[int]:
@@ -192,12 +202,18 @@ def audit_layers(
     backend: Literal["torch", "sklearn"] = "torch",
     seed: int = 0,
     n_jobs: int = 1,
+    release: bool = False,
 ) -> dict[str, LayerAudit]:
     """Audit several layers (feature maps ``[N, C, H, W]`` each, same ``N``) with the same settings.
 
     Gives per layer exactly what :func:`audit_layer` gives; the torch backend fits the mixtures of every
     live filter of every layer and every ``K`` in one batch (each layer seeded as if fitted alone), so the
     fixed per-iteration cost of EM is paid once per audit instead of once per layer and ``K``.
+
+    ``release=True`` (for a caller that owns the maps, such as the auditor's capture) pops each layer from
+    ``maps`` once it is projected to 2-D and centres it in place: no copy of a layer's maps is made, and
+    the maps are freed before the mixtures are fitted, so the audit's memory stays close to the maps' size.
+    The verdicts are the same as with ``release=False``; ``maps`` is empty afterwards.
 
     Raises:
         ValueError: as :func:`audit_layer`; layers with different numbers of samples.
@@ -208,16 +224,26 @@ def audit_layers(
         raise ValueError(f"`criterion` must be one of {list(CRITERIA)}, got {criterion!r}.")
     rule_fn = get_rule(rule)
     comps = validate_components(components)
+    names_in = list(maps)
+    ns = sorted({int(m.shape[0]) for m in maps.values()})
+    if len(ns) > 1:
+        raise ValueError(f"`maps` must hold the same number of samples for every layer, got {ns}.")
     prepared = {}
-    for name, m in maps.items():
+    for name in names_in:
+        m = maps.pop(name) if release else maps[name]
+        shape = tuple(m.shape)
         mats = filter_matrix(m)
+        del m
         c, n, _ = mats.shape
         comps = validate_components(components, n)
-        mats_c = mats - mats.mean(1, keepdim=True)
-        dead = dead_filters(mats, centred=mats_c)
+        energy = _energy(mats)
+        mean = mats.mean(1, keepdim=True)
+        mats_c = mats.sub_(mean) if release and backend == "torch" else mats - mean
+        del mean
+        dead = dead_filters(mats_c, centred=mats_c, energy=energy)
         degenerate = torch.zeros(c, dtype=torch.bool)
         live = (~dead).nonzero().flatten()
-        skipped = auditability(m.shape)
+        skipped = auditability(shape)
         pts = None
         if len(live) and skipped is None:
             if backend == "torch":
@@ -242,10 +268,12 @@ def audit_layers(
             degenerate = ~dead.cpu()
         prepared[name] = (c, n, dead.cpu(), live.cpu(), pts, degenerate, skipped)
         del mats, mats_c
-    ns = {v[1] for v in prepared.values()}
-    if len(ns) > 1:
-        raise ValueError(f"`maps` must hold the same number of samples for every layer, got {sorted(ns)}.")
-    fits: dict[str, list] = {}
+    n_layers = sum(v[4] is not None for v in prepared.values())
+    done: dict[str, LayerAudit] = {}
+
+    def finish(name: str, fits: list | None) -> None:  # verdicts of a layer as soon as its fits exist
+        done[name] = _finish_layer(*prepared.pop(name), fits, comps, criterion, rule_fn, rule_kwargs, n_layers)
+
     if backend == "torch":
         names = [k for k, v in prepared.items() if v[4] is not None]
         for chunk in _chunks(
@@ -253,24 +281,26 @@ def audit_layers(
         ):
             allp = torch.cat([prepared[k][4] for k in chunk])
             many = fit_gmm_torch_many(allp, comps, seed=seed, groups=[len(prepared[k][4]) for k in chunk])
+            del allp
             start = 0
             for k in chunk:
                 b = len(prepared[k][4])
-                fits[k] = [_slice_fit(f, start, start + b) for f in many]
+                finish(k, [_slice_fit(f, start, start + b) for f in many])
                 start += b
-            del allp, many
+            del many  # one chunk's fits at a time
     else:
-        for k, v in prepared.items():
-            if v[4] is not None:
-                fits[k] = [_fit(v[4], kk, backend, seed, n_jobs) for kk in comps]
-    n_layers = sum(v[4] is not None for v in prepared.values())
-    return {
-        name: _finish_layer(*prepared[name], fits.get(name), comps, criterion, rule_fn, rule_kwargs, n_layers)
-        for name in maps
-    }
+        for k in names_in:
+            if prepared[k][4] is not None:
+                finish(k, [_fit(prepared[k][4], kk, backend, seed, n_jobs) for kk in comps])
+    for k in names_in:
+        if k not in done:
+            finish(k, None)
+    return {name: done[name] for name in names_in}
 
 
-EM_CHUNK_ELEMENTS = 2**20  # CPU: filters x samples per batched fit (bounds the EM's float64 work arrays)
+# CPU: filters x samples per batched fit. It bounds the EM's float64 work arrays (about 20 doubles per
+# filter-sample: ~20 MB at 2**17) while each batch stays large enough that per-iteration overheads are small.
+EM_CHUNK_ELEMENTS = 2**17
 
 
 def _on_cuda(prepared: dict, names: list[str]) -> bool:

@@ -62,3 +62,66 @@ def test_ddp_ranks_share_verdicts_and_masks(tmp_path):
     for name in r0["masks"]:
         assert torch.equal(r0["masks"][name], r1["masks"][name]) and int((~r0["masks"][name]).sum()) == 2
     assert torch.equal(r0["weight"], r1["weight"])
+
+
+class FrozenClassifier(ImageClassifier):
+    """Learning rate 0: the weights stay at their seeded initial values, so a 1-process and a 2-process fit
+    audit the same model (LeNet-5 has no batch norm whose running statistics would drift)."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _frozen_fit(root, **trainer_kwargs) -> GMMFilterAuditor:
+    pl.seed_everything(0, verbose=False)
+    # batch_size 16 divides each rank's 32-sample shard: both runs forward the same batches
+    auditor = GMMFilterAuditor(max_overhead=None, max_samples=64, batch_size=16, figures="none")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        callbacks=[auditor],
+        **trainer_kwargs,
+    )
+    trainer.fit(
+        FrozenClassifier(LeNet5()),
+        DigitsDataModule(resize=32, corruptions={"outliers": 0.05}, return_indices=True),
+    )
+    return auditor
+
+
+def _without_timing(history):
+    return [{k: v for k, v in audit.items() if k not in ("seconds", "overhead")} for audit in history]
+
+
+@pytest.mark.ddp
+def test_ddp_spawn_returns_history_and_outliers_to_the_launching_process(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    single = _frozen_fit(tmp_path / "one", devices=1)
+    spawned = _frozen_fit(tmp_path / "two", devices=2, strategy="ddp_spawn")
+    assert len(single.history) == 2 and single.outlier_indices  # two audits that flag something
+    assert _without_timing(spawned.history) == _without_timing(single.history)
+    assert spawned.outlier_indices == single.outlier_indices
+    assert spawned.audited_indices == single.audited_indices
+    assert spawned.skipped == [] and spawned.summary()["audits"] == 2
+    assert spawned.coverage == single.coverage > 0
+    # tables under the Trainer's directory (logger=False: default_root_dir), nothing in the current directory
+    assert list(cwd.iterdir()) == []
+    for root in ("one", "two"):
+        written = sorted(p.relative_to(tmp_path / root).as_posix() for p in (tmp_path / root).rglob("*"))
+        assert written == [
+            "gmm_audit",
+            "gmm_audit/audit_epoch000.csv",
+            "gmm_audit/audit_epoch000.json",
+            "gmm_audit/audit_epoch001.csv",
+            "gmm_audit/audit_epoch001.json",
+        ]

@@ -342,3 +342,47 @@ def test_chunked_fits_equal_one_batch(monkeypatch):
             one[name].flagged, chunked[name].flagged
         )
         torch.testing.assert_close(one[name].ch, chunked[name].ch, rtol=0, atol=0)
+
+
+def test_released_maps_give_the_same_audit_and_are_freed_layer_by_layer():
+    """release=True (the auditor's capture) centres each layer in place and pops it once projected: same
+    verdicts, fits and points as auditing a kept copy; the caller's dict is empty afterwards."""
+    g = torch.Generator().manual_seed(8)
+    maps = {"a": torch.randn(70, 5, 4, 4, generator=g), "b": torch.randn(70, 3, 3, 3, generator=g) ** 2}
+    maps["a"][:4, 1] += 15.0  # four far samples in one filter
+    maps["b"][:, 0] = 2.0  # a dead filter
+    kept = audit_layers({k: v.clone() for k, v in maps.items()}, seed=4)
+    given = {k: v.clone() for k, v in maps.items()}
+    released = audit_layers(given, seed=4, release=True)
+    assert given == {}
+    for name in maps:
+        for field in ("k", "ch", "dead", "anomaly", "flagged", "score", "points", "min_fraction"):
+            assert torch.equal(getattr(kept[name], field), getattr(released[name], field)), (name, field)
+    # a mismatch of sample counts is found before any layer is consumed
+    bad = {"a": maps["a"].clone(), "c": torch.randn(50, 3, 4, 4)}
+    with pytest.raises(ValueError, match=r"same number of samples for every layer, got \[50, 70\]"):
+        audit_layers(bad, release=True)
+    assert set(bad) == {"a", "c"}
+
+
+def test_lloyd_labels_do_not_depend_on_the_other_problems_of_the_batch():
+    """The batched k-means freezes each problem at its own convergence (compacting the batch now and then):
+    every problem ends with the labels it gets when run alone."""
+    from lightning_addons.gmm.mixture import _argbest_dim1, _kmeanspp_seed, _lloyd
+
+    clouds = []
+    # from one blob (stops early) to four overlapping ones (many iterations), 80 points each
+    for s in range(12):
+        extra = [10 + s // 2] * (s % 4)
+        sizes = [80 - sum(extra), *extra]
+        centres = [(0, 0), (3, 0), (0, 3), (3, 3)][: len(sizes)]
+        clouds.append(blobs(sizes, centres, scale=1.0 + 0.1 * s, seed=s))
+    x = torch.stack(clouds).float()
+    for k in (2, 3, 4):
+        centres = _kmeanspp_seed(x, k, torch.Generator().manual_seed(k))
+        together = _lloyd(x, centres)
+        for i in range(len(x)):
+            assert torch.equal(together[i], _lloyd(x[i : i + 1], centres[i : i + 1])[0]), (k, i)
+    t = torch.tensor([[[1.0, 0.0, 2.0], [0.0, 0.0, 3.0], [0.0, 5.0, 3.0]]])  # [B=1, K=3, N=3] with ties
+    assert _argbest_dim1(t, largest=False).tolist() == [[1, 0, 0]]  # ties: the first extreme
+    assert _argbest_dim1(t, largest=True).tolist() == [[0, 2, 1]]
