@@ -165,9 +165,13 @@ def run(args) -> dict[str, Any]:
     cheap = [m for m in args.methods if m != "full_encoder"]
     units = [(alpha, seed, cheap) for alpha in args.alphas for seed in args.seeds]
     if "full_encoder" in args.methods:
-        units += [(a, s, ["full_encoder"]) for s in args.seeds[: args.full_encoder_seeds] for a in args.alphas]
+        units += [
+            (a, s, ["full_encoder"]) for s in args.seeds[: args.full_encoder_seeds] for a in args.alphas
+        ]
     for alpha, seed, methods in units:
-        parts = dirichlet_partition(y_tr.numpy(), args.clients, alpha=alpha, min_size=args.min_size, seed=seed)
+        parts = dirichlet_partition(
+            y_tr.numpy(), args.clients, alpha=alpha, min_size=args.min_size, seed=seed
+        )
         clients = make_clients(x_tr, y_tr, parts, args.batch_size, seed)
         sched = dict(rounds=args.rounds, local_epochs=args.local_epochs, seed=seed)
         for method in methods:
@@ -232,7 +236,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
                 "acc_std": float(np.std(acc)),
                 "n": len(sub),
                 "bytes_per_round": float(np.mean([r.get("bytes_per_round", 0.0) for r in sub])),
-                "client_cpu_s_per_round": float(np.mean([r.get("client_cpu_s_per_round", np.nan) for r in sub])),
+                "client_cpu_s_per_round": float(
+                    np.mean([r.get("client_cpu_s_per_round", np.nan) for r in sub])
+                ),
                 "run_cpu_s": float(np.mean([r["run_cpu_s"] for r in sub])),
             }
         out[str(alpha)] = block
@@ -242,13 +248,17 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
 def format_report(report: dict[str, Any]) -> str:
     lines = []
     for alpha, block in report["summary"].items():
-        lines.append(f"\n## Dirichlet alpha = {alpha} (test accuracy at the best validation round, mean +/- std)")
+        lines.append(
+            f"\n## Dirichlet alpha = {alpha} (test accuracy at the best validation round, mean +/- std)"
+        )
         lines.append(
             f"{'method':38s} {'accuracy':>17s} {'n':>2s} {'bytes/round':>12s} {'client CPU s/round':>19s} "
             f"{'run CPU s':>9s}"
         )
         for key in ("zero_shot", "training_free"):
-            lines.append(f"{LABELS[key]:38s} {report[key]:.4f}            {'-':>4s} {0:12,d} {'-':>19s} {'-':>9s}")
+            lines.append(
+                f"{LABELS[key]:38s} {report[key]:.4f}            {'-':>4s} {0:12,d} {'-':>19s} {'-':>9s}"
+            )
         for method, b in block.items():
             cpu = b["client_cpu_s_per_round"]
             cpu_txt = f"{cpu:19.2f}" if np.isfinite(cpu) else f"{'-':>19s}"
@@ -278,9 +288,13 @@ def print_saved(paths: list[str]) -> dict[str, Any]:
         "training_free": first["training_free"],
         "rows": rows,
         "summary": summarise(rows),
-        "cpu_s": sum(rep.get("cpu_s", sum(r["run_cpu_s"] for r in rep["rows"]) + rep["world_cpu_s"]) for rep in reports),
+        "cpu_s": sum(
+            rep.get("cpu_s", sum(r["run_cpu_s"] for r in rep["rows"]) + rep["world_cpu_s"]) for rep in reports
+        ),
     }
-    print(f"# results of {', '.join(paths)} ({'complete' if all(r['complete'] for r in reports) else 'UNFINISHED'})")
+    print(
+        f"# results of {', '.join(paths)} ({'complete' if all(r['complete'] for r in reports) else 'UNFINISHED'})"
+    )
     print(format_report(merged))
     return merged
 
@@ -303,7 +317,9 @@ def main(argv=None) -> dict[str, Any]:
     p.add_argument("--full-encoder-seeds", type=int, default=3, help="run full_encoder on the first N seeds")
     p.add_argument("--out", default=None, help="results JSON, rewritten after every method")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--report", nargs="+", default=None, help="only print the table of earlier results JSON files")
+    p.add_argument(
+        "--report", nargs="+", default=None, help="only print the table of earlier results JSON files"
+    )
     args = p.parse_args(argv)
     if args.report:
         return print_saved(args.report)

@@ -1,8 +1,7 @@
 """Flower's simulation engine (``flwr[simulation]``, Ray) running the project's ClientApp/ServerApp bodies, against
 the in-process :class:`~lightning_addons.federated.FederatedSimulation` of the same config (same final state?).
 
-Needs Ray, which the ``fl`` extra does not install (``pip install "flwr[simulation]>=1.41,<1.42"``: ray 2.55.1 and
-jsonschema). Run from the repository root:
+Needs Ray: the ``fl-sim`` extra (part of ``all``) installs ``flwr[simulation]`` (ray 2.55.1 and jsonschema). Run from the repository root:
 
     OMP_NUM_THREADS=1 python benchmarks/flower_ray.py --clients 2 --rounds 2 --workdir /tmp/flower_ray
 
@@ -16,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ import torch
 import yaml
 
 sys.path.insert(0, ".")  # run from the repository root without installing
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network: Ray would report usage statistics
 
 
 def main(argv=None) -> dict:
@@ -40,7 +41,7 @@ def main(argv=None) -> dict:
     try:
         import ray  # noqa: F401
     except ModuleNotFoundError:
-        sys.exit('Ray is not installed: pip install "flwr[simulation]>=1.41,<1.42" (not part of the `fl` extra).')
+        sys.exit('Ray is not installed: pip install "lightning-addons[fl-sim]" (flwr[simulation]).')
     from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
@@ -57,18 +58,29 @@ def main(argv=None) -> dict:
             "init_args": {"model": {"class_path": "LeNet5", "init_args": {"width": 0.5}}, "lr": 0.003},
         },
         "data": {"class_path": "DigitsDataModule", "init_args": {"resize": 32}},
-        "federation": {"num_clients": args.clients, "partition": "iid", "rounds": args.rounds, "local_epochs": 1},
+        "federation": {
+            "num_clients": args.clients,
+            "partition": "iid",
+            "rounds": args.rounds,
+            "local_epochs": 1,
+        },
     }
     cfg_path, result_path = work / "fl.yaml", work / "result.json"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    run_config = {"config-path": str(cfg_path), "result-path": str(result_path), "num-server-rounds": args.rounds}
+    run_config = {
+        "config-path": str(cfg_path),
+        "result-path": str(result_path),
+        "num-server-rounds": args.rounds,
+    }
 
     client = ClientApp()
 
     @client.train()
     def train(msg, context):
         torch.set_num_threads(1)
-        ctx = SimpleNamespace(run_config={**context.run_config, **run_config}, node_config=context.node_config)
+        ctx = SimpleNamespace(
+            run_config={**context.run_config, **run_config}, node_config=context.node_config
+        )
         return flower._client_train(msg, ctx)
 
     server = ServerApp()
@@ -77,7 +89,9 @@ def main(argv=None) -> dict:
     def serve(grid, context):
         flower.run_server(grid, SimpleNamespace(run_config={**context.run_config, **run_config}))
 
-    print(f"# {' '.join(['python', *sys.argv])}\n# torch {torch.__version__}, ray {ray.__version__}", flush=True)
+    print(
+        f"# {' '.join(['python', *sys.argv])}\n# torch {torch.__version__}, ray {ray.__version__}", flush=True
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     run_simulation(
         server,
@@ -107,6 +121,7 @@ def main(argv=None) -> dict:
         "max_abs_diff": diff,
         "ray_test": test,
     }
+    print(json.dumps(out), flush=True)
     print(
         f"Flower/Ray: {args.clients} supernodes x {args.rounds} rounds {ray_wall:.1f} s wall; in-process "
         f"{local_wall:.1f} s ({ray_wall / local_wall:.1f}x); final states equal: {equal} (max |diff| {diff:g})"

@@ -124,7 +124,9 @@ def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps
                 ask_cpu.append((len(X), dc / k))
                 if k > 1:
                     batch_dist.append(
-                        float(min(_normalised_distance(x[i : i + 1], np.delete(x, i, 0))[0] for i in range(k)))
+                        float(
+                            min(_normalised_distance(x[i : i + 1], np.delete(x, i, 0))[0] for i in range(k))
+                        )
                     )
             X += list(x)
             Y += list(y)
@@ -287,7 +289,9 @@ def summarise(rows: list[dict], methods: list[str]) -> str:
         for mth, (v, n, sec, cpu) in med.items():
             r_peer = v / best_peer if best_peer > 0 else float("nan")
             r_gp = v / gp if gp > 0 else float("nan")
-            lines.append(f"| {p} | {mth} | {n} | {v:.3f} | {r_peer:.3f} | {r_gp:.3f} | {sec:.3f} | {cpu:.3f} |")
+            lines.append(
+                f"| {p} | {mth} | {n} | {v:.3f} | {r_peer:.3f} | {r_gp:.3f} | {sec:.3f} | {cpu:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -394,7 +398,10 @@ def main(argv=None) -> None:
             for p in problems:
                 for mth in methods:  # interleaved, one process, one thread
                     rows.append(speed_one(p, mth, s))
-                    print(f"{p} {mth} seed={s} CPU-s per ask {np.round(rows[-1]['cpu'], 3).tolist()}", flush=True)
+                    print(
+                        f"{p} {mth} seed={s} CPU-s per ask {np.round(rows[-1]['cpu'], 3).tolist()}",
+                        flush=True,
+                    )
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -242,8 +242,13 @@ def rerun_check(run: dict, k: int, epochs: int, seed: int) -> dict:
         enters = not bool(dominates(F_front, f).any())
         entered += enters
         details.append(
-            {"number": t["number"], "pruned_at": t["pruned_at"], "partial": t["values"], "full": full,
-             "enters_front": enters}  # fmt: skip
+            {
+                "number": t["number"],
+                "pruned_at": t["pruned_at"],
+                "partial": t["values"],
+                "full": full,
+                "enters_front": enters,
+            }  # fmt: skip
         )
     return {"n_pruned": len(pruned), "rerun": len(details), "entered": entered, "details": details}
 
@@ -310,18 +315,22 @@ def summarise(rows: list[dict], methods) -> None:
             n_c = sum(t["state"] == "COMPLETE" for t in es["trials"])
             counts = f"{n_p}/{n_c}"
         print(
-            f"{seed:>4} " + " ".join(f"{finals.get(m, float('nan')):8.4f}" for m in methods)
+            f"{seed:>4} "
+            + " ".join(f"{finals.get(m, float('nan')):8.4f}" for m in methods)
             + f"   {share:17.3f}   {counts:>15}"
         )
     for r in rows:
         if r.get("kind") == "rerun":
             checks.append(r)
     print(
-        "median " + " ".join(f"{np.median(v) if v else float('nan'):8.4f}" for v in table.values())
+        "median "
+        + " ".join(f"{np.median(v) if v else float('nan'):8.4f}" for v in table.values())
         + f"   {np.median(reach) if reach else float('nan'):17.3f}"
     )
     if reach:
-        print(f"ht_es reaches ht's final HV at {[round(x, 3) for x in reach]} of ht's trial CPU (acceptance <= 0.60)")
+        print(
+            f"ht_es reaches ht's final HV at {[round(x, 3) for x in reach]} of ht's trial CPU (acceptance <= 0.60)"
+        )
     for c in checks:
         print(
             f"seed {c['seed']}: re-ran {c['rerun']} of {c['n_pruned']} pruned trials (best partial values) to "
@@ -357,7 +366,9 @@ def main() -> None:
         import tempfile
 
         work = Path(tempfile.mkdtemp(prefix="hypertuner_budget_"))
-        train_digits(dict(SPACE_DEFAULTS), None, epochs=1)  # one-time costs (data, first autograd) off the axis
+        train_digits(
+            dict(SPACE_DEFAULTS), None, epochs=1
+        )  # one-time costs (data, first autograd) off the axis
         for seed in args.seeds:
             for method in args.methods:
                 if any(r.get("kind") == "run" and r["seed"] == seed and r["method"] == method for r in rows):
@@ -368,7 +379,10 @@ def main() -> None:
                 rows.append(r)
                 with open(out, "a") as f:
                     f.write(json.dumps(r) + "\n")
-                print(f"done {method} seed {seed}: {len(r['trials'])} trials, wall {r['wall']:.0f} s", flush=True)
+                print(
+                    f"done {method} seed {seed}: {len(r['trials'])} trials, wall {r['wall']:.0f} s",
+                    flush=True,
+                )
             es = [r for r in rows if r.get("kind") == "run" and r["seed"] == seed and r["method"] == "ht_es"]
             have = any(r.get("kind") == "rerun" and r["seed"] == seed for r in rows)
             if es and args.rerun > 0 and not have:

@@ -205,7 +205,9 @@ def run(args) -> list[dict]:
                         "epochs": args.epochs,
                         "lr": lr,
                         "batch_size": dm.batch_size,
-                        "attention_dropout": 0.1 if args.attention_dropout is None else args.attention_dropout,
+                        "attention_dropout": 0.1
+                        if args.attention_dropout is None
+                        else args.attention_dropout,
                         "train_steps": trainer.global_step,
                         "seconds": sec,
                         "fit_seconds": fit_sec,

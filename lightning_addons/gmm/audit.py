@@ -272,7 +272,9 @@ def audit_layers(
     done: dict[str, LayerAudit] = {}
 
     def finish(name: str, fits: list | None) -> None:  # verdicts of a layer as soon as its fits exist
-        done[name] = _finish_layer(*prepared.pop(name), fits, comps, criterion, rule_fn, rule_kwargs, n_layers)
+        done[name] = _finish_layer(
+            *prepared.pop(name), fits, comps, criterion, rule_fn, rule_kwargs, n_layers
+        )
 
     if backend == "torch":
         names = [k for k, v in prepared.items() if v[4] is not None]

@@ -93,7 +93,9 @@ class _FrozenCLIPClassifier(pl.LightningModule):
         model, tokenizer = self._clip["model"], self._clip["tokenizer"]
         rows = []
         for name in self.class_names:
-            emb = F.normalize(model.encode_text(tokenizer([t.format(name) for t in self.templates])).float(), dim=-1)
+            emb = F.normalize(
+                model.encode_text(tokenizer([t.format(name) for t in self.templates])).float(), dim=-1
+            )
             rows.append(F.normalize(emb.mean(0), dim=-1))
         return torch.stack(rows)
 
@@ -102,7 +104,9 @@ class _FrozenCLIPClassifier(pl.LightningModule):
         """L2-normalised features of images through the frozen image tower (batched, no grad)."""
         model, bs = self.clip, self.hparams.encode_batch_size
         out = [
-            F.normalize(model.encode_image(clip_preprocess(model, images[i : i + bs].to(self.device))).float(), dim=-1)
+            F.normalize(
+                model.encode_image(clip_preprocess(model, images[i : i + bs].to(self.device))).float(), dim=-1
+            )
             for i in range(0, len(images), bs)
         ]
         return torch.cat(out) if out else torch.zeros(0, self.feature_dim, device=self.device)
@@ -267,7 +271,9 @@ class PromptCLIPClassifier(_FrozenCLIPClassifier):
 
     def text_features(self) -> torch.Tensor:
         """Normalised class text features ``[N, D]`` of the current prompts (differentiable in the context)."""
-        return F.normalize(encode_prompt_embeddings(self.clip, self.prompt(), self.prompt.tokens).float(), dim=-1)
+        return F.normalize(
+            encode_prompt_embeddings(self.clip, self.prompt(), self.prompt.tokens).float(), dim=-1
+        )
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * features @ self.text_features().T

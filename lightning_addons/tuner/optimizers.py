@@ -693,7 +693,11 @@ def _mll_loss(gp, X):
             jitter *= 10
         r = (y - const).unsqueeze(-1)
         a = torch.cholesky_solve(r, L)
-        ll = -0.5 * (r * a).sum((-1, -2)) - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) - 0.5 * n * log2pi
+        ll = (
+            -0.5 * (r * a).sum((-1, -2))
+            - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+            - 0.5 * n * log2pi
+        )
         total = ll.sum() + lognormal("ls", ls)
         if "noise" in prior_par:
             total = total + lognormal("noise", noise_val)
@@ -740,7 +744,9 @@ def _fit_mll(gp, X, maxiter: int = 200, ftol: float = 1e-9) -> None:
     x = res.x if np.isfinite(res.fun) and res.fun <= fun(x0)[0] else x0
     raw = np.where(is_log, np.exp(np.where(is_log, x, 0.0)), x)
     with torch.no_grad():
-        for p, v in zip(params, torch.split(torch.as_tensor(raw, dtype=torch.float64), [p.numel() for p in params])):
+        for p, v in zip(
+            params, torch.split(torch.as_tensor(raw, dtype=torch.float64), [p.numel() for p in params])
+        ):
             p.copy_(v.reshape(p.shape))
 
 
@@ -788,7 +794,9 @@ class _Posterior:
         ls, const, noise, yt, ymean, ystd = [], [], [], [], [], []
         for gp in models:
             if not isinstance(gp.covar_module, RBFKernel) or getattr(gp, "input_transform", None) is not None:
-                raise TypeError(f"_Posterior supports SingleTaskGP's default RBF kernel, got {gp.covar_module}.")
+                raise TypeError(
+                    f"_Posterior supports SingleTaskGP's default RBF kernel, got {gp.covar_module}."
+                )
             q = gp.num_outputs
             ls.append(gp.covar_module.lengthscale.detach().numpy().reshape(q, -1))
             const.append(gp.mean_module.constant.detach().numpy().reshape(q))

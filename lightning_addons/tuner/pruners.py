@@ -228,4 +228,3 @@ def pruner_config(pruner: Any) -> dict[str, Any] | None:
     if hasattr(pruner, "config"):
         return dict(pruner.config())
     return {"class": f"{type(pruner).__module__}.{type(pruner).__qualname__}"}
-

@@ -259,7 +259,11 @@ def _fmt_value(h: dict, name: str) -> str:
     if sem is None:
         return _fmt(h["values"][name])
     k = (h.get("n_repeats") or {}).get(name)
-    return f"{_fmt(h['values'][name])} ± {sem:.2g} (mean of {k})" if k else f"{_fmt(h['values'][name])} ± {sem:.2g}"
+    return (
+        f"{_fmt(h['values'][name])} ± {sem:.2g} (mean of {k})"
+        if k
+        else f"{_fmt(h['values'][name])} ± {sem:.2g}"
+    )
 
 
 def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
@@ -271,7 +275,11 @@ def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
         "# HyperTuner summary",
         "",
         f"- trials: {len(result.history)} finished ({n_fail} failed"
-        + (f", {n_pruned} stopped early (pruned; their partial values are not on the front)" if n_pruned else "")
+        + (
+            f", {n_pruned} stopped early (pruned; their partial values are not on the front)"
+            if n_pruned
+            else ""
+        )
         + ")",
         f"- objectives: {', '.join(f'{o.name} ({o.direction})' for o in objs)}",
         f"- energy source(s): {sorted({str(h.get('energy_source')) for h in result.history if h.get('energy_source')})}",
@@ -305,8 +313,7 @@ def _write_summary(result, out: Path, curve: np.ndarray) -> Path:
         lines += [
             "## Against the default configuration",
             "",
-            f"Default (trial {d['number']}): "
-            + ", ".join(f"{o.name}={_fmt_value(d, o.name)}" for o in objs),
+            f"Default (trial {d['number']}): " + ", ".join(f"{o.name}={_fmt_value(d, o.name)}" for o in objs),
             "",
         ]
         if repeated:

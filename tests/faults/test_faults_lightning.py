@@ -21,9 +21,7 @@ SCRIPT = str(Path(__file__).with_name("_faults_lightning_world.py"))
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +85,9 @@ def test_a_bad_time_series_is_a_clear_error_naming_row_and_channel_or_masked(fau
     else:  # invalid="mask": the bad values are missing, never observed, the scaler finite
         assert "error" not in mask and mask["train_windows"] > 0
         assert mask["observed_inf"] == 0 and mask["finite_scaler"]
-        assert mask["masked_channels"] == ([[2, 0, "constant in the training rows"]] if fault != "inf" else [])
+        assert mask["masked_channels"] == (
+            [[2, 0, "constant in the training rows"]] if fault != "inf" else []
+        )
 
 
 @pytest.mark.parametrize("sub", ["tune", "federate", "fit"])
@@ -100,5 +100,8 @@ def test_malformed_yaml_exits_2_naming_the_line_before_any_work(sub, tmp_path):
     if sub == "fit":  # LightningCLI's own message: the line and column, not the file name
         assert "Problems parsing config" in err and "line 4, column 11" in err
     else:  # one line naming the file, line and column
-        assert err == f"lightning-addons {sub}: error: {bad}:4:11: malformed YAML: expected ',' or '}}', but got ':'"
+        assert (
+            err
+            == f"lightning-addons {sub}: error: {bad}:4:11: malformed YAML: expected ',' or '}}', but got ':'"
+        )
     assert list((tmp_path / "cwd").iterdir()) == []  # nothing started: no logs, no checkpoints, no study

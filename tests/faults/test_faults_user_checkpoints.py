@@ -26,7 +26,11 @@ SCRIPT = str(Path(__file__).with_name("_faults_user_trainer.py"))
 
 def _run(mode: str, path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, SCRIPT, mode, str(path)], capture_output=True, text=True, timeout=300, cwd=path.parent
+        [sys.executable, SCRIPT, mode, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=path.parent,
     )
 
 
@@ -95,5 +99,7 @@ def test_with_the_checkpoint_digest_callback_too_a_checkpoint_is_hashed_once_on_
     torch.save(ckpt, path)
     trainer = make_trainer(str(tmp_path), 3)
     trainer.callbacks.append(CheckpointDigest())
-    with pytest.raises(integrity.IntegrityError, match=r"both.ckpt' is corrupt: .*differ: \['model.1.bias'\]"):
+    with pytest.raises(
+        integrity.IntegrityError, match=r"both.ckpt' is corrupt: .*differ: \['model.1.bias'\]"
+    ):
         trainer.fit(make_model(), make_loader(), ckpt_path=path)

@@ -102,7 +102,9 @@ def test_a_thousand_client_round_samples_a_tenth_and_averages_their_updates_by_s
     cached_features, seed_offset
 ):
     adapter, x, y = cached_features
-    plain_fedavg = Aggregator(max_norm_ratio=None)  # the norm guard (tested elsewhere) off: every update averaged
+    plain_fedavg = Aggregator(
+        max_norm_ratio=None
+    )  # the norm guard (tested elsewhere) off: every update averaged
     sim, rec, clients = federation(adapter, x, y, CLIENTS, True, seed_offset, aggregator=plain_fedavg)
     start = {k: v.clone() for k, v in sim.global_state.items()}
     states_by_round = []

@@ -234,13 +234,16 @@ def test_experiment_drivers_call_only_the_public_api():
                 public = _public_names(target)
                 for alias in node.names:
                     parts = target.split(".")[1:] + [alias.name]
-                    if any(p.startswith("_") for p in parts) or (public is not None and alias.name not in public):
+                    if any(p.startswith("_") for p in parts) or (
+                        public is not None and alias.name not in public
+                    ):
                         private.append(f"{module}: from {target} import {alias.name}")
             elif isinstance(node, ast.Import):
                 private += [
                     f"{module}: import {a.name}"
                     for a in node.names
-                    if a.name.startswith("lightning_addons.") and any(p.startswith("_") for p in a.name.split("."))
+                    if a.name.startswith("lightning_addons.")
+                    and any(p.startswith("_") for p in a.name.split("."))
                 ]
     assert private == [], "an experiment driver imports a private or unexported name"
 

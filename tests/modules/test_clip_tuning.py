@@ -33,7 +33,9 @@ def digit_features():
     from lightning_addons.datamodules import DigitsDataModule
     from lightning_addons.modules import CacheCLIPAdapter
 
-    dm = DigitsDataModule(public_fraction=0.3, normalize=False, channels=1, corruptions={"domain_shift": True}, seed=0)
+    dm = DigitsDataModule(
+        public_fraction=0.3, normalize=False, channels=1, corruptions={"domain_shift": True}, seed=0
+    )
     dm.setup("fit")
     encoder = CacheCLIPAdapter(search_alpha_beta=False)
     out = {}
@@ -55,7 +57,9 @@ def two_clients(x, y, seed=0):
 def test_a_template_initialised_prompt_gives_exactly_open_clips_text_features(clip_and_tokenizer):
     clip, tokenizer = clip_and_tokenizer
     names = ["zero", "one", "seven"]
-    learner = PromptLearner.from_clip(clip, tokenizer, names, context_init=TEMPLATE_CONTEXT, suffix=TEMPLATE_SUFFIX)
+    learner = PromptLearner.from_clip(
+        clip, tokenizer, names, context_init=TEMPLATE_CONTEXT, suffix=TEMPLATE_SUFFIX
+    )
     ours = encode_prompt_embeddings(clip, learner(), learner.tokens)
     ref = clip.encode_text(tokenizer([f'a photo of the number: "{n}".' for n in names]))
     assert torch.equal(ours, ref)
@@ -73,7 +77,9 @@ def test_promptfl_moves_only_the_context_and_never_touches_clip(digit_features):
     clip_before = copy.deepcopy(module.clip.state_dict())
     buffers_before = {k: v.clone() for k, v in module.prompt.named_buffers()}
     context_before = module.prompt.context.detach().clone()
-    sim = FederatedSimulation(module, two_clients(x[:200], y[:200]), rounds=1, local_epochs=1, progress_bar=False)
+    sim = FederatedSimulation(
+        module, two_clients(x[:200], y[:200]), rounds=1, local_epochs=1, progress_bar=False
+    )
     result = sim.fit()
     assert list(result.global_state) == ["prompt.context"]
     assert all(r["up"] == r["down"] == 7 * 64 * 4 for r in sim.meter.records) and len(sim.meter.records) == 2
@@ -83,7 +89,9 @@ def test_promptfl_moves_only_the_context_and_never_touches_clip(digit_features):
     assert torch.equal(module.prompt.context.detach(), result.best_state["prompt.context"])
 
 
-def test_the_adapter_federates_its_batch_norm_statistics_so_the_server_evaluates_with_trained_ones(digit_features):
+def test_the_adapter_federates_its_batch_norm_statistics_so_the_server_evaluates_with_trained_ones(
+    digit_features,
+):
     x, y = digit_features["train"]
     module = AdapterCLIPClassifier(lr=1e-2)
     sim = FederatedSimulation(
@@ -125,12 +133,16 @@ def test_centralised_training_lifts_accuracy_above_zero_shot_clip(digit_features
     seed = 11 + seed_offset
     pl.seed_everything(seed, verbose=False)
     if kind == "prompt":
-        module = PromptCLIPClassifier(context_init=TEMPLATE_CONTEXT, suffix=TEMPLATE_SUFFIX, lr=1e-2, seed=seed)
+        module = PromptCLIPClassifier(
+            context_init=TEMPLATE_CONTEXT, suffix=TEMPLATE_SUFFIX, lr=1e-2, seed=seed
+        )
     else:
         module = AdapterCLIPClassifier(lr=1e-2, seed=seed)
     data = TensorSplitsDataModule(digit_features, batch_size=32)
     x_test, y_test = digit_features["test"]
-    zero_shot = float((module.logit_scale * x_test @ module.text_weights.T).argmax(-1).eq(y_test).float().mean())
+    zero_shot = float(
+        (module.logit_scale * x_test @ module.text_weights.T).argmax(-1).eq(y_test).float().mean()
+    )
     trainer = pl.Trainer(
         max_epochs=10,
         accelerator="cpu",
@@ -150,8 +162,14 @@ def test_centralised_training_lifts_accuracy_above_zero_shot_clip(digit_features
     ("make", "match"),
     [
         (lambda: PromptCLIPClassifier(num_context=0), r"`num_context` must be a positive integer, got 0"),
-        (lambda: PromptCLIPClassifier(context_init="  "), r"`context_init` must be a non-empty string or None"),
-        (lambda: PromptCLIPClassifier(context_init="a " * 30), r"does not fit the text tower's context length 20"),
+        (
+            lambda: PromptCLIPClassifier(context_init="  "),
+            r"`context_init` must be a non-empty string or None",
+        ),
+        (
+            lambda: PromptCLIPClassifier(context_init="a " * 30),
+            r"does not fit the text tower's context length 20",
+        ),
         (lambda: PromptCLIPClassifier(num_context=17), r"does not fit the text tower's context length 20"),
         (
             lambda: PromptLearner(torch.zeros(2, 20).long(), torch.zeros(2, 20, 64), num_context=19),
@@ -159,7 +177,10 @@ def test_centralised_training_lifts_accuracy_above_zero_shot_clip(digit_features
         ),
         (lambda: PromptCLIPClassifier(lr=0), r"`lr` must be a number > 0, got 0"),
         (lambda: PromptCLIPClassifier(scheduler="step"), r"`scheduler` must be one of \['cosine', 'none'\]"),
-        (lambda: AdapterCLIPClassifier(norm="group"), r"`norm` must be one of \['batch', 'layer', 'none'\], got 'group'"),
+        (
+            lambda: AdapterCLIPClassifier(norm="group"),
+            r"`norm` must be one of \['batch', 'layer', 'none'\], got 'group'",
+        ),
         (lambda: AdapterCLIPClassifier(hidden=0), r"`hidden` must be a positive integer or None, got 0"),
         (lambda: AdapterCLIPClassifier(class_names=["a"]), r"`class_names` must hold at least 2 classes"),
         (lambda: AdapterCLIPClassifier(clip_model="ViT-Q-99"), r"is not an open_clip model name"),
@@ -179,7 +200,9 @@ def test_features_of_another_clip_and_a_tower_without_a_text_transformer_are_ref
     with pytest.raises(TypeError, match=r"Prompt learning needs an open_clip text transformer"):
         PromptLearner.from_clip(torch.nn.Linear(2, 2), tokenizer, ["zero", "one"])
     learner = PromptLearner.from_clip(clip, tokenizer, ["zero", "one"])
-    with pytest.raises(ValueError, match=r"`embeddings` must be \[N, 20, 64\] for this text tower, got \(2, 19, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"`embeddings` must be \[N, 20, 64\] for this text tower, got \(2, 19, 64\)"
+    ):
         encode_prompt_embeddings(clip, learner()[:, :19], learner.tokens[:, :19])
     with pytest.raises(ValueError, match=r"Federated state must hold exactly \['prompt.context'\]; missing"):
         PromptCLIPClassifier(class_names=["zero", "one"]).load_federated_state_dict({})

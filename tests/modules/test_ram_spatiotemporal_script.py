@@ -53,11 +53,15 @@ def test_traffic_from_a_local_tsl_folder_reports_baselines_and_staeformer_in_ori
     ]
     assert all(r["dataset"] == "METR-LA" for r in rows)
     trained = rows[-1]
-    assert trained["batch_size"] == 32 and trained["train_steps"] == 9  # 280 - 24 + 1 = 257 windows / 32, rounded up
+    assert (
+        trained["batch_size"] == 32 and trained["train_steps"] == 9
+    )  # 280 - 24 + 1 = 257 windows / 32, rounded up
     assert trained["cpu_seconds"] > 0 and trained["fit_seconds"] <= trained["seconds"]
     # original units: speeds near 50 km/h, so errors are in km/h, not in scaled units
     last = rows[0]
-    assert 0.5 < last["test_mae_original"] < 5 and last["test_mae"] != pytest.approx(last["test_mae_original"])
+    assert 0.5 < last["test_mae_original"] < 5 and last["test_mae"] != pytest.approx(
+        last["test_mae_original"]
+    )
     assert json.loads(out.read_text())["runs"] == json.loads(json.dumps(rows))
 
 
@@ -65,8 +69,9 @@ def test_unknown_variant_or_dataset_is_a_clear_error_before_any_work(capsys):
     script = _script()
     with pytest.raises(SystemExit):
         script.main(["--models", "mlp,lstm"])
-    assert "--models must be a comma-separated subset of ['attention', 'mlp', 'mlp-time'], got 'mlp,lstm'" in (
-        capsys.readouterr().err
+    assert (
+        "--models must be a comma-separated subset of ['attention', 'mlp', 'mlp-time'], got 'mlp,lstm'"
+        in (capsys.readouterr().err)
     )
     with pytest.raises(SystemExit):
         script.main(["--datasets", "metr"])

@@ -67,13 +67,17 @@ def test_hand_written_marginal_likelihood_equals_gpytorchs_and_its_fit_is_as_goo
     def botorch_loss(gp):
         gp.train()
         with torch.no_grad():
-            return float(-ExactMarginalLogLikelihood(gp.likelihood, gp)(gp(*gp.train_inputs), gp.train_targets).sum())
+            return float(
+                -ExactMarginalLogLikelihood(gp.likelihood, gp)(gp(*gp.train_inputs), gp.train_targets).sum()
+            )
 
     gp = SingleTaskGP(Xt, Yt, **kw)
     for _ in range(3):  # random positive hyper-parameters (BoTorch's raw values are the values, bounded)
         with torch.no_grad():
             for name, p in gp.named_parameters():
-                p.copy_(torch.as_tensor(rng.uniform(0.05, 2.0, p.shape) * (1 if "constant" not in name else 0.3)))
+                p.copy_(
+                    torch.as_tensor(rng.uniform(0.05, 2.0, p.shape) * (1 if "constant" not in name else 0.3))
+                )
         raw = torch.cat([p.detach().reshape(-1) for _, p in gp.named_parameters()])
         # BoTorch's priors hold float32 parameters, hence agreement to ~1e-8, not 1e-15
         assert float(_mll_loss(gp, Xt)(raw)) == pytest.approx(botorch_loss(gp), rel=1e-7)
@@ -221,7 +225,9 @@ def test_sampler_reads_objective_sem_and_hands_the_latest_stored_fit_to_the_opti
     from lightning_addons.tuner import sampler as sampler_mod
     from lightning_addons.tuner.space import SearchSpace
 
-    space = SearchSpace({"x": {"type": "float", "low": 0.0, "high": 1.0}, "y": {"type": "float", "low": 0, "high": 1}})
+    space = SearchSpace(
+        {"x": {"type": "float", "low": 0.0, "high": 1.0}, "y": {"type": "float", "low": 0, "high": 1}}
+    )
     made = []
     real = sampler_mod.make_optimizer
 

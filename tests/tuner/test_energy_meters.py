@@ -197,7 +197,9 @@ def test_codecarbon_source_without_the_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "codecarbon", None)
     with pytest.raises(ModuleNotFoundError, match=r"'codecarbon'.*pip install 'lightning-addons\[tune\]'"):
         CodeCarbonMeter()
-    with pytest.raises(ValueError, match=r"`tracking_mode` must be one of \['machine', 'process'\], got 'gpu'"):
+    with pytest.raises(
+        ValueError, match=r"`tracking_mode` must be one of \['machine', 'process'\], got 'gpu'"
+    ):
         CodeCarbonMeter(tracking_mode="gpu")
     with pytest.raises(ValueError, match=r"`measure_power_secs` must be > 0, got 0"):
         CodeCarbonMeter(measure_power_secs=0)

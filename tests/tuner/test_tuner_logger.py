@@ -50,13 +50,21 @@ def test_a_logger_that_is_not_a_logger_is_rejected_naming_the_argument(tmp_path)
 def test_without_a_terminal_each_finished_trial_prints_one_plain_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("LIGHTNING_ADDONS_PROGRESS", raising=False)  # capsys' stdout is not a terminal
     HyperTuner(
-        space=SPACE, objectives=["f1:min", "f2:min"], trial_fn=lambda p: {"f1": p["x"], "f2": 1 - p["x"]},
-        algorithm="random", n_trials=3, storage=f"sqlite:///{tmp_path}/s.db", output_dir=tmp_path,
-        mopir=False, seed=0,
+        space=SPACE,
+        objectives=["f1:min", "f2:min"],
+        trial_fn=lambda p: {"f1": p["x"], "f2": 1 - p["x"]},
+        algorithm="random",
+        n_trials=3,
+        storage=f"sqlite:///{tmp_path}/s.db",
+        output_dir=tmp_path,
+        mopir=False,
+        seed=0,
     ).run()
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("HyperTuner:")]
     assert lines[0] == "HyperTuner: 0/3 trials"
     assert [ln.split("  ")[1].split(";")[0] for ln in lines[1:]] == [
-        "trial 0 COMPLETE", "trial 1 COMPLETE", "trial 2 COMPLETE"
+        "trial 0 COMPLETE",
+        "trial 1 COMPLETE",
+        "trial 2 COMPLETE",
     ]
     assert all(" best f1=" in ln and " f2=" in ln for ln in lines[1:])

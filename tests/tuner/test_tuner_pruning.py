@@ -88,7 +88,10 @@ def test_hypervolume_tie_break_keeps_the_larger_contribution_at_the_cut():
         ({"reduction_factor": 1}, r"pruner `reduction_factor` must be an integer >= 2, got 1"),
         ({"reduction_factor": 2.5}, r"pruner `reduction_factor` must be an integer >= 2, got 2.5"),
         ({"min_peers": 1}, r"pruner `min_peers` must be an integer >= 2, got 1"),
-        ({"tie_break": "crowding"}, r"pruner `tie_break` must be one of \['hypervolume', 'none'\], got 'crowding'"),
+        (
+            {"tie_break": "crowding"},
+            r"pruner `tie_break` must be one of \['hypervolume', 'none'\], got 'crowding'",
+        ),
         ({"name": "median"}, r"`pruner.name` must be one of \['pareto_halving'\], got 'median'"),
         ({"eta": 3}, r"`pruner` has unknown argument\(s\) \['eta'\] for 'pareto_halving'; allowed: \["),
         ("yes", r"`pruner` must be None, a mapping"),

@@ -222,7 +222,9 @@ class AttentionAdapter(nn.Module):
         ValueError: non-positive sizes or an unknown ``norm``.
     """
 
-    def __init__(self, dim: int, hidden: int | None = None, norm: Literal["batch", "layer", "none"] = "batch") -> None:
+    def __init__(
+        self, dim: int, hidden: int | None = None, norm: Literal["batch", "layer", "none"] = "batch"
+    ) -> None:
         super().__init__()
         hidden = dim if hidden is None else hidden
         for name, v in (("dim", dim), ("hidden", hidden)):
@@ -240,7 +242,9 @@ class AttentionAdapter(nn.Module):
         h = self.fc1(features)
         if isinstance(self.norm, nn.BatchNorm1d) and self.training and h.shape[0] == 1:
             n = self.norm
-            h = nn.functional.batch_norm(h, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps)
+            h = nn.functional.batch_norm(
+                h, n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps
+            )
         elif self.norm is not None:
             h = self.norm(h)
         return torch.softmax(self.fc2(torch.relu(h)), dim=-1)
