@@ -27,7 +27,7 @@ process (one thread), not wall time: ``client CPU s/round`` is the CPU time of l
 over the round's clients (Lightning's per-fit overhead included), ``run CPU s`` the whole method with
 server evaluation. Bytes are the exact federated-state payload (down + up), per round over all clients.
 
-The same cache/local-only/centralised/full-encoder code paths as ``lightning_addons.federated.cachefl``
+The same cache/local-only/centralised/full-encoder code paths as ``lightning_addons.experiments.cachefl``
 (``run_cachefl``) are reused through the public API (``build_world``, ``FederatedSimulation``,
 ``local_only``, ``FullEncoderClassifier``), with the same partitions and seeds.
 """
@@ -50,12 +50,12 @@ from torch.utils.data import Subset, TensorDataset
 
 sys.path.insert(0, ".")  # run from the repository root without installing
 
-from lightning_addons.federated import ClientDataModule, FederatedSimulation  # noqa: E402
-from lightning_addons.federated.cachefl import (  # noqa: E402
+from lightning_addons.experiments.cachefl import (  # noqa: E402
     FullEncoderClassifier,
     TensorSplitsDataModule,
     build_world,
 )
+from lightning_addons.federated import ClientDataModule, FederatedSimulation  # noqa: E402
 from lightning_addons.federated.partition import dirichlet_partition  # noqa: E402
 from lightning_addons.federated.quiet import quiet_lightning  # noqa: E402
 from lightning_addons.federated.simulation import FederatedCallback, local_only  # noqa: E402

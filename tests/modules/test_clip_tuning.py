@@ -11,8 +11,8 @@ from torch.utils.data import Subset, TensorDataset
 
 pytest.importorskip("open_clip")
 
+from lightning_addons.experiments.cachefl import TensorSplitsDataModule  # noqa: E402
 from lightning_addons.federated import ClientDataModule, FederatedSimulation  # noqa: E402
-from lightning_addons.federated.cachefl import TensorSplitsDataModule  # noqa: E402
 from lightning_addons.modules import AdapterCLIPClassifier, PromptCLIPClassifier  # noqa: E402
 from lightning_addons.modules.nn import AttentionAdapter, PromptLearner, encode_prompt_embeddings  # noqa: E402
 
