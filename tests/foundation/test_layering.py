@@ -22,6 +22,8 @@ PURE_CORES = (
     "lightning_addons._imports",
     "lightning_addons._lazy",
     "lightning_addons._validate",
+    "lightning_addons._progress",
+    "lightning_addons.integrity",
     "lightning_addons.data",
     "lightning_addons.resolve",
     "lightning_addons.modules.nn",
