@@ -1,6 +1,7 @@
 """In-repo partitioners vs Flower Datasets' (``flwr-datasets``): label skew, client sizes and CPU time.
 
     OMP_NUM_THREADS=1 python benchmarks/partitioners_flower.py            # digits + 60,000 labels, seeds 0-2
+    OMP_NUM_THREADS=1 python benchmarks/partitioners_flower.py --digits-only --seeds 30   # tighter means
     OMP_NUM_THREADS=1 python benchmarks/partitioners_flower.py --quick    # digits only, seed 0
 
 Each pair runs at the same settings (10 clients; Dirichlet alpha 0.1 / 0.5 / 1.0 with ``min_size`` 10;
@@ -37,6 +38,15 @@ PAIRS = [
 ]
 
 
+FORMAT = {
+    "size_mean": "{:.0f}",
+    "size_min": "{:.0f}",
+    "size_max": "{:.0f}",
+    "dropped": "{:.0f}",
+    "classes": "{:.2f}",
+}
+
+
 def stats(labels: np.ndarray, parts: list[np.ndarray]) -> dict[str, float]:
     hist = label_histogram(labels, parts, num_classes=int(labels.max()) + 1).astype(float)
     sizes = hist.sum(1)
@@ -66,16 +76,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    ap.add_argument("--digits-only", action="store_true")
     args = ap.parse_args()
-    seeds = [0] if args.quick else [0, 1, 2]
+    seeds = [0] if args.quick else list(range(args.seeds))
     from sklearn.datasets import load_digits
 
     sets = {"digits (1,797)": load_digits().target.astype(np.int64)}
-    if not args.quick:
+    if not (args.quick or args.digits_only):
         sets["60,000 balanced, shuffled"] = np.random.default_rng(123).permutation(
             np.repeat(np.arange(10), 6000)
         )
-    print(f"# python benchmarks/partitioners_flower.py{' --quick' if args.quick else ''}")
+    print("# python benchmarks/partitioners_flower.py " + " ".join(sys.argv[1:]))
     print(
         f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, seeds {seeds}"
     )
@@ -95,7 +107,7 @@ def main() -> None:
                 ratio = f"{cpu[impl] / cpu[method]:.1f}" if impl != method else ""
                 print(
                     f"| {tag} | "
-                    + " | ".join(f"{mean[c]:.3g}" for c in cols)
+                    + " | ".join(FORMAT.get(c, "{:.3f}").format(mean[c]) for c in cols)
                     + f" | {cpu[impl]:.4f} | {ratio} |"
                 )
 
