@@ -57,12 +57,13 @@ def import_flwr_datasets():
     return require("flwr_datasets.partitioner", feature="Flower Datasets' partitioning")
 
 
-def _resolve_class(class_path: Any) -> type:
+def _resolve_class(class_path: Any, argument: str = "partition") -> type:
     partitioners = import_flwr_datasets()
     base = partitioners.Partitioner
-    names = sorted(n for n in partitioners.__all__ if n != "Partitioner")
+    # Vertical partitioners split columns, not samples: every client would get every sample.
+    names = sorted(n for n in partitioners.__all__ if n != "Partitioner" and not n.startswith("Vertical"))
     if not isinstance(class_path, str) or not class_path:
-        raise ValueError(f"`partition.class_path` must be a Flower partitioner name, got {class_path!r}.")
+        raise ValueError(f"`{argument}.class_path` must be a Flower partitioner name, got {class_path!r}.")
     cls = None
     if "." not in class_path:
         cls = getattr(partitioners, class_path, None)
@@ -72,12 +73,17 @@ def _resolve_class(class_path: Any) -> type:
             cls = getattr(importlib.import_module(module), name, None)
         except ImportError:
             cls = None
-    if not (isinstance(cls, type) and issubclass(cls, base) and cls is not base):
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, base)
+        and cls is not base
+        and not cls.__name__.startswith("Vertical")
+    ):
         close = difflib.get_close_matches(class_path.rpartition(".")[2], names, n=1)
         hint = f" did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"`partition.class_path` must name a Flower Datasets partitioner (one of {names} or a dotted path to "
-            f"a flwr_datasets Partitioner subclass), got {class_path!r}.{hint}"
+            f"`{argument}.class_path` must name a Flower Datasets partitioner of samples (one of {names} or a "
+            f"dotted path to a flwr_datasets Partitioner subclass), got {class_path!r}.{hint}"
         )
     return cls
 
@@ -102,7 +108,7 @@ def _init_args(cls: type, given: Mapping[str, Any], num_clients: int, seed: int)
     return args
 
 
-def check_partition_spec(spec: Any) -> dict[str, Any]:
+def check_partition_spec(spec: Any, argument: str = "partition") -> dict[str, Any]:
     """Check a ``{class_path, init_args}`` mapping (class and argument names) and return it as a dict.
 
     Raises:
@@ -112,18 +118,18 @@ def check_partition_spec(spec: Any) -> dict[str, Any]:
     """
     if not isinstance(spec, Mapping) or "class_path" not in spec or set(spec) - {"class_path", "init_args"}:
         raise ValueError(
-            f"`partition` must be a name or a mapping {{class_path: <Flower partitioner>, init_args: {{...}}}}, "
+            f"`{argument}` must be a name or a mapping {{class_path: <Flower partitioner>, init_args: {{...}}}}, "
             f"got {spec!r}."
         )
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, Mapping):
-        raise ValueError(f"`partition.init_args` must be a mapping, got {init_args!r}.")
-    cls = _resolve_class(spec["class_path"])
-    unknown = sorted(set(init_args) - set(inspect.signature(cls).parameters))
+        raise ValueError(f"`{argument}.init_args` must be a mapping, got {init_args!r}.")
+    cls = _resolve_class(spec["class_path"], argument)
+    params = inspect.signature(cls).parameters
+    unknown = sorted(set(init_args) - set(params))
     if unknown:
         raise ValueError(
-            f"Unknown `partition.init_args` {unknown} for {cls.__name__}; allowed: "
-            f"{sorted(inspect.signature(cls).parameters)}."
+            f"Unknown `{argument}.init_args` {unknown} for {cls.__name__}; allowed: {sorted(params)}."
         )
     return {"class_path": spec["class_path"], "init_args": dict(init_args)}
 

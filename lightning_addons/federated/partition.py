@@ -62,7 +62,7 @@ def check_partition(method: Any, argument: str = "partition") -> str | dict[str,
     if isinstance(method, Mapping):
         from lightning_addons.federated.flwr_partition import check_partition_spec
 
-        return check_partition_spec(method)
+        return check_partition_spec(method, argument)
     if method not in ALL_PARTITIONS:
         import difflib
 

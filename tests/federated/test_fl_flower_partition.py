@@ -144,14 +144,18 @@ def test_bad_flower_partition_choices_fail_before_any_data_is_read():
     with pytest.raises(ValueError, match=r"got 'DirichletPartioner'. did you mean 'DirichletPartitioner'\?"):
         load({"class_path": "DirichletPartioner"})
     with pytest.raises(
-        ValueError, match=r"must name a Flower Datasets partitioner .*got 'collections.OrderedDict'"
+        ValueError,
+        match=r"`federation.partition.class_path` must name a Flower Datasets partitioner of samples .*got 'collections.OrderedDict'",
     ):
         load({"class_path": "collections.OrderedDict"})
+    with pytest.raises(ValueError, match=r"partitioner of samples .*got 'VerticalEvenPartitioner'"):
+        load({"class_path": "VerticalEvenPartitioner"})  # splits columns: every client would get every sample
     with pytest.raises(
-        ValueError, match=r"Unknown `partition.init_args` \['alpah'\] for DirichletPartitioner; allowed: \["
+        ValueError,
+        match=r"Unknown `federation.partition.init_args` \['alpah'\] for DirichletPartitioner; allowed: \[",
     ):
         load({"class_path": "DirichletPartitioner", "init_args": {"alpah": 0.1}})
-    with pytest.raises(ValueError, match=r"`partition` must be a name or a mapping \{class_path"):
+    with pytest.raises(ValueError, match=r"`federation.partition` must be a name or a mapping \{class_path"):
         load({"name": "DirichletPartitioner"})
     with pytest.raises(
         ValueError, match=r"`partition.init_args.num_partitions`=3 differs from `num_clients`=4"
