@@ -18,6 +18,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "codecarbon": ("tune", "codecarbon"),
     "psycopg2": ("tune", "psycopg2-binary"),
     "flwr": ("fl", "flwr"),
+    "flwr_datasets": ("fl", "flwr-datasets"),
     "tsl": ("tsl", "torch-spatiotemporal"),
     "torch_geometric": ("tsl", "torch_geometric"),
     "torch_scatter": ("tsl", "torch-scatter"),

@@ -2,7 +2,8 @@
 
 * :class:`FederatedSimulation`: many clients in one process (research).
 * :class:`FederatedDataModule` / :class:`ClientDataModule`: partitioned client data.
-* partitioners (:func:`partition`, ...), :class:`CommunicationMeter` (pure, no Lightning).
+* partitioners (:func:`partition`, ...; Flower Datasets' through :func:`flower_partition`),
+  :class:`CommunicationMeter` (pure, no Lightning).
 * :mod:`lightning_addons.federated.flower`: a Flower ``ClientApp``/``ServerApp`` (extra ``fl``, imported lazily).
 
 The aggregation maths (pure) and the ``fedavg`` Lightning strategy live in :mod:`lightning_addons.strategies`,
@@ -19,6 +20,8 @@ _EXPORTS = {
     "FederatedDataModule": "lightning_addons.federated.data",
     "CommunicationMeter": "lightning_addons.federated.meter",
     "dirichlet_partition": "lightning_addons.federated.partition",
+    "flower_partition": "lightning_addons.federated.flwr_partition",
+    "plot_label_distribution": "lightning_addons.federated.flwr_partition",
     "iid_partition": "lightning_addons.federated.partition",
     "label_histogram": "lightning_addons.federated.partition",
     "partition": "lightning_addons.federated.partition",

@@ -19,7 +19,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from lightning_addons.federated.partition import PARTITIONS
+from lightning_addons.federated.partition import check_partition
 from lightning_addons.resolve import SHORT_NAME_MODULES, instantiate, load_yaml, resolve_class  # noqa: F401
 
 FEDERATION_KEYS = {
@@ -71,13 +71,8 @@ def load_config(path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         hints = {k: difflib.get_close_matches(k, list(FEDERATION_KEYS), n=1) for k in unknown}
         hint = "".join(f" ({k!r}: did you mean {v[0]!r}?)" for k, v in hints.items() if v)
         raise ValueError(f"Unknown `federation` keys {unknown}{hint}; allowed: {sorted(FEDERATION_KEYS)}.")
-    partition = fed.get("partition", FEDERATION_KEYS["partition"])
-    if partition not in PARTITIONS:  # checked here, before any model or data is built
-        close = difflib.get_close_matches(str(partition), PARTITIONS, n=1)
-        hint = f" did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"`federation.partition` must be one of {list(PARTITIONS)}, got {partition!r}.{hint}"
-        )
+    if "partition" in fed:  # checked here, before any model or data is built
+        fed["partition"] = check_partition(fed["partition"], "federation.partition")
     cfg["federation"] = {**FEDERATION_KEYS, **fed}
     aggregator = cfg["federation"]["aggregator"] or {}
     if not isinstance(aggregator, Mapping):

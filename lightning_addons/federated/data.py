@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from lightning_addons.federated.partition import labels_of, partition
+from lightning_addons.federated.partition import check_partition, labels_of, partition
 
 
 class ClientSampler(Sampler[int]):
@@ -144,7 +144,11 @@ class FederatedDataModule(pl.LightningDataModule):
         datamodule: the datamodule whose ``train`` split is partitioned (``dataset("train")`` or
             ``train_dataloader().dataset``).
         num_clients: number of clients.
-        partition: ``"iid"``, ``"dirichlet"``, ``"pathological"`` or ``"shards"``.
+        partition: ``"iid"``, ``"dirichlet"``, ``"pathological"`` or ``"shards"`` (in-repo), one of
+            ``"flwr-iid"``, ``"flwr-dirichlet"``, ``"flwr-pathological"``, ``"flwr-shards"`` (Flower Datasets'
+            partitioners with the arguments below; extra ``fl``), or a mapping ``{class_path, init_args}``
+            naming any Flower Datasets partitioner (``num_partitions``, ``partition_by`` and ``seed`` filled
+            in from ``num_clients``, the label column and ``partition_seed``).
         alpha, min_size: Dirichlet concentration and minimum client size.
         classes_per_client: for ``"pathological"``.
         shards_per_client: for ``"shards"``.
@@ -170,7 +174,17 @@ class FederatedDataModule(pl.LightningDataModule):
         self,
         datamodule: pl.LightningDataModule,
         num_clients: int = 10,
-        partition: Literal["iid", "dirichlet", "pathological", "shards"] = "iid",
+        partition: Literal[
+            "iid",
+            "dirichlet",
+            "pathological",
+            "shards",
+            "flwr-iid",
+            "flwr-dirichlet",
+            "flwr-pathological",
+            "flwr-shards",
+        ]
+        | dict[str, Any] = "iid",
         alpha: float = 0.5,
         min_size: int = 10,
         classes_per_client: int = 2,
@@ -186,6 +200,7 @@ class FederatedDataModule(pl.LightningDataModule):
             raise ValueError(f"`local_val_fraction` must be in [0, 1), got {local_val_fraction!r}.")
         if client_id is not None and not (isinstance(client_id, int) and 0 <= client_id < num_clients):
             raise ValueError(f"`client_id` must be in [0, {num_clients}) or None, got {client_id!r}.")
+        partition = check_partition(partition)
         self.base = datamodule
         self.num_clients, self.method = num_clients, partition
         self.partition_kwargs = dict(
@@ -199,10 +214,6 @@ class FederatedDataModule(pl.LightningDataModule):
         self.batch_size = batch_size or int(getattr(datamodule, "batch_size", 32) or 32)
         self._parts: list[np.ndarray] | None = None
         self._clients: list[ClientDataModule] | None = None
-        if partition not in ("iid", "dirichlet", "pathological", "shards"):
-            raise ValueError(
-                f"`partition` must be one of ['iid', 'dirichlet', 'pathological', 'shards'], got {partition!r}."
-            )
 
     # ------------------------------------------------------------------ partitions
     def _train_set(self) -> Dataset:

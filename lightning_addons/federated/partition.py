@@ -1,18 +1,25 @@
 """Offline partitioners: split a labelled data set among federated clients (IID, Dirichlet, pathological, shards).
 
 Each function takes a label array (or any map-style dataset with ``targets``/``y`` or ``(x, y)`` items)
-and returns one sorted index array per client; every sample goes to exactly one client.
+and returns one sorted index array per client; every sample goes to exactly one client. :func:`partition`
+also dispatches to Flower Datasets' partitioners (``"flwr-..."`` names or a ``{class_path, init_args}``
+mapping; extra ``fl``, see :mod:`lightning_addons.federated.flwr_partition`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+#: The in-repo partitioners.
 PARTITIONS = ("iid", "dirichlet", "pathological", "shards")
+#: Flower Datasets' partitioners by name (extra ``fl``).
+FLOWER_PARTITIONS = ("flwr-iid", "flwr-dirichlet", "flwr-pathological", "flwr-shards")
+#: Every partition name :func:`partition` accepts.
+ALL_PARTITIONS = PARTITIONS + FLOWER_PARTITIONS
 
 
 def labels_of(data: Any) -> np.ndarray:
@@ -38,6 +45,38 @@ def labels_of(data: Any) -> np.ndarray:
         f"Cannot read labels from {type(data).__name__}: pass a label array, or a dataset with `targets`/`y` "
         "or items (x, y)."
     )
+
+
+def check_partition(method: Any, argument: str = "partition") -> str | dict[str, Any]:
+    """Check a partition choice before any data is read; return it (a mapping as a plain dict).
+
+    Raises:
+        ValueError: an unknown name (with the allowed values and a "did you mean"), or a bad Flower
+            ``{class_path, init_args}`` mapping.
+        ModuleNotFoundError: a Flower partitioner without ``flwr-datasets`` installed (names the extra).
+
+    Examples:
+        >>> check_partition("dirichlet")
+        'dirichlet'
+    """
+    if isinstance(method, Mapping):
+        from lightning_addons.federated.flwr_partition import check_partition_spec
+
+        return check_partition_spec(method, argument)
+    if method not in ALL_PARTITIONS:
+        import difflib
+
+        close = difflib.get_close_matches(str(method), ALL_PARTITIONS, n=1)
+        hint = f" did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"`{argument}` must be one of {list(ALL_PARTITIONS)} or a {{class_path, init_args}} mapping of a "
+            f"Flower Datasets partitioner, got {method!r}.{hint}"
+        )
+    if method in FLOWER_PARTITIONS:
+        from lightning_addons.federated.flwr_partition import import_flwr_datasets
+
+        import_flwr_datasets()
+    return method
 
 
 def _check_clients(num_clients: int, n: int) -> None:
@@ -196,7 +235,7 @@ def shard_partition(
 def partition(
     labels: Any,
     num_clients: int,
-    method: Literal["iid", "dirichlet", "pathological", "shards"] = "iid",
+    method: str | Mapping[str, Any] = "iid",
     seed: int = 0,
     alpha: float = 0.5,
     min_size: int = 10,
@@ -205,13 +244,24 @@ def partition(
 ) -> list[np.ndarray]:
     """Dispatch to one of the partitioners by name (YAML-friendly).
 
+    ``method`` is one of :data:`ALL_PARTITIONS` or a mapping ``{class_path, init_args}`` naming a Flower
+    Datasets partitioner (see :func:`~lightning_addons.federated.flwr_partition.flower_partition`, which
+    returns Flower's index lists unchanged, in Flower's order).
+
     Raises:
         ValueError: unknown ``method`` (and whatever the chosen partitioner raises).
+        ModuleNotFoundError: a Flower partitioner without ``flwr-datasets`` installed (names the extra).
 
     Examples:
         >>> len(partition(np.arange(30) % 3, 3, "dirichlet", alpha=1.0, min_size=2))
         3
     """
+    if isinstance(method, Mapping) or method in FLOWER_PARTITIONS:
+        from lightning_addons.federated.flwr_partition import flower_partition
+
+        return flower_partition(
+            labels, num_clients, method, seed, alpha, min_size, classes_per_client, shards_per_client
+        )
     if method == "iid":
         return iid_partition(labels, num_clients, seed)
     if method == "dirichlet":
@@ -220,7 +270,9 @@ def partition(
         return pathological_partition(labels, num_clients, classes_per_client, seed)
     if method == "shards":
         return shard_partition(labels, num_clients, shards_per_client, seed)
-    raise ValueError(f"`partition` must be one of {list(PARTITIONS)}, got {method!r}.")
+    raise ValueError(
+        f"`partition` must be one of {list(ALL_PARTITIONS)} or a {{class_path, init_args}} mapping, got {method!r}."
+    )
 
 
 def label_histogram(labels: Any, parts: Sequence[np.ndarray], num_classes: int | None = None) -> np.ndarray:

@@ -69,7 +69,8 @@ def test_partition_reads_labels_from_a_dataset():
 def test_bad_partition_arguments_raise_clear_errors():
     with pytest.raises(
         ValueError,
-        match=r"`partition` must be one of \['iid', 'dirichlet', 'pathological', 'shards'\], got 'x'",
+        match=r"`partition` must be one of \['iid', 'dirichlet', 'pathological', 'shards', 'flwr-iid', "
+        r"'flwr-dirichlet', 'flwr-pathological', 'flwr-shards'\] or a \{class_path, init_args\} mapping, got 'x'",
     ):
         partition(LABELS, 3, "x")
     with pytest.raises(ValueError, match=r"`alpha` must be > 0, got 0"):

@@ -32,6 +32,7 @@ PURE_CORES = (
     "lightning_addons.strategies.aggregation",
     "lightning_addons.strategies.state",
     "lightning_addons.federated.partition",
+    "lightning_addons.federated.flwr_partition",
     "lightning_addons.federated.meter",
     "lightning_addons.tuner.space",
     "lightning_addons.tuner.optimizers",
