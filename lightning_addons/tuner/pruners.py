@@ -87,6 +87,10 @@ class ParetoHalvingPruner:
         reduction_factor: keep one in ``reduction_factor`` at each rung (an integer >= 2).
         min_peers: trials at a rung needed before deciding (>= 2).
         tie_break: ``"hypervolume"`` or ``"none"`` (every trial of the rank at the cut goes on).
+        margin: a trial below the cut is pruned only when another trial at the rung beats it by more
+            than ``margin`` times the rung's range in *every* objective (additive epsilon-dominance), so
+            that measurement noise (a timing) or a small lead cannot stop it: ``0`` (default) prunes on
+            plain domination, ``0.05`` asks for a 5% lead in each objective. A number in [0, 1).
 
     Raises:
         ValueError: a bad argument, named with the allowed values and the value received.
@@ -102,6 +106,7 @@ class ParetoHalvingPruner:
         reduction_factor: int = 3,
         min_peers: int = 4,
         tie_break: Literal["hypervolume", "none"] = "hypervolume",
+        margin: float = 0.0,
     ) -> None:
         for name, value, low in (
             ("min_resource", min_resource, 1),
@@ -116,6 +121,9 @@ class ParetoHalvingPruner:
         self.reduction_factor = reduction_factor
         self.min_peers = min_peers
         self.tie_break = tie_break
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin < 1.0:
+            raise ValueError(f"pruner `margin` must be a number in [0, 1), got {margin!r}.")
+        self.margin = float(margin)
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (stored in the study's fingerprint)."""
@@ -125,6 +133,7 @@ class ParetoHalvingPruner:
             "reduction_factor": self.reduction_factor,
             "min_peers": self.min_peers,
             "tie_break": self.tie_break,
+            **({"margin": self.margin} if self.margin else {}),
         }
 
     def is_rung(self, step: int) -> bool:
@@ -173,13 +182,22 @@ class ParetoHalvingPruner:
         keep = max(1, n // self.reduction_factor)
         ahead = int(np.sum(ranks < ranks[0]))
         if ahead >= keep:
-            return True
+            return self._clearly_dominated(F)
         same = np.flatnonzero(ranks == ranks[0])
         if self.tie_break == "none" or ahead + len(same) <= keep:
             return False
         contrib = hv_contributions(F[same])
         better = int(np.sum(contrib > contrib[0] + 1e-12))  # same[0] == 0: this trial
-        return ahead + better >= keep
+        return ahead + better >= keep and self._clearly_dominated(F)
+
+    def _clearly_dominated(self, F: np.ndarray) -> bool:
+        """Whether row 0 of ``F`` (maximisation) is beaten by another row by more than ``margin`` times
+        the rows' range in every objective (always true for ``margin=0``: the caller saw it dominated)."""
+        if not self.margin:
+            return True
+        span = F.max(0) - F.min(0)
+        lead = F[1:] - F[0]
+        return bool(np.any(np.all(lead > self.margin * span, axis=1)))
 
 
 #: Pruner rules selectable by name in ``HyperTuner(pruner={"name": ..., ...})`` / the ``tune`` yaml.
