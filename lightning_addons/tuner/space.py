@@ -297,7 +297,7 @@ class SearchSpace:
         centres, an int's values if it has at most ``max_levels`` of them), else ``None`` (continuous).
 
         Examples:
-            >>> SearchSpace({"bs": {"type": "categorical", "choices": [32, 64], "layer": "system"},
+            >>> SearchSpace({"batch_size": {"type": "categorical", "choices": [32, 64], "layer": "system"},
             ...              "lr": {"type": "float", "low": 0.0, "high": 1.0}}).unit_grid()
             [[0.25, 0.75], None]
         """
