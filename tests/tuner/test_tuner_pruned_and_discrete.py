@@ -41,6 +41,22 @@ def test_a_bad_margin_is_an_error_naming_it(margin):
         ParetoHalvingPruner(margin=margin)
 
 
+def test_no_rung_at_or_after_max_resource_so_a_finished_trial_is_never_stopped():
+    p = ParetoHalvingPruner(min_resource=2, reduction_factor=3, max_resource=6, min_peers=2)
+    assert p.rungs(60) == [2]
+    assert [s for s in range(1, 60) if p.is_rung(s)] == [2]
+    assert not p.should_prune(6, [0.1, 50.0], [[0.9, 1.0]] * 5, MAXMIN)
+    assert p.should_prune(2, [0.1, 50.0], [[0.9, 1.0]] * 5, MAXMIN)
+    assert ParetoHalvingPruner(min_resource=2, reduction_factor=3).rungs(6) == [2, 6]  # without it: 6 too
+    assert ParetoHalvingPruner(max_resource=6).config()["max_resource"] == 6
+
+
+@pytest.mark.parametrize("value", [1, 2.5, True])
+def test_a_bad_max_resource_is_an_error_naming_it(value):
+    with pytest.raises(ValueError, match=r"pruner `max_resource` must be None or an integer >= 2, got"):
+        ParetoHalvingPruner(max_resource=value)
+
+
 # ----------------------------------------------------------------------------- pruned trials in the sampler
 SPACE = SearchSpace(
     {
