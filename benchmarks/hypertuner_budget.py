@@ -23,6 +23,9 @@ Printed per seed and as medians: final HV of each method at the budget; for Hype
 stopping (``ht_es``), the share of the budget it needs to reach the final HV of HyperTuner without it
 (``ht``) (acceptance: <= 0.60); and the re-run check: the ``--rerun`` pruned trials with the best partial
 values are trained to completion and counted if they would have entered the final front of ``ht_es``.
+Also printed: the tuner's CPU outside the trials per run, and the HV of every method at equal *total* CPU
+(trials + tuner). ``ht_es`` uses ``PRUNER`` unless ``--pruner`` gives another (JSON); ``ht_nogrid`` (not
+run by default) is the ablation of ADUMBO without rounding its discrete inputs to their grid.
 
 Reproduce (one thread, niced; results appended to JSONL, ``--summary-only`` re-prints)::
 
