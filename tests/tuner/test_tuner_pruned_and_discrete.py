@@ -100,7 +100,7 @@ def test_a_pruned_trial_reaches_the_surrogate_at_its_pessimistic_full_run_value(
     assert ignore._pruned_observations(pruned, done)[0].shape == (0, 2)
 
 
-def test_the_sampler_tells_the_optimiser_about_pruned_trials(monkeypatch):
+def test_the_sampler_tells_the_optimiser_about_pruned_trials_and_the_discrete_grid(monkeypatch):
     study = _study_with_a_pruned_trial()
     sampler = HyperTunerSampler(SPACE, MAXMIN, log_objectives=[1], n_init=2)
     seen = {}
@@ -108,12 +108,14 @@ def test_the_sampler_tells_the_optimiser_about_pruned_trials(monkeypatch):
 
     def spy(self, X, Y, Yvar=None):
         seen.setdefault("X", []).append(np.asarray(X))
+        seen["grid"] = self.grid
         return real_tell(self, X, Y, Yvar)
 
     monkeypatch.setattr(ADUMBO, "tell", spy)
     study.sampler = sampler
     study.optimize(lambda t: (t.suggest_float("x", 0.0, 1.0), 1.0), n_trials=1)
     assert len(seen["X"][0]) == 4  # 3 complete + 1 pruned
+    assert seen["grid"][0] is None and seen["grid"][1].tolist() == [0.25, 0.75]  # the space's grid
 
 
 def test_a_bad_pruned_trials_option_is_an_error_naming_it():
