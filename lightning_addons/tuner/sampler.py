@@ -64,8 +64,10 @@ class HyperTunerSampler(BaseSampler):
             ``full_step / pruned_at``, the others at their partial value (for a metric that improves with
             training, a bound on what the full run would reach), where ``full_step`` is the last step the
             complete trials reported. The surrogate then knows the region was tried and judged behind,
-            and a suggestion within ``MIN_DISTANCE`` of a pruned point is a duplicate. ``"ignore"``: they
-            are left out (the sampler only sees complete and failed trials).
+            and a suggestion within ``MIN_DISTANCE`` of a pruned point is a duplicate. For an
+            objective every complete trial repeated, their observation variance is the largest of the
+            complete trials'. ``"ignore"``: they are left out (the sampler only sees complete and failed
+            trials).
 
     Examples:
         >>> import optuna
@@ -160,7 +162,7 @@ class HyperTunerSampler(BaseSampler):
         if len(X_pr):  # MOPIR below still ranks on the complete trials only
             X_all = np.vstack([X_done, X_pr])
             Y_all = np.vstack([Y_done, Y_pr])
-            V_all = np.vstack([V_done, np.full(Y_pr.shape, np.nan)])
+            V_all = np.vstack([V_done, self._pruned_variances(V_done, len(Y_pr))])
         else:
             X_all, Y_all, V_all = X_done, Y_done, V_done
         warm_from = [t for t in trials if t.number < trial.number and GP_WARM_ATTR in t.system_attrs]
@@ -198,6 +200,18 @@ class HyperTunerSampler(BaseSampler):
         return params
 
     # -- internals ------------------------------------------------------------------------
+    @staticmethod
+    def _pruned_variances(V_done: np.ndarray, n: int) -> np.ndarray:
+        """Observation variances of ``n`` pruned rows: per objective, the largest variance of the complete
+        trials where every complete trial has one (so repeated objectives keep their fixed-noise model),
+        else NaN (unknown)."""
+        out = np.full((n, V_done.shape[1]), np.nan)
+        for j in range(V_done.shape[1]):
+            col = V_done[:, j]
+            if len(col) and np.all(np.isfinite(col)):
+                out[:, j] = np.max(col)
+        return out
+
     def _pruned_observations(
         self, pruned: list[FrozenTrial], done: list[FrozenTrial]
     ) -> tuple[np.ndarray, np.ndarray]:
