@@ -53,7 +53,8 @@ import numpy as np  # noqa: E402
 METHODS = ("ht", "ht_es", "gp", "tpe", "nsga2")
 # ablation, not run by default: ADUMBO treating categorical/int inputs as continuous (no rounding to their grid)
 EXTRA_METHODS = ("ht_nogrid",)
-ALGORITHM = {"ht": "adumbo", "ht_es": "adumbo", "gp": "gp", "tpe": "tpe", "nsga2": "nsga2", "ht_nogrid": "adumbo"}
+ALGORITHM = {"ht": "adumbo", "ht_es": "adumbo", "gp": "gp", "tpe": "tpe", "nsga2": "nsga2"}
+ALGORITHM["ht_nogrid"] = "adumbo"
 OPTIMIZER_KWARGS = {"ht_nogrid": {"grid": None}}
 SPACE = {
     "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True, "default": 1e-3},
@@ -65,7 +66,8 @@ SPACE = {
 SPACE_DEFAULTS = {k: v["default"] for k, v in SPACE.items()}
 OBJECTIVES = ["val_acc:max", "time:min"]
 PRUNER = {"name": "pareto_halving", "min_resource": 2, "reduction_factor": 2, "min_peers": 4, "margin": 0.05}
-PRUNER_H16B = {"name": "pareto_halving", "min_resource": 1, "reduction_factor": 3, "min_peers": 4}  # first stop
+# the first stop's pruner (rungs at epochs 1 and 3)
+PRUNER_H16B = {"name": "pareto_halving", "min_resource": 1, "reduction_factor": 3, "min_peers": 4}
 
 
 class BudgetSpent(BaseException):

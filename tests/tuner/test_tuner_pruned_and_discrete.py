@@ -122,11 +122,15 @@ def test_pruned_rows_keep_a_repeated_objectives_fixed_noise_with_its_largest_var
     V_done = np.array([[np.nan, 0.01], [np.nan, 0.04]])  # accuracy measured once, time repeated
     V = HyperTunerSampler._pruned_variances(V_done, 2)
     assert np.isnan(V[:, 0]).all() and V[:, 1].tolist() == [0.04, 0.04]
-    assert np.isnan(HyperTunerSampler._pruned_variances(np.array([[np.nan, 0.01], [np.nan, np.nan]]), 1)).all()
+    assert np.isnan(
+        HyperTunerSampler._pruned_variances(np.array([[np.nan, 0.01], [np.nan, np.nan]]), 1)
+    ).all()
 
 
 def test_a_bad_pruned_trials_option_is_an_error_naming_it():
-    with pytest.raises(ValueError, match=r"`pruned_trials` must be one of \['pessimistic', 'ignore'\], got 'x'"):
+    with pytest.raises(
+        ValueError, match=r"`pruned_trials` must be one of \['pessimistic', 'ignore'\], got 'x'"
+    ):
         HyperTunerSampler(SPACE, MAXMIN, pruned_trials="x")
 
 
