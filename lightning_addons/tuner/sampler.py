@@ -221,7 +221,12 @@ class HyperTunerSampler(BaseSampler):
         empty = np.zeros((0, self.space.dim)), np.zeros((0, m))
         if self.pruned_trials == "ignore" or not pruned:
             return empty
-        steps = [int(k[len(STEP_PREFIX) :]) for t in done for k in t.user_attrs if k.startswith(STEP_PREFIX)]
+        steps = [
+            int(k[len(STEP_PREFIX) :])
+            for t in done
+            for k in t.user_attrs
+            if k.startswith(STEP_PREFIX) and k[len(STEP_PREFIX) :].isdigit()
+        ]
         if not steps:
             return empty
         full = max(steps)
