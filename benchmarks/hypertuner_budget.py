@@ -23,6 +23,9 @@ Printed per seed and as medians: final HV of each method at the budget; for Hype
 stopping (``ht_es``), the share of the budget it needs to reach the final HV of HyperTuner without it
 (``ht``) (acceptance: <= 0.60); and the re-run check: the ``--rerun`` pruned trials with the best partial
 values are trained to completion and counted if they would have entered the final front of ``ht_es``.
+Also printed: the tuner's CPU outside the trials per run, and the HV of every method at equal *total* CPU
+(trials + tuner). ``ht_es`` uses ``PRUNER`` unless ``--pruner`` gives another (JSON); ``ht_nogrid`` (not
+run by default) is the ablation of ADUMBO without rounding its discrete inputs to their grid.
 
 Reproduce (one thread, niced; results appended to JSONL, ``--summary-only`` re-prints)::
 
@@ -48,7 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 METHODS = ("ht", "ht_es", "gp", "tpe", "nsga2")
+# ablation, not run by default: ADUMBO treating categorical/int inputs as continuous (no rounding to their grid)
+EXTRA_METHODS = ("ht_nogrid",)
 ALGORITHM = {"ht": "adumbo", "ht_es": "adumbo", "gp": "gp", "tpe": "tpe", "nsga2": "nsga2"}
+ALGORITHM["ht_nogrid"] = "adumbo"
+OPTIMIZER_KWARGS = {"ht_nogrid": {"grid": None}}
 SPACE = {
     "lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True, "default": 1e-3},
     "width": {"type": "float", "low": 0.25, "high": 1.5, "default": 1.0},
@@ -58,7 +65,9 @@ SPACE = {
 }
 SPACE_DEFAULTS = {k: v["default"] for k, v in SPACE.items()}
 OBJECTIVES = ["val_acc:max", "time:min"]
-PRUNER = {"name": "pareto_halving", "min_resource": 1, "reduction_factor": 3, "min_peers": 4}
+PRUNER = {"name": "pareto_halving", "min_resource": 2, "reduction_factor": 2, "min_peers": 4, "margin": 0.05}
+# the first stop's pruner (rungs at epochs 1 and 3)
+PRUNER_H16B = {"name": "pareto_halving", "min_resource": 1, "reduction_factor": 3, "min_peers": 4}
 
 
 class BudgetSpent(BaseException):
@@ -126,13 +135,17 @@ def train_digits(params, report=None, epochs: int = 9, seed: int = 0) -> dict:
         torch.set_num_threads(old_threads)
 
 
-def run_method(method: str, seed: int, budget: float, epochs: int, workdir: Path, n_init: int) -> dict:
+def run_method(
+    method: str, seed: int, budget: float, epochs: int, workdir: Path, n_init: int, pruner: dict | None = None
+) -> dict:
     """One tuning run until the summed trial CPU seconds reach ``budget``; returns its trials."""
     import optuna
 
     from lightning_addons.tuner import HyperTuner
 
     spent = {"cpu": 0.0, "suggest": 0.0}
+    ends: list[float] = []  # process CPU (trials + tuner) since the run started, at the end of each trial
+    c_start = time.process_time()
 
     def fn(params, report):
         if spent["cpu"] >= budget:
@@ -142,6 +155,7 @@ def run_method(method: str, seed: int, budget: float, epochs: int, workdir: Path
             return train_digits(params, report, epochs=epochs, seed=seed)
         finally:
             spent["cpu"] += time.process_time() - c0
+            ends.append(time.process_time() - c_start)
 
     storage = f"sqlite:///{workdir}/{method}_{seed}.db"
     tuner = HyperTuner(
@@ -157,7 +171,8 @@ def run_method(method: str, seed: int, budget: float, epochs: int, workdir: Path
         output_dir=workdir / f"{method}_{seed}",
         progress=False,
         mopir=False,
-        pruner=PRUNER if method == "ht_es" else None,
+        pruner=(pruner or PRUNER) if method == "ht_es" else None,
+        optimizer_kwargs=OPTIMIZER_KWARGS.get(method),
     )
     c_all = time.process_time()
     w0 = time.perf_counter()
@@ -187,6 +202,13 @@ def run_method(method: str, seed: int, budget: float, epochs: int, workdir: Path
     # the trial CPU seconds are its `time` objective (complete) or partial `time` (pruned)
     for tr in trials:
         tr["cpu"] = float(tr["values"][1])
+    # process CPU (trials + tuner) at the end of each trial: fn ran once per started trial, in number order
+    started = sorted(
+        t.number for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED", "FAIL")
+    )
+    at_end = dict(zip(started, ends))
+    for tr in trials:
+        tr["total_cpu_at_end"] = at_end.get(tr["number"])
     return {
         "method": method,
         "seed": seed,
@@ -195,6 +217,7 @@ def run_method(method: str, seed: int, budget: float, epochs: int, workdir: Path
         "trial_cpu": spent["cpu"],
         "tuner_cpu_outside_trials": total_cpu - spent["cpu"],
         "wall": wall,
+        "pruner": (pruner or PRUNER) if method == "ht_es" else None,
     }
 
 
@@ -282,6 +305,39 @@ def plot(rows: list[dict], methods, path: str) -> None:
     print(f"figure: {path}")
 
 
+def hv_curve_total_cpu(run: dict, lo, hi) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(process CPU of trials + tuner after each trial, HV so far, exact?) of one run. Runs recorded before
+    ``total_cpu_at_end`` existed spread the tuner's CPU evenly over their trials (``exact`` False)."""
+    c, h = hv_curve(run, lo, hi)
+    trs = sorted(run["trials"], key=lambda t: t["number"])
+    if trs and all(t.get("total_cpu_at_end") is not None for t in trs):
+        return np.array([t["total_cpu_at_end"] for t in trs]), h, True
+    extra = run["tuner_cpu_outside_trials"] / max(len(trs), 1)
+    return c + extra * np.arange(1, len(c) + 1), h, False
+
+
+def summarise_total_cpu(rows: list[dict], methods) -> None:
+    """HV of each method when the tuner's own CPU is on the axis too, at the smallest total CPU any
+    method of the seed reached (all methods have run that long)."""
+    by_seed: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        if r.get("kind") == "run":
+            by_seed.setdefault(r["seed"], {})[r["method"]] = r
+    print("\nHV at equal total CPU (trials + tuner; * = tuner CPU spread evenly over the trials):")
+    for seed, runs in sorted(by_seed.items()):
+        allv = np.array([t["values"] for r in runs.values() for t in r["trials"] if t["state"] == "COMPLETE"])
+        F = np.column_stack([allv[:, 0], -np.log(allv[:, 1])])
+        curves = {m: hv_curve_total_cpu(r, F.min(0), F.max(0)) for m, r in runs.items()}
+        T = min(float(c[-1]) for c, _, _ in curves.values())
+        parts = []
+        for m in methods:
+            if m in curves:
+                c, h, exact = curves[m]
+                k = np.flatnonzero(c <= T + 1e-9)
+                parts.append(f"{m} {h[k[-1]] if len(k) else 0.0:.4f}{'' if exact else '*'}")
+        print(f"  seed {seed} at {T:.1f} CPU-s: " + ", ".join(parts))
+
+
 def summarise(rows: list[dict], methods) -> None:
     by_seed: dict[int, dict[str, dict]] = {}
     for r in rows:
@@ -347,7 +403,7 @@ def summarise(rows: list[dict], methods) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + EXTRA_METHODS)
     ap.add_argument("--budget", type=float, default=20.0, help="summed trial CPU seconds per run")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--n-init", type=int, default=4)
@@ -355,6 +411,11 @@ def main() -> None:
     ap.add_argument("--out", default="runs/hypertuner_budget.jsonl")
     ap.add_argument("--summary-only", action="store_true")
     ap.add_argument("--plot", default=None, help="write the HV-over-CPU figure (PNG) here")
+    ap.add_argument(
+        "--pruner",
+        default=None,
+        help=f"ht_es's pruner as JSON (default {json.dumps(PRUNER)}; the first stop used {json.dumps(PRUNER_H16B)})",
+    )
     args = ap.parse_args()
     import torch
 
@@ -373,7 +434,8 @@ def main() -> None:
             for method in args.methods:
                 if any(r.get("kind") == "run" and r["seed"] == seed and r["method"] == method for r in rows):
                     continue
-                r = run_method(method, seed, args.budget, args.epochs, work, args.n_init)
+                pr = json.loads(args.pruner) if args.pruner else None
+                r = run_method(method, seed, args.budget, args.epochs, work, args.n_init, pr)
                 r["kind"] = "run"
                 r["epochs"] = args.epochs
                 rows.append(r)
@@ -391,9 +453,10 @@ def main() -> None:
                 rows.append(c)
                 with open(out, "a") as f:
                     f.write(json.dumps(c) + "\n")
-    summarise(rows, [m for m in METHODS if m in args.methods])
+    summarise(rows, [m for m in METHODS + EXTRA_METHODS if m in args.methods])
+    summarise_total_cpu(rows, [m for m in METHODS + EXTRA_METHODS if m in args.methods])
     if args.plot:
-        plot(rows, [m for m in METHODS if m in args.methods], args.plot)
+        plot(rows, [m for m in METHODS + EXTRA_METHODS if m in args.methods], args.plot)
 
 
 if __name__ == "__main__":

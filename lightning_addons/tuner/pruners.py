@@ -87,6 +87,13 @@ class ParetoHalvingPruner:
         reduction_factor: keep one in ``reduction_factor`` at each rung (an integer >= 2).
         min_peers: trials at a rung needed before deciding (>= 2).
         tie_break: ``"hypervolume"`` or ``"none"`` (every trial of the rank at the cut goes on).
+        margin: a trial below the cut is pruned only when another trial at the rung beats it by more
+            than ``margin`` times the rung's range in *every* objective (additive epsilon-dominance), so
+            that measurement noise (a timing) or a small lead cannot stop it: ``0`` (default) prunes on
+            plain domination, ``0.05`` asks for a 5% lead in each objective. A number in [0, 1).
+        max_resource: optional last step of a full trial (e.g. ``max_epochs``): no rung at or after it, so
+            a trial that has finished its training is never stopped at its last report (which would throw
+            its full result away). ``None`` (default): every ``min_resource * reduction_factor**k`` is a rung.
 
     Raises:
         ValueError: a bad argument, named with the allowed values and the value received.
@@ -102,6 +109,8 @@ class ParetoHalvingPruner:
         reduction_factor: int = 3,
         min_peers: int = 4,
         tie_break: Literal["hypervolume", "none"] = "hypervolume",
+        margin: float = 0.0,
+        max_resource: int | None = None,
     ) -> None:
         for name, value, low in (
             ("min_resource", min_resource, 1),
@@ -116,6 +125,14 @@ class ParetoHalvingPruner:
         self.reduction_factor = reduction_factor
         self.min_peers = min_peers
         self.tie_break = tie_break
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin < 1.0:
+            raise ValueError(f"pruner `margin` must be a number in [0, 1), got {margin!r}.")
+        self.margin = float(margin)
+        if max_resource is not None and (
+            isinstance(max_resource, bool) or not isinstance(max_resource, int) or max_resource < 2
+        ):
+            raise ValueError(f"pruner `max_resource` must be None or an integer >= 2, got {max_resource!r}.")
+        self.max_resource = max_resource
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (stored in the study's fingerprint)."""
@@ -125,12 +142,16 @@ class ParetoHalvingPruner:
             "reduction_factor": self.reduction_factor,
             "min_peers": self.min_peers,
             "tie_break": self.tie_break,
+            **({"margin": self.margin} if self.margin else {}),
+            **({"max_resource": self.max_resource} if self.max_resource is not None else {}),
         }
 
     def is_rung(self, step: int) -> bool:
         """Whether ``step`` is a rung (``min_resource * reduction_factor**k``)."""
         step = int(step)
         if step < self.min_resource or step % self.min_resource:
+            return False
+        if self.max_resource is not None and step >= self.max_resource:
             return False
         q = step // self.min_resource
         while q % self.reduction_factor == 0:
@@ -140,6 +161,8 @@ class ParetoHalvingPruner:
     def rungs(self, max_step: int) -> list[int]:
         """The rungs up to ``max_step``."""
         out, r = [], self.min_resource
+        if self.max_resource is not None:
+            max_step = min(max_step, self.max_resource - 1)
         while r <= max_step:
             out.append(r)
             r *= self.reduction_factor
@@ -173,13 +196,22 @@ class ParetoHalvingPruner:
         keep = max(1, n // self.reduction_factor)
         ahead = int(np.sum(ranks < ranks[0]))
         if ahead >= keep:
-            return True
+            return self._clearly_dominated(F)
         same = np.flatnonzero(ranks == ranks[0])
         if self.tie_break == "none" or ahead + len(same) <= keep:
             return False
         contrib = hv_contributions(F[same])
         better = int(np.sum(contrib > contrib[0] + 1e-12))  # same[0] == 0: this trial
-        return ahead + better >= keep
+        return ahead + better >= keep and self._clearly_dominated(F)
+
+    def _clearly_dominated(self, F: np.ndarray) -> bool:
+        """Whether row 0 of ``F`` (maximisation) is beaten by another row by more than ``margin`` times
+        the rows' range in every objective (always true for ``margin=0``: the caller saw it dominated)."""
+        if not self.margin:
+            return True
+        span = F.max(0) - F.min(0)
+        lead = F[1:] - F[0]
+        return bool(np.any(np.all(lead > self.margin * span, axis=1)))
 
 
 #: Pruner rules selectable by name in ``HyperTuner(pruner={"name": ..., ...})`` / the ``tune`` yaml.

@@ -37,6 +37,8 @@ MOPIR_ATTR = "hypertuner_mopir"
 CLAIM_ATTR = "hypertuner_claim"
 GP_WARM_ATTR = "hypertuner_gp_warm"
 SEM_ATTR = "objective_sem"
+STEP_PREFIX = "objectives@"  # a trial's objective vector at step k (written by HyperTuner's reporter)
+PRUNED_TRIALS = ("pessimistic", "ignore")
 
 
 class HyperTunerSampler(BaseSampler):
@@ -56,6 +58,16 @@ class HyperTunerSampler(BaseSampler):
         include_defaults: start the design with the defaults (Lightning's defaults for system knobs).
         optimizer_kwargs: further keyword arguments of the optimiser.
         objective_names: names used in the stored MOPIR ranking.
+        pruned_trials: how ``PRUNED`` trials (early-stopped, with ``partial_values`` at step ``pruned_at``)
+            reach the surrogate. ``"pessimistic"`` (default): as observations at a pessimistic full-run
+            value: the log-scaled objectives (time, energy: costs that accrue per step) scaled by
+            ``full_step / pruned_at``, the others at their partial value (for a metric that improves with
+            training, a bound on what the full run would reach), where ``full_step`` is the last step the
+            complete trials reported. The surrogate then knows the region was tried and judged behind,
+            and a suggestion within ``MIN_DISTANCE`` of a pruned point is a duplicate. For an
+            objective every complete trial repeated, their observation variance is the largest of the
+            complete trials'. ``"ignore"``: they are left out (the sampler only sees complete and failed
+            trials).
 
     Examples:
         >>> import optuna
@@ -78,7 +90,11 @@ class HyperTunerSampler(BaseSampler):
         include_defaults: bool = True,
         optimizer_kwargs: Mapping[str, Any] | None = None,
         objective_names: Sequence[str] | None = None,
+        pruned_trials: str = "pessimistic",
     ) -> None:
+        if pruned_trials not in PRUNED_TRIALS:
+            raise ValueError(f"`pruned_trials` must be one of {list(PRUNED_TRIALS)}, got {pruned_trials!r}.")
+        self.pruned_trials = pruned_trials
         self.space = space
         self.objective_names = list(objective_names) if objective_names else None
         self.directions = list(directions)
@@ -123,15 +139,18 @@ class HyperTunerSampler(BaseSampler):
 
     def _sample_relative(self, study, trial: FrozenTrial) -> dict[str, Any]:
         trials = study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
+            deepcopy=False,
+            states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED),
         )
         names = self.space.names
-        done, failed, running = [], [], []
+        done, failed, running, pruned = [], [], [], []
         for t in trials:
             if t.number == trial.number or not all(n in t.params for n in names):
                 continue
             if t.state == TrialState.COMPLETE and t.values is not None:
                 done.append(t)
+            elif t.state == TrialState.PRUNED:
+                pruned.append(t)
             elif t.state == TrialState.FAIL and not t.user_attrs.get("lost"):
                 failed.append(t)  # a lost trial (its worker died) says nothing about its parameters
             elif t.state == TrialState.RUNNING:
@@ -139,6 +158,13 @@ class HyperTunerSampler(BaseSampler):
         X_done = np.array([self.space.to_unit(t.params) for t in done]).reshape(-1, self.space.dim)
         Y_done = np.array([t.values for t in done], dtype=float).reshape(-1, len(self.directions))
         V_done = np.array([self._variances(t) for t in done], dtype=float).reshape(Y_done.shape)
+        X_pr, Y_pr = self._pruned_observations(pruned, done)
+        if len(X_pr):  # MOPIR below still ranks on the complete trials only
+            X_all = np.vstack([X_done, X_pr])
+            Y_all = np.vstack([Y_done, Y_pr])
+            V_all = np.vstack([V_done, self._pruned_variances(V_done, len(Y_pr))])
+        else:
+            X_all, Y_all, V_all = X_done, Y_done, V_done
         warm_from = [t for t in trials if t.number < trial.number and GP_WARM_ATTR in t.system_attrs]
         self._warm = max(warm_from, key=lambda t: t.number).system_attrs[GP_WARM_ATTR] if warm_from else None
         X_fail = np.array([self.space.to_unit(t.params) for t in failed]).reshape(-1, self.space.dim)
@@ -153,7 +179,7 @@ class HyperTunerSampler(BaseSampler):
         rejected: list[np.ndarray] = []
         for attempt in range(8):
             pend = np.vstack([X_run, *rejected]) if rejected else X_run
-            u = self._ask(trial.number, attempt, active, fixed, X_done, Y_done, X_fail, pend, V_done)
+            u = self._ask(trial.number, attempt, active, fixed, X_all, Y_all, X_fail, pend, V_all)
             params = self.space.from_unit(u)
             # Claim-then-check, also against workers sampling at the same instant (their trials have no
             # params yet): each worker writes its claim to the storage *before* reading every other
@@ -174,6 +200,54 @@ class HyperTunerSampler(BaseSampler):
         return params
 
     # -- internals ------------------------------------------------------------------------
+    @staticmethod
+    def _pruned_variances(V_done: np.ndarray, n: int) -> np.ndarray:
+        """Observation variances of ``n`` pruned rows: per objective, the largest variance of the complete
+        trials where every complete trial has one (so repeated objectives keep their fixed-noise model),
+        else NaN (unknown)."""
+        out = np.full((n, V_done.shape[1]), np.nan)
+        for j in range(V_done.shape[1]):
+            col = V_done[:, j]
+            if len(col) and np.all(np.isfinite(col)):
+                out[:, j] = np.max(col)
+        return out
+
+    def _pruned_observations(
+        self, pruned: list[FrozenTrial], done: list[FrozenTrial]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, Y)`` of the pruned trials at their pessimistic full-run values (see ``pruned_trials``);
+        empty when ignored, when no complete trial reported steps, or for malformed attributes."""
+        m = len(self.directions)
+        empty = np.zeros((0, self.space.dim)), np.zeros((0, m))
+        if self.pruned_trials == "ignore" or not pruned:
+            return empty
+        steps = [
+            int(k[len(STEP_PREFIX) :])
+            for t in done
+            for k in t.user_attrs
+            if k.startswith(STEP_PREFIX) and k[len(STEP_PREFIX) :].isdigit()
+        ]
+        if not steps:
+            return empty
+        full = max(steps)
+        X, Y = [], []
+        for t in pruned:
+            vals, at = t.user_attrs.get("partial_values"), t.user_attrs.get("pruned_at")
+            try:
+                v = np.asarray(vals, dtype=float).reshape(-1)
+                at = int(at)
+            except (TypeError, ValueError):
+                continue
+            if len(v) != m or not np.all(np.isfinite(v)) or not 0 < at < full:
+                continue
+            for j in self.log_objectives:
+                v[j] *= full / at
+            X.append(self.space.to_unit(t.params))
+            Y.append(v)
+        if not X:
+            return empty
+        return np.asarray(X), np.asarray(Y)
+
     def _variances(self, t: FrozenTrial) -> list[float]:
         """``objective_sem ** 2`` per objective (NaN where absent, ``None`` or malformed)."""
         sem = t.user_attrs.get(SEM_ATTR)
@@ -216,6 +290,9 @@ class HyperTunerSampler(BaseSampler):
             kw.setdefault("n_init", self.n_init)
         if self.algorithm.startswith("adumbo") and self.include_defaults:
             kw.setdefault("initial_points", self.space.to_unit(self.space.defaults())[None, active])
+        if self.algorithm.startswith("adumbo"):
+            grid = self.space.unit_grid()
+            kw.setdefault("grid", [grid[i] for i in active])
         opt = make_optimizer(
             self.algorithm,
             len(active),

@@ -292,6 +292,25 @@ class SearchSpace:
             raise ValueError(f"configuration lacks parameters {missing}; got keys {sorted(config)}.")
         return np.array([p.to_unit(config[p.name]) for p in self.params])
 
+    def unit_grid(self, max_levels: int = 64) -> list[list[float] | None]:
+        """Per parameter, the unit-cube values it can take when it is discrete (a categorical's bin
+        centres, an int's values if it has at most ``max_levels`` of them), else ``None`` (continuous).
+
+        Examples:
+            >>> SearchSpace({"batch_size": {"type": "categorical", "choices": [32, 64], "layer": "system"},
+            ...              "lr": {"type": "float", "low": 0.0, "high": 1.0}}).unit_grid()
+            [[0.25, 0.75], None]
+        """
+        out: list[list[float] | None] = []
+        for p in self.params:
+            if p.type == "categorical":
+                out.append([p.to_unit(c) for c in p.choices])
+            elif p.type == "int" and p.high - p.low + 1 <= max_levels:
+                out.append([p.to_unit(v) for v in range(int(p.low), int(p.high) + 1)])
+            else:
+                out.append(None)
+        return out
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {p.name: p.to_dict() for p in self.params}
 
