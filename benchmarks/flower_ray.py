@@ -85,6 +85,7 @@ def stage_inprocess(args) -> None:
 
     torch.set_num_threads(1)
     sim = build_simulation(load_config(args.config), progress_bar=False, checkpoint_dir=None)
+    torch.save(sim.global_state, args.work / "initial.pt")
     res = sim.fit()
     torch.save(res.global_state, args.work / "inprocess.pt")
     out = {
@@ -266,7 +267,7 @@ def main(argv=None) -> dict:
         sys.exit('Ray is not installed: pip install "lightning-addons[fl-sim]" (flwr[simulation]).')
 
     args.work.mkdir(parents=True, exist_ok=True)
-    for name in ("flower.json", "flower.pt", "inprocess.json", "inprocess.pt"):
+    for name in ("flower.json", "flower.pt", "inprocess.json", "inprocess.pt", "initial.pt"):
         (args.work / name).unlink(missing_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd()), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -287,6 +288,7 @@ def main(argv=None) -> dict:
     lres = json.loads((args.work / "inprocess.json").read_text())
     diff = max(float((final[k] - ref[k]).abs().max()) for k in ref)
     equal = sorted(final) == sorted(ref) and all(torch.equal(final[k], ref[k]) for k in ref)
+    initial = torch.load(args.work / "initial.pt", weights_only=True)
     out = {
         "task": args.task,
         "clients": args.clients,
@@ -294,6 +296,7 @@ def main(argv=None) -> dict:
         "fraction": args.fraction,
         "equal_final_state": equal,
         "max_abs_diff": diff,
+        "changed_from_initial": any(not torch.equal(final[k], initial[k]) for k in initial),
         "equal_sampled": fres["sampled"] == lres["sampled"],
         "equal_trained": fres["trained"] == lres["trained"],
         "sampled": fres["sampled"],
