@@ -6,9 +6,9 @@ The default server strategy, :func:`LightningFedAvg`, is Flower's ``FedAvg`` who
 :class:`~lightning_addons.strategies.Aggregator` (same maths as the simulation and the DDP strategy,
 NaN/shape checks included) and whose client sampling is the in-process runner's
 (:meth:`~lightning_addons.federated.FederatedSimulation.sample_clients`, seeded by (seed, round)): the
-server asks every node once for its ``partition-id`` (a ``query.partition`` message), then sends each
-round's train messages only to the nodes holding the sampled partitions and averages their replies in
-partition order, so a Flower run reaches the in-process run's global state. Any Flower strategy can be
+server asks every node once for its ``partition-id`` (a ``query.partition`` message; not needed with full
+participation), then sends each round's train messages only to the nodes holding the sampled partitions
+and averages their replies in partition order, so a Flower run reaches the in-process run's global state. Any Flower strategy can be
 named instead (``FedAvgM``, ``FedAdam``, ``FedProx``, ``FedMedian``, ``FedTrimmedAvg``, ``Krum``, ...;
 they sample nodes with Flower's own generator).
 
@@ -73,10 +73,12 @@ def LightningFedAvg(  # noqa: N802
     clients of each round are the sampler's, not Flower's: before a round the strategy asks every node it
     does not know yet for its partition (a :data:`PARTITION_QUERY` message; the nodes' ``partition-id``
     node config), then sends train messages to the nodes holding the sampled partitions only (each with
-    its ``partition-id`` in the config, checked by the client). A sampled partition that no connected node
-    holds is skipped for the round (logged; listed in ``strategy.unreachable``); two connected nodes
-    claiming one partition are an error. ``strategy.sampled`` maps each server round (from 1) to its
-    sampled partition ids, ``strategy.trained`` to the ids whose valid replies went to the aggregator. Without a sampler, Flower samples ``fraction_train`` of the nodes itself.
+    its ``partition-id`` in the config, checked by the client). When the sampler draws every partition
+    and as many nodes are connected (full participation), no node is asked: all of them train. A sampled
+    partition that no connected node holds is skipped for the round (logged; listed in
+    ``strategy.unreachable``); two connected nodes claiming one partition are an error. ``strategy.sampled`` maps each server round (from 1) to its
+    sampled partition ids, ``strategy.trained`` to the ids whose valid replies went to the aggregator.
+    Without a sampler, Flower samples ``fraction_train`` of the nodes itself.
 
     Replies are aggregated in a fixed order, by partition id (by node id when a reply does not name its
     partition), so the average is the same float sum as the in-process runner's. Replies whose arrays hold
@@ -90,7 +92,9 @@ def LightningFedAvg(  # noqa: N802
 
     Raises:
         ValueError: ``sampler`` not callable or ``query_timeout`` not > 0; during a run, two connected
-            nodes claiming the same partition.
+            nodes claiming the same partition (or replying for it).
+        TimeoutError: during a run with a ``sampler``, fewer than ``min_available_nodes`` nodes connected
+            within ``query_timeout`` seconds.
 
     Examples:
         >>> strategy = LightningFedAvg(fraction_evaluate=0.0)
@@ -119,8 +123,8 @@ def LightningFedAvg(  # noqa: N802
             self.partition_of: dict[int, int] = {}  # node id -> partition id
             self.node_of: dict[int, int] = {}  # partition id -> node id
 
-        def discover_partitions(self, grid: Grid) -> dict[int, int]:
-            """Wait for ``min_available_nodes``, ask the nodes not seen yet for their partition; ``{pid: node}``."""
+        def wait_for_nodes(self, grid: Grid) -> list[int]:
+            """The connected node ids, once there are ``min_available_nodes`` (``query_timeout`` at most)."""
             deadline = time.monotonic() + self.query_timeout
             while len(nodes := list(grid.get_node_ids())) < self.min_available_nodes:
                 if time.monotonic() > deadline:
@@ -130,6 +134,11 @@ def LightningFedAvg(  # noqa: N802
                     )
                 log.info("Waiting for nodes: %d of %d connected.", len(nodes), self.min_available_nodes)
                 time.sleep(1.0)
+            return nodes
+
+        def discover_partitions(self, grid: Grid) -> dict[int, int]:
+            """Ask the connected nodes not seen yet for their partition; returns ``{partition id: node id}``."""
+            nodes = self.wait_for_nodes(grid)
             unknown = [n for n in nodes if n not in self.partition_of]
             if unknown:
                 asks = [
@@ -161,10 +170,20 @@ def LightningFedAvg(  # noqa: N802
             self.global_state = arrays.to_torch_state_dict()
             if self.sampler is None:
                 return super().configure_train(server_round, arrays, config, grid)
-            node_of = self.discover_partitions(grid)
-            connected = set(grid.get_node_ids())
             partitions = sorted(int(p) for p in self.sampler(server_round - 1))
             self.sampled[server_round] = partitions
+            nodes = self.wait_for_nodes(grid)
+            if partitions == list(range(len(nodes))) and not self.node_of:
+                # every connected node trains (full participation): no need to ask who holds what; the
+                # replies name their partitions (aggregate_train sorts by them and refuses duplicates)
+                log.info("configure_train: all %d nodes (full participation)", len(nodes))
+                return super()._construct_messages(
+                    RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: _with_round(config, server_round)}),
+                    nodes,
+                    MessageType.TRAIN,
+                )
+            node_of = self.discover_partitions(grid)
+            connected = set(grid.get_node_ids())
             missing = [p for p in partitions if node_of.get(p) not in connected]
             if missing:
                 log.warning(
@@ -175,7 +194,7 @@ def LightningFedAvg(  # noqa: N802
             for pid in partitions:
                 if pid in missing:
                     continue
-                cfg = ConfigRecord({**dict(config), "server-round": server_round, "partition-id": pid})
+                cfg = _with_round(config, server_round, **{"partition-id": pid})
                 record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: cfg})
                 messages.append(Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node_of[pid]))
             log.info("configure_train: sampled partitions %s (of %d nodes)", partitions, len(connected))
@@ -186,6 +205,12 @@ def LightningFedAvg(  # noqa: N802
             # the sum's order is fixed: by partition id when every reply names it, else by node id
             pids = [_reply_partition(msg) for msg in valid]
             by_partition = bool(valid) and all(p is not None for p in pids)
+            if by_partition and len(set(pids)) < len(pids):
+                twice = sorted({p for p in pids if pids.count(p) > 1})
+                raise ValueError(
+                    f"Round {server_round}: several nodes replied for partition-id {twice}: give every SuperNode "
+                    "its own `--node-config partition-id=K`."
+                )
             keyed = sorted(
                 zip((p if by_partition else int(m.metadata.src_node_id) for p, m in zip(pids, valid)), pids, valid),
                 key=lambda t: t[0],
@@ -241,6 +266,10 @@ def LightningFedAvg(  # noqa: N802
             return ArrayRecord(new_state), metrics
 
     return _LightningFedAvg()
+
+
+def _with_round(config: ConfigRecord, server_round: int, **extra: Any) -> ConfigRecord:
+    return ConfigRecord({**dict(config), "server-round": server_round, **extra})
 
 
 def _reply_partition(msg: Message) -> int | None:

@@ -398,3 +398,21 @@ def test_the_client_app_trains_its_partition_as_the_in_process_runner_does_and_n
     no_config = SimpleNamespace(run_config=context.run_config, node_config={"num-partitions": 5})
     with pytest.raises(ValueError, match=r"The node config must set 'partition-id'"):
         flower._client_query_partition(_train_message(start, 2, 3), no_config)
+
+
+def test_with_full_participation_every_node_trains_without_a_query_and_a_partition_twice_is_refused(flower_task):
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from lightning_addons.federated.flower import PARTITION_QUERY
+
+    strategy = make_strategy("LightningFedAvg", sampler=lambda rnd: [2, 0, 1], fraction_evaluate=0.0)
+    grid = FakeGrid({11: 2, 12: 0, 13: 1})
+    sent = list(strategy.configure_train(1, ArrayRecord({"w": torch.zeros(3)}), ConfigRecord(), grid))
+    assert not any(m.metadata.message_type == PARTITION_QUERY for m in grid.sent)
+    assert sorted(m.metadata.dst_node_id for m in sent) == [11, 12, 13]
+    assert all(m.content["config"]["server-round"] == 1 for m in sent)
+    assert strategy.sampled == {1: [0, 1, 2]}
+    strategy.global_state = {"w": torch.zeros(3)}
+    twice = [_named_reply(11, 0, {"w": torch.ones(3)}, 5), _named_reply(12, 0, {"w": torch.ones(3)}, 5)]
+    with pytest.raises(ValueError, match=r"Round 1: several nodes replied for partition-id \[0\]"):
+        strategy.aggregate_train(1, twice)
