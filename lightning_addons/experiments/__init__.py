@@ -12,12 +12,16 @@ from __future__ import annotations
 from lightning_addons._lazy import lazy_exports
 
 _EXPORTS = {
+    "CachedFeaturesDataModule": "lightning_addons.experiments.cachefl",
     "FullEncoderClassifier": "lightning_addons.experiments.cachefl",
     "TensorSplitsDataModule": "lightning_addons.experiments.cachefl",
     "build_world": "lightning_addons.experiments.cachefl",
     "client_datamodules": "lightning_addons.experiments.cachefl",
+    "feature_world_adapter": "lightning_addons.experiments.cachefl",
     "format_table": "lightning_addons.experiments.cachefl",
+    "load_feature_world": "lightning_addons.experiments.cachefl",
     "run_cachefl": "lightning_addons.experiments.cachefl",
+    "save_feature_world": "lightning_addons.experiments.cachefl",
     "summarise": "lightning_addons.experiments.cachefl",
 }
 __all__ = sorted(_EXPORTS)

@@ -42,6 +42,7 @@ from lightning_addons.federated import (
     local_only,
     quiet_lightning,
 )
+from lightning_addons.integrity import load_verified, save_verified
 from lightning_addons.modules import CacheCLIPAdapter
 from lightning_addons.strategies import get_federated_state, state_nbytes
 
@@ -67,6 +68,119 @@ class TensorSplitsDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+#: ``format`` of a file written by :func:`save_feature_world`.
+FEATURE_WORLD_FORMAT = "lightning-addons/cachefl-feature-world/1"
+_SPLITS = ("train", "val", "test")
+
+
+def save_feature_world(
+    path: str | Path, adapter: CacheCLIPAdapter, features: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> Path:
+    """Write a CacheFL world on cached features: the initial cache model and the ``train/val/test`` features.
+
+    The file (written atomically, with a sha256 of its content; tensors and primitives only) is what
+    :func:`feature_world_adapter` and :class:`CachedFeaturesDataModule` read, so a YAML config of
+    ``lightning-addons federate`` or of the Flower apps can name the same CacheFL model and data in every
+    process (Flower's simulation engine builds them once per actor instead of running the generator).
+
+    Raises:
+        ValueError: an adapter without a cache, a missing split, features and labels of different lengths.
+
+    Examples:
+        >>> import tempfile, torch
+        >>> adapter = CacheCLIPAdapter(class_names=["zero", "one"], search_alpha_beta=False)
+        >>> adapter.set_cache(torch.nn.functional.normalize(torch.randn(4, 64), dim=-1), torch.tensor([0, 0, 1, 1]))
+        >>> splits = {s: (torch.randn(6, 64), torch.tensor([0, 1] * 3)) for s in ("train", "val", "test")}
+        >>> path = save_feature_world(tempfile.mkdtemp() + "/world.pt", adapter, splits)
+        >>> tuple(feature_world_adapter(str(path)).cache_keys.shape)
+        (4, 64)
+        >>> len(CachedFeaturesDataModule(str(path)).train_dataloader().dataset)
+        6
+    """
+    if not adapter.has_cache:
+        raise ValueError("`adapter` has no cache: build it (build_world / set_cache) before saving the world.")
+    missing = [s for s in _SPLITS if s not in features]
+    if missing:
+        raise ValueError(f"`features` must hold the splits {list(_SPLITS)}, missing {missing}.")
+    splits = {}
+    for split in _SPLITS:
+        x, y = features[split]
+        if len(x) != len(y):
+            raise ValueError(f"`features[{split!r}]` holds {len(x)} features but {len(y)} labels.")
+        splits[split] = {"x": x.detach().float().contiguous().clone(), "y": y.detach().long().contiguous().clone()}
+    hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(adapter.hparams).items()}
+    state = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
+    world = {"format": FEATURE_WORLD_FORMAT, "adapter": {"hparams": hparams, "state": state}, "splits": splits}
+    return save_verified(world, path)
+
+
+def load_feature_world(path: str | Path) -> dict[str, Any]:
+    """The content of a :func:`save_feature_world` file (digest checked, ``weights_only`` load).
+
+    Raises:
+        FileNotFoundError: no such file.
+        IntegrityError: a truncated or corrupt file.
+        ValueError: a file of another kind.
+    """
+    world = load_verified(path)
+    if not isinstance(world, dict) or world.get("format") != FEATURE_WORLD_FORMAT:
+        found = world.get("format") if isinstance(world, dict) else type(world).__name__
+        raise ValueError(
+            f"{str(path)!r} is not a CacheFL feature world (format {FEATURE_WORLD_FORMAT!r}), found {found!r}: "
+            "write one with save_feature_world."
+        )
+    return world
+
+
+def feature_world_adapter(path: str) -> CacheCLIPAdapter:
+    """The initial cache model of a feature world file (for a YAML ``model: {class_path: ...}``).
+
+    Examples: see :func:`save_feature_world`.
+    """
+    saved = load_feature_world(path)["adapter"]
+    adapter = CacheCLIPAdapter(**saved["hparams"])
+    adapter.load_state_dict(saved["state"])
+    return adapter
+
+
+class _LabelledTensorDataset(TensorDataset):
+    """A ``(features, labels)`` TensorDataset exposing ``targets`` (partitioning reads labels without a loop)."""
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.tensors[1]
+
+
+class CachedFeaturesDataModule(TensorSplitsDataModule):
+    """The ``train/val/test`` features of a feature world file (see :func:`save_feature_world`) as loaders.
+
+    Args:
+        path: the world file.
+        batch_size: batch size of the loaders (clients use ``federation.batch_size``).
+
+    Examples: see :func:`save_feature_world`.
+    """
+
+    def __init__(self, path: str, batch_size: int = 256) -> None:
+        splits = load_feature_world(path)["splits"]
+        super().__init__({s: (v["x"], v["y"]) for s, v in splits.items()}, batch_size=batch_size)
+        self.save_hyperparameters()
+        self._datasets = {s: _LabelledTensorDataset(x, y) for s, (x, y) in self.splits.items()}
+
+    def dataset(self, split: str) -> TensorDataset:
+        """The split's dataset (one object per split, so client subsets share it).
+
+        Raises:
+            ValueError: a split other than train/val/test.
+        """
+        if split not in self._datasets:
+            raise ValueError(f"`split` must be one of {list(_SPLITS)}, got {split!r}.")
+        return self._datasets[split]
+
+    def _loader(self, split: str) -> DataLoader:
+        return DataLoader(self.dataset(split), batch_size=self.batch_size)
 
 
 class FullEncoderClassifier(pl.LightningModule):

@@ -4,29 +4,46 @@ its client datamodule, and a ServerApp running a Flower strategy, exchanging ``A
 
 The default server strategy, :func:`LightningFedAvg`, is Flower's ``FedAvg`` whose aggregation is our
 :class:`~lightning_addons.strategies.Aggregator` (same maths as the simulation and the DDP strategy,
-NaN/shape checks included); any Flower strategy can be named instead (``FedAvgM``, ``FedAdam``,
-``FedProx``, ``FedMedian``, ``FedTrimmedAvg``, ``Krum``, ...).
+NaN/shape checks included) and whose client sampling is the in-process runner's
+(:meth:`~lightning_addons.federated.FederatedSimulation.sample_clients`, seeded by (seed, round)): the
+server asks every node once for its ``partition-id`` (a ``query.partition`` message; not needed with full
+participation), then sends each round's train messages only to the nodes holding the sampled partitions
+and averages their replies in partition order, so a Flower run reaches the in-process run's global state. Any Flower strategy can be
+named instead (``FedAvgM``, ``FedAdam``, ``FedProx``, ``FedMedian``, ``FedTrimmedAvg``, ``Krum``, ...;
+they sample nodes with Flower's own generator).
 
 Deploy: :func:`write_flower_app` writes an app folder (``pyproject.toml`` + a two-line module) for a
 federated YAML config; start a ``flower-superlink`` and one ``flower-supernode`` per client (each with
 ``--node-config "partition-id=K num-partitions=N"``), then ``flwr run APP_DIR SUPERLINK_NAME``.
+Flower's simulation engine (``flwr.simulation.run_simulation``, extra ``fl-sim``) gives apps an empty
+run config: pass it to :func:`make_client_app` / :func:`make_server_app` instead.
 See ``docs/federated.md`` (TLS and loopback instructions).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from lightning_addons._imports import require
 
 require("flwr", feature="The Flower adapter (lightning_addons.federated.flower)")
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.app import (  # noqa: E402
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp import strategy as flwr_strategies  # noqa: E402
@@ -40,47 +57,174 @@ from lightning_addons.strategies.state import get_federated_state, load_federate
 log = logging.getLogger(__name__)
 
 APP_MODULE = "lightning_addons_flower_app"
+#: Message type of the server's question "which partition do you hold?" (answered by :func:`make_client_app`).
+PARTITION_QUERY = f"{MessageType.QUERY}.partition"
 
 
-def LightningFedAvg(aggregator: Aggregator | None = None, **kwargs: Any) -> flwr_strategies.FedAvg:  # noqa: N802
-    """Flower's ``FedAvg`` (sampling, messaging, metrics) with our :class:`Aggregator` doing the maths.
+def LightningFedAvg(  # noqa: N802
+    aggregator: Aggregator | None = None,
+    sampler: Callable[[int], Sequence[int]] | None = None,
+    query_timeout: float = 600.0,
+    **kwargs: Any,
+) -> flwr_strategies.FedAvg:
+    """Flower's ``FedAvg`` (messaging, metrics) with our :class:`Aggregator` doing the maths.
 
-    Replies whose arrays hold NaN/inf or have the wrong keys/shapes/dtypes are dropped for the round and
-    logged, never averaged in; so are the updates the aggregator's norm guard (or its finiteness check)
-    rejects. Every rejection is recorded in ``strategy.rejected`` as ``{"round", "node", "key", "reason",
-    "detail"}``: ``reason`` is the :class:`~lightning_addons.strategies.InvalidClientUpdate` reason
-    (``"non_finite"``, ``"keys"``, ``"shape"``, ``"dtype"``, ...; ``"invalid_reply"`` for a reply without
-    arrays or sample count) or the aggregator's (``"norm_outlier"``, ``"norm_outlier_clipped"``, ...).
-    ``kwargs`` go to ``flwr.serverapp.strategy.FedAvg``.
+    With a ``sampler`` (``round index -> partition ids``, e.g. ``FederatedSimulation.sample_clients``) the
+    clients of each round are the sampler's, not Flower's: before a round the strategy asks every node it
+    does not know yet for its partition (a :data:`PARTITION_QUERY` message; the nodes' ``partition-id``
+    node config), then sends train messages to the nodes holding the sampled partitions only (each with
+    its ``partition-id`` in the config, checked by the client). When the sampler draws every partition
+    and as many nodes are connected (full participation), no node is asked: all of them train. A sampled
+    partition that no connected node holds is skipped for the round (logged; listed in
+    ``strategy.unreachable``); two connected nodes claiming one partition are an error. ``strategy.sampled`` maps each server round (from 1) to its
+    sampled partition ids, ``strategy.trained`` to the ids whose valid replies went to the aggregator.
+    Without a sampler, Flower samples ``fraction_train`` of the nodes itself.
+
+    Replies are aggregated in a fixed order, by partition id (by node id when a reply does not name its
+    partition), so the average is the same float sum as the in-process runner's. Replies whose arrays hold
+    NaN/inf or have the wrong keys/shapes/dtypes are dropped for the round and logged, never averaged in;
+    so are the updates the aggregator's norm guard (or its finiteness check) rejects. Every rejection is
+    recorded in ``strategy.rejected`` as ``{"round", "node", "partition", "key", "reason", "detail"}``:
+    ``reason`` is the :class:`~lightning_addons.strategies.InvalidClientUpdate` reason (``"non_finite"``,
+    ``"keys"``, ``"shape"``, ``"dtype"``, ...; ``"invalid_reply"`` for a reply without arrays or sample
+    count) or the aggregator's (``"norm_outlier"``, ``"norm_outlier_clipped"``, ...). ``kwargs`` go to
+    ``flwr.serverapp.strategy.FedAvg``.
+
+    Raises:
+        ValueError: ``sampler`` not callable or ``query_timeout`` not > 0; during a run, two connected
+            nodes claiming the same partition (or replying for it).
+        TimeoutError: during a run with a ``sampler``, fewer than ``min_available_nodes`` nodes connected
+            within ``query_timeout`` seconds.
 
     Examples:
         >>> strategy = LightningFedAvg(fraction_evaluate=0.0)
         >>> type(strategy).__name__
         '_LightningFedAvg'
+        >>> strategy = LightningFedAvg(sampler=lambda rnd: [rnd % 4], fraction_evaluate=0.0)
+        >>> strategy.sampler(5)
+        [1]
     """
+    if sampler is not None and not callable(sampler):
+        raise ValueError(f"`sampler` must be a callable (round index -> partition ids) or None, got {sampler!r}.")
+    if not (isinstance(query_timeout, (int, float)) and query_timeout > 0):
+        raise ValueError(f"`query_timeout` must be > 0 seconds, got {query_timeout!r}.")
 
     class _LightningFedAvg(flwr_strategies.FedAvg):
         def __init__(self) -> None:
             super().__init__(**kwargs)
             self.aggregator = aggregator if aggregator is not None else Aggregator()
+            self.sampler = sampler
+            self.query_timeout = float(query_timeout)
             self.global_state: dict | None = None
             self.rejected: list[dict[str, Any]] = []
+            self.sampled: dict[int, list[int]] = {}
+            self.trained: dict[int, list[int]] = {}
+            self.unreachable: list[dict[str, Any]] = []
+            self.partition_of: dict[int, int] = {}  # node id -> partition id
+            self.node_of: dict[int, int] = {}  # partition id -> node id
+
+        def wait_for_nodes(self, grid: Grid) -> list[int]:
+            """The connected node ids, once there are ``min_available_nodes`` (``query_timeout`` at most)."""
+            deadline = time.monotonic() + self.query_timeout
+            while len(nodes := list(grid.get_node_ids())) < self.min_available_nodes:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"Only {len(nodes)} of min_available_nodes={self.min_available_nodes} nodes connected "
+                        f"within query_timeout={self.query_timeout} s."
+                    )
+                log.info("Waiting for nodes: %d of %d connected.", len(nodes), self.min_available_nodes)
+                time.sleep(1.0)
+            return nodes
+
+        def discover_partitions(self, grid: Grid) -> dict[int, int]:
+            """Ask the connected nodes not seen yet for their partition; returns ``{partition id: node id}``."""
+            nodes = self.wait_for_nodes(grid)
+            unknown = [n for n in nodes if n not in self.partition_of]
+            if unknown:
+                asks = [
+                    Message(
+                        content=RecordDict({"config": ConfigRecord({})}),
+                        message_type=PARTITION_QUERY,
+                        dst_node_id=node,
+                    )
+                    for node in unknown
+                ]
+                replies = grid.send_and_receive(asks, timeout=self.query_timeout)
+                connected = set(nodes)
+                for reply in replies:
+                    node = int(reply.metadata.src_node_id)
+                    if reply.has_error():
+                        log.warning("Node %s did not name its partition: %s", node, reply.error.reason)
+                        continue
+                    pid = int(reply.content["client"]["partition-id"])
+                    other = self.node_of.get(pid)
+                    if other is not None and other != node and other in connected:
+                        raise ValueError(
+                            f"Nodes {other} and {node} both hold partition-id={pid}: give every SuperNode its own "
+                            "`--node-config partition-id=K`."
+                        )
+                    self.partition_of[node], self.node_of[pid] = pid, node
+            return dict(self.node_of)
 
         def configure_train(self, server_round, arrays, config, grid):
             self.global_state = arrays.to_torch_state_dict()
-            return super().configure_train(server_round, arrays, config, grid)
+            if self.sampler is None:
+                return super().configure_train(server_round, arrays, config, grid)
+            partitions = sorted(int(p) for p in self.sampler(server_round - 1))
+            self.sampled[server_round] = partitions
+            nodes = self.wait_for_nodes(grid)
+            if partitions == list(range(len(nodes))) and not self.node_of:
+                # every connected node trains (full participation): no need to ask who holds what; the
+                # replies name their partitions (aggregate_train sorts by them and refuses duplicates)
+                log.info("configure_train: all %d nodes (full participation)", len(nodes))
+                return super()._construct_messages(
+                    RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: _with_round(config, server_round)}),
+                    nodes,
+                    MessageType.TRAIN,
+                )
+            node_of = self.discover_partitions(grid)
+            connected = set(grid.get_node_ids())
+            missing = [p for p in partitions if node_of.get(p) not in connected]
+            if missing:
+                log.warning(
+                    "Round %d: sampled partitions %s are held by no connected node; skipped.", server_round, missing
+                )
+                self.unreachable.append({"round": server_round, "partitions": missing})
+            messages = []
+            for pid in partitions:
+                if pid in missing:
+                    continue
+                cfg = _with_round(config, server_round, **{"partition-id": pid})
+                record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: cfg})
+                messages.append(Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node_of[pid]))
+            log.info("configure_train: sampled partitions %s (of %d nodes)", partitions, len(connected))
+            return messages
 
         def aggregate_train(self, server_round, replies):
             valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
-            states, weights, ids, contents = [], [], [], []
-            for msg in valid:
+            # the sum's order is fixed: by partition id when every reply names it, else by node id
+            pids = [_reply_partition(msg) for msg in valid]
+            by_partition = bool(valid) and all(p is not None for p in pids)
+            if by_partition and len(set(pids)) < len(pids):
+                twice = sorted({p for p in pids if pids.count(p) > 1})
+                raise ValueError(
+                    f"Round {server_round}: several nodes replied for partition-id {twice}: give every SuperNode "
+                    "its own `--node-config partition-id=K`."
+                )
+            keyed = sorted(
+                zip((p if by_partition else int(m.metadata.src_node_id) for p, m in zip(pids, valid)), pids, valid),
+                key=lambda t: t[0],
+            )
+            states, weights, ids, contents, node_of_id = [], [], [], [], {}
+            for key, pid, msg in keyed:
                 content = msg.content
-                node = msg.metadata.src_node_id
+                node = int(msg.metadata.src_node_id)
                 try:
                     state = content[self.arrayrecord_key].to_torch_state_dict()
                     metrics = content["metrics"]
                     n = float(metrics[self.weighted_by_key])
-                    validate_update(self.global_state, state, client=f"node {node}")
+                    name = f"node {node}" + (f" (partition {pid})" if pid is not None else "")
+                    validate_update(self.global_state, state, client=name)
                 except (InvalidClientUpdate, KeyError, TypeError, ValueError) as err:
                     log.warning(
                         "Round %d: reply of node %s rejected, not aggregated: %s", server_round, node, err
@@ -89,7 +233,8 @@ def LightningFedAvg(aggregator: Aggregator | None = None, **kwargs: Any) -> flwr
                     self.rejected.append(
                         {
                             "round": server_round,
-                            "node": int(node),
+                            "node": node,
+                            "partition": pid,
                             "key": err.key if invalid else None,
                             "reason": err.reason if invalid else "invalid_reply",
                             "detail": str(err),
@@ -98,17 +243,20 @@ def LightningFedAvg(aggregator: Aggregator | None = None, **kwargs: Any) -> flwr
                     continue
                 states.append(state)
                 weights.append(n)
-                ids.append(node)
+                ids.append(key)
+                node_of_id[key] = (node, pid)
                 contents.append(content)
+            self.trained[server_round] = list(ids)
             if not states:
                 return None, None
             new_state = self.aggregator.aggregate(self.global_state, states, weights, ids)
             for r in self.aggregator.last_rejections:
-                client = r["client"]
+                node, pid = node_of_id.get(r["client"], (None, None))
                 self.rejected.append(
                     {
                         "round": server_round,
-                        "node": int(client) if client is not None else None,
+                        "node": node,
+                        "partition": pid,
                         "key": r["key"],
                         "reason": r["reason"],
                         "detail": r["detail"],
@@ -118,6 +266,18 @@ def LightningFedAvg(aggregator: Aggregator | None = None, **kwargs: Any) -> flwr
             return ArrayRecord(new_state), metrics
 
     return _LightningFedAvg()
+
+
+def _with_round(config: ConfigRecord, server_round: int, **extra: Any) -> ConfigRecord:
+    return ConfigRecord({**dict(config), "server-round": server_round, **extra})
+
+
+def _reply_partition(msg: Message) -> int | None:
+    """The ``partition-id`` a train reply names (our ClientApp's ``client`` record), or None."""
+    try:
+        return int(msg.content["client"]["partition-id"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def make_strategy(name: str = "LightningFedAvg", aggregator: Aggregator | None = None, **kwargs: Any):
@@ -138,21 +298,56 @@ def make_strategy(name: str = "LightningFedAvg", aggregator: Aggregator | None =
 
 
 # ---------------------------------------------------------------------------- ClientApp
-def _client_train(msg: Message, context: Context) -> Message:
-    cfg = load_config(str(context.run_config["config-path"]))
-    pid = int(context.node_config["partition-id"])
-    n_parts = int(context.node_config["num-partitions"])
-    fed = cfg["federation"]
-    if n_parts != fed["num_clients"]:
+#: The client simulation of this process (one per config content): a process running many virtual clients
+#: (a Ray actor of Flower's simulation engine) builds the module and data once, as the in-process runner does.
+_CLIENT_SIMULATION: dict[str, Any] = {}
+
+
+def _node_partition(context: Context) -> tuple[int, int]:
+    """``(partition-id, num-partitions)`` of this node's config, checked."""
+    node_config = context.node_config
+    try:
+        pid, n_parts = int(node_config["partition-id"]), int(node_config["num-partitions"])
+    except KeyError as err:
+        raise ValueError(
+            f"The node config must set {err.args[0]!r} (flower-supernode --node-config "
+            f'"partition-id=K num-partitions=N"), got {dict(node_config)!r}.'
+        ) from None
+    if not 0 <= pid < n_parts:
+        raise ValueError(f"node-config partition-id must be in [0, num-partitions={n_parts}), got {pid}.")
+    return pid, n_parts
+
+
+def _client_simulation(context: Context):
+    """The (cached) FederatedSimulation of the run config's YAML and this node's partition id."""
+    pid, n_parts = _node_partition(context)
+    path = Path(str(context.run_config["config-path"]))
+    key = f"{path.resolve()}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+    if _CLIENT_SIMULATION.get("key") != key:
+        _CLIENT_SIMULATION.clear()
+        cfg = load_config(path)
+        sim = build_simulation(cfg, progress_bar=False, checkpoint_dir=None, eval_datamodule=None)
+        _CLIENT_SIMULATION.update(key=key, sim=sim)
+    sim = _CLIENT_SIMULATION["sim"]
+    if n_parts != sim.num_clients:
         raise ValueError(
             f"node-config num-partitions={n_parts} differs from the config's federation.num_clients="
-            f"{fed['num_clients']}."
+            f"{sim.num_clients}."
         )
-    sim = build_simulation(cfg, progress_bar=False, checkpoint_dir=None, eval_datamodule=None)
+    return sim, pid
+
+
+def _client_train(msg: Message, context: Context) -> Message:
+    sim, pid = _client_simulation(context)
+    config = msg.content["config"]
+    if "partition-id" in config and int(config["partition-id"]) != pid:
+        raise ValueError(
+            f"The server sent partition-id={config['partition-id']} to the node holding partition-id={pid}."
+        )
     received = msg.content["arrays"].to_torch_state_dict()
     validate_update(sim.global_state, received, client="server")
     sim.global_state = received
-    server_round = int(msg.content["config"].get("server-round", 1))
+    server_round = int(config.get("server-round", 1))
     t0 = time.perf_counter()
     state, n = sim.train_client(server_round - 1, pid)
     metrics = MetricRecord(
@@ -162,17 +357,55 @@ def _client_train(msg: Message, context: Context) -> Message:
             "payload-bytes": state_nbytes(state),
         }
     )
-    return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
+    content = RecordDict(
+        {"arrays": ArrayRecord(state), "metrics": metrics, "client": ConfigRecord({"partition-id": pid})}
+    )
+    return Message(content, reply_to=msg)
 
 
-def make_client_app() -> ClientApp:
+def _client_query_partition(msg: Message, context: Context) -> Message:
+    pid, n_parts = _node_partition(context)
+    content = RecordDict({"client": ConfigRecord({"partition-id": pid, "num-partitions": n_parts})})
+    return Message(content, reply_to=msg)
+
+
+def _with_run_config(context: Context, run_config: Mapping[str, Any]) -> Any:
+    if not run_config:
+        return context
+    return SimpleNamespace(
+        run_config={**context.run_config, **run_config},
+        node_config=context.node_config,
+        state=getattr(context, "state", None),
+    )
+
+
+def make_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     """The ClientApp: on ``train`` it loads the received federated state, fits locally, replies with its state.
 
     It reads the config path from the run config (``config-path``) and its partition from the node config
-    (``partition-id``, ``num-partitions``). Client-side evaluation is not registered (server-side only).
+    (``partition-id``, ``num-partitions``); the module and data are built once per process and config. It
+    answers the server's :data:`PARTITION_QUERY` with its partition, and each train reply names it (a
+    ``client`` ConfigRecord). Client-side evaluation is not registered (server-side only).
+
+    Args:
+        run_config: entries added to the run config Flower gives the app (Flower's simulation engine
+            gives an empty one: pass ``{"config-path": ...}`` here).
+
+    Examples:
+        >>> type(make_client_app({"config-path": "fl.yaml"})).__name__
+        'ClientApp'
     """
+    extra = dict(run_config or {})
     app = ClientApp()
-    app.train()(_client_train)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return _client_train(msg, _with_run_config(context, extra))
+
+    @app.query(PARTITION_QUERY.split(".", 1)[1])
+    def query_partition(msg: Message, context: Context) -> Message:
+        return _client_query_partition(msg, _with_run_config(context, extra))
+
     return app
 
 
@@ -182,7 +415,12 @@ def _atomic_write_json(obj: Any, path: str | Path) -> None:
 
 
 def run_server(grid: Grid, context: Context) -> dict[str, Any]:
-    """ServerApp body: build the module, run the strategy, evaluate on the server, write ``result-path``."""
+    """ServerApp body: build the module, run the strategy, evaluate on the server, write ``result-path``.
+
+    With the default strategy the clients of each round are
+    :meth:`~lightning_addons.federated.FederatedSimulation.sample_clients`'s (see :func:`LightningFedAvg`);
+    the result holds them per round (``sampled``).
+    """
     rc = context.run_config
     cfg = load_config(str(rc["config-path"]))
     fed = cfg["federation"]
@@ -198,9 +436,10 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
         **dict(flower_cfg.get("strategy_kwargs") or {}),
     }
     name = flower_cfg.get("strategy", "LightningFedAvg")
-    strategy = make_strategy(
-        name, sim.aggregator if name in ("LightningFedAvg", "fedavg") else None, **strategy_kwargs
-    )
+    if name in ("LightningFedAvg", "fedavg"):
+        strategy = LightningFedAvg(sim.aggregator, sampler=sim.sample_clients, **strategy_kwargs)
+    else:
+        strategy = make_strategy(name, **strategy_kwargs)
     initial = get_federated_state(module)
     history: list[dict[str, Any]] = []
 
@@ -232,6 +471,9 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
         "serialized_bytes_per_transfer": int(ArrayRecord(initial).count_bytes()),
         "full_model_bytes": state_nbytes(module.state_dict()),
         "rejected": list(getattr(strategy, "rejected", [])),
+        "sampled": [list(v) for _, v in sorted(getattr(strategy, "sampled", {}).items())],
+        "trained": [list(v) for _, v in sorted(getattr(strategy, "trained", {}).items())],
+        "unreachable": list(getattr(strategy, "unreachable", [])),
         "final_state_sums": {k: float(v.double().sum()) for k, v in final.items()},
     }
     result_path = str(rc.get("result-path", ""))
@@ -243,10 +485,20 @@ def run_server(grid: Grid, context: Context) -> dict[str, Any]:
     return out
 
 
-def make_server_app() -> ServerApp:
-    """The ServerApp (see :func:`run_server`)."""
+def make_server_app(run_config: Mapping[str, Any] | None = None) -> ServerApp:
+    """The ServerApp (see :func:`run_server`); ``run_config`` as for :func:`make_client_app`.
+
+    Examples:
+        >>> type(make_server_app({"config-path": "fl.yaml", "result-path": "out.json"})).__name__
+        'ServerApp'
+    """
+    extra = dict(run_config or {})
     app = ServerApp()
-    app.main()(lambda grid, context: run_server(grid, context) and None)
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_server(grid, _with_run_config(context, extra))
+
     return app
 
 
@@ -346,6 +598,7 @@ def read_result(path: str | Path) -> Mapping[str, Any]:
 
 
 __all__ = [
+    "PARTITION_QUERY",
     "LightningFedAvg",
     "build",
     "make_client_app",
