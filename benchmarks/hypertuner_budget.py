@@ -136,7 +136,7 @@ def train_digits(params, report=None, epochs: int = 9, seed: int = 0) -> dict:
 
 # ------------------------------------------------------------------ forecasting task (--task etth1)
 # iTransformer on ETTh1 (7 variables, lookback 96, horizon 96; standard 12/4/4-month split, z-scores from
-# the training rows), kept small so that one trial costs about 0.2-1.5 CPU-s: 384 training windows (a fixed
+# the training rows), kept small so that one trial costs about 0.15-1.7 CPU-s: 384 training windows (a fixed
 # random subset of the 8,449 of the training split), 256 validation windows (evenly spaced over the
 # validation split), ``--epochs`` epochs (4). ``mixer``: "attention" or "mlp" (RAM on: the attention
 # block replaced by nothing, the MLP-replaced-attention forecaster of this project).
