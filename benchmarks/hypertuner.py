@@ -11,9 +11,9 @@ Reproduce (1 thread per job; ``--workers`` parallel jobs)::
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --seeds 5 --workers 2 --out runs/bench_hypertuner.jsonl
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --methods qnehvi --seeds 5   # opt-in, slow
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --energy    # EnergyMeter vs CodeCarbon on one digits run
-    # batches of 4 (4 simulated parallel workers) against sequential ADUMBO
+    # batches of 4 and 4 asynchronous workers (4 simulated parallel workers) against sequential ADUMBO
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --problems BraninCurrin ZDT1 DTLZ2 \\
-        --methods adumbo adumbo_q4 --seeds 5 --out runs/bench_hypertuner_batch.jsonl
+        --methods adumbo adumbo_q4 adumbo_a4 --seeds 5 --out runs/bench_hypertuner_batch.jsonl
     # suggestion cost, ADUMBO beside GPSampler in one process (CPU-s per ask at 40-45 observations)
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --speed --seeds 5 --out runs/bench_hypertuner_speed.jsonl
 """
