@@ -11,9 +11,9 @@ Reproduce (1 thread per job; ``--workers`` parallel jobs)::
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --seeds 5 --workers 2 --out runs/bench_hypertuner.jsonl
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --methods qnehvi --seeds 5   # opt-in, slow
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --energy    # EnergyMeter vs CodeCarbon on one digits run
-    # batches of 4 (4 simulated parallel workers) against sequential ADUMBO
+    # batches of 4 and 4 asynchronous workers (4 simulated parallel workers) against sequential ADUMBO
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --problems BraninCurrin ZDT1 DTLZ2 \\
-        --methods adumbo adumbo_q4 --seeds 5 --out runs/bench_hypertuner_batch.jsonl
+        --methods adumbo adumbo_q4 adumbo_a4 --seeds 5 --out runs/bench_hypertuner_batch.jsonl
     # suggestion cost, ADUMBO beside GPSampler in one process (CPU-s per ask at 40-45 observations)
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --speed --seeds 5 --out runs/bench_hypertuner_speed.jsonl
 """
@@ -38,7 +38,10 @@ PROBLEMS = ("BraninCurrin", "ZDT1", "ZDT2", "DTLZ2", "GMM", "ZDT3")
 OURS = ("adumbo", "adumbo_w1", "adumbo_w0")
 # "adumbo_q4": ADUMBO asked for batches of 4 (4 simulated parallel workers, joint kriging-believer batch)
 # after the same 10 initial points, until the same 40 evaluations
-BATCH_METHODS = ("adumbo_q4",)
+# "adumbo_a4": 4 asynchronous workers (as HyperTunerSampler runs them): each finished evaluation is told
+# and its worker asks one point with the other 3 running points pending (equal durations: first in,
+# first out)
+BATCH_METHODS = ("adumbo_q4", "adumbo_a4")
 # "adumbo_ref": ADUMBO told BoTorch's reference point (as qLogNEHVI always is); the default ADUMBO and
 # Optuna's GPSampler infer one from the data.
 PEERS = ("optuna_gp", "tpe", "nsga2", "random")
@@ -101,16 +104,43 @@ def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps
         from lightning_addons.tuner.optimizers import _normalised_distance
 
         q = int(method.split("_q")[1]) if "_q" in method else 1
+        n_async = int(method.split("_a")[1]) if "_a" in method and method.split("_a")[1].isdigit() else 0
         kw = {"n_init": n_init, "initial_points": init} if method.startswith("adumbo") else {}
         if method == "adumbo_ref":
             kw["ref_point"] = ref_min.tolist()
         if method == "qnehvi":
             kw = {"n_init": n_init, "ref_point": ref_min.tolist()}
-        opt = make_optimizer(method.replace("_ref", "").split("_q")[0], d, ["minimize"] * m, seed=seed, **kw)
+        base_name = method.replace("_ref", "").split("_q")[0]
+        base_name = base_name.split("_a")[0] if n_async else base_name
+        opt = make_optimizer(base_name, d, ["minimize"] * m, seed=seed, **kw)
         if method in ("random", "qnehvi"):
             opt.tell(init, f(init))
             X += list(init)
             Y += list(f(init))
+        running: list[np.ndarray] = []  # asynchronous workers: suggested, not yet evaluated
+        while n_async and len(X) < n_init + n_steps:
+            if len(X) < n_init:
+                x = opt.ask(1)
+                y = f(x)
+                opt.tell(x, y)
+                X += list(x)
+                Y += list(y)
+                continue
+            if len(running) < n_async and len(X) + len(running) < n_init + n_steps:
+                pend = np.asarray(running) if running else None
+                t0, c0 = time.perf_counter(), time.process_time()
+                x = opt.ask(1, pending=pend)
+                ask_times.append(time.perf_counter() - t0)
+                ask_cpu.append((len(X), time.process_time() - c0))
+                if running:
+                    batch_dist.append(float(_normalised_distance(x, np.asarray(running))[0]))
+                running.append(x[0])
+                continue
+            x = np.asarray(running.pop(0))[None]  # the oldest running point finishes first
+            y = f(x)
+            opt.tell(x, y)
+            X += list(x)
+            Y += list(y)
         while len(X) < n_init + n_steps:
             # the initial design one point at a time, then batches of q (the last one cut to the budget)
             k = 1 if len(X) < n_init else min(q, n_init + n_steps - len(X))
@@ -295,6 +325,11 @@ def summarise(rows: list[dict], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _is_batch(method: str) -> bool:
+    """Batch (``*_qN``) or asynchronous-worker (``*_aN``) method."""
+    return "_q" in method or method in BATCH_METHODS
+
+
 def summarise_batch(rows: list[dict], sequential: str = "adumbo") -> str:
     """Batch methods (``*_qN``) against the sequential method on the same problems and seeds."""
     rows = [r for r in rows if "hv_ratio" in r]
@@ -305,7 +340,7 @@ def summarise_batch(rows: list[dict], sequential: str = "adumbo") -> str:
     ]
     for p in dict.fromkeys(r["problem"] for r in rows):
         seq = [r["hv_ratio"] for r in rows if r["problem"] == p and r["method"] == sequential]
-        for mth in dict.fromkeys(r["method"] for r in rows if "_q" in r["method"]):
+        for mth in dict.fromkeys(r["method"] for r in rows if _is_batch(r["method"])):
             sel = [r for r in rows if r["problem"] == p and r["method"] == mth]
             if not sel or not seq:
                 continue
@@ -453,8 +488,8 @@ def main(argv=None) -> None:
                     flush=True,
                 )
     methods = list(dict.fromkeys([*args.methods, *[r["method"] for r in rows + extra]]))
-    print(summarise([r for r in rows + extra if "_q" not in r.get("method", "")], methods))
-    if any("_q" in r.get("method", "") for r in rows + extra):
+    print(summarise([r for r in rows + extra if not _is_batch(r.get("method", ""))], methods))
+    if any(_is_batch(r.get("method", "")) for r in rows + extra):
         print()
         print(summarise_batch(rows + extra))
     print(

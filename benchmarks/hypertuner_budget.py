@@ -31,6 +31,14 @@ Reproduce (one thread, niced; results appended to JSONL, ``--summary-only`` re-p
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/hypertuner_budget.py --seeds 0 1 2 \
         --out runs/hypertuner_budget.jsonl
+
+Forecasting task (``--task etth1``): iTransformer on ETTh1 (lookback 96, horizon 96; 384 training and
+256 validation windows of the standard split), ``--epochs`` 4. Tuned: ``lr`` (log), ``d_model``
+(16/32/64), ``num_layers`` (1-3), ``mixer`` (attention, or RAM: ``mlp``), ``batch_size`` (16/32/64).
+Objectives: ``val_mse`` (min; ``-log val_mse`` in the hypervolume) and ``time`` (trial CPU seconds)::
+
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/hypertuner_budget.py --task etth1 --seeds 0 1 2 \
+        --budget 15 --out runs/hypertuner_etth1.jsonl --plot docs/figures/hypertuner_etth1.png
 """
 
 from __future__ import annotations
@@ -135,8 +143,128 @@ def train_digits(params, report=None, epochs: int = 9, seed: int = 0) -> dict:
         torch.set_num_threads(old_threads)
 
 
+# ------------------------------------------------------------------ forecasting task (--task etth1)
+# iTransformer on ETTh1 (7 variables, lookback 96, horizon 96; standard 12/4/4-month split, z-scores from
+# the training rows), kept small so that one trial costs about 0.15-1.7 CPU-s: 384 training windows (a fixed
+# random subset of the 8,449 of the training split), 256 validation windows (evenly spaced over the
+# validation split), ``--epochs`` epochs (4). ``mixer``: "attention" or "mlp" (RAM on: the attention
+# block replaced by nothing, the MLP-replaced-attention forecaster of this project).
+ETTH1_SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True, "default": 1e-3},
+    "d_model": {"type": "categorical", "choices": [16, 32, 64], "default": 32},
+    "num_layers": {"type": "int", "low": 1, "high": 3, "default": 2},
+    "mixer": {"type": "categorical", "choices": ["attention", "mlp"], "default": "attention"},
+    "batch_size": {"type": "categorical", "choices": [16, 32, 64], "default": 32, "layer": "system"},
+}
+ETTH1_OBJECTIVES = ["val_mse:min", "time:min"]
+ETTH1_WINDOW, ETTH1_HORIZON, ETTH1_TRAIN_WINDOWS, ETTH1_VAL_WINDOWS = 96, 96, 384, 256
+_ETTH1: dict = {}
+
+
+def etth1_data():
+    if not _ETTH1:
+        import torch
+
+        from lightning_addons.data import shared_data_path
+        from lightning_addons.datamodules.timeseries import ETT_HOURLY_SPLITS, load_etth1
+
+        values = load_etth1(shared_data_path("ETTh1.csv")).drop(columns="date").to_numpy(np.float32)
+        n_tr, n_va, _ = ETT_HOURLY_SPLITS
+        mean, std = values[:n_tr].mean(0), values[:n_tr].std(0)
+        z = torch.as_tensor((values - mean) / std)
+        span = ETTH1_WINDOW + ETTH1_HORIZON
+
+        def windows(starts):
+            idx = torch.as_tensor(starts)[:, None] + torch.arange(span)[None]
+            w = z[idx]  # [B, T + H, 7]
+            return w[:, :ETTH1_WINDOW, :, None].contiguous(), w[:, ETTH1_WINDOW:, :, None].contiguous()
+
+        rng = np.random.default_rng(0)
+        tr = np.sort(rng.choice(n_tr - span + 1, ETTH1_TRAIN_WINDOWS, replace=False))
+        # validation windows: targets inside the validation split, lookback may reach back into train
+        va = np.linspace(n_tr - ETTH1_WINDOW, n_tr + n_va - span, ETTH1_VAL_WINDOWS).astype(int)
+        Xtr, Ytr = windows(tr)
+        Xva, Yva = windows(va)
+        _ETTH1.update(Xtr=Xtr, ytr=Ytr, Xva=Xva, yva=Yva)
+    return _ETTH1
+
+
+def train_etth1(params, report=None, epochs: int = 4, seed: int = 0) -> dict:
+    """Train iTransformer on the ETTh1 subset; ``report(epoch, {"val_mse", "time"})`` after each epoch
+    (``val_mse``: MSE on the z-scored validation windows, all 7 variables, horizon 96)."""
+    import torch
+
+    from lightning_addons.modules.nn import ITransformer
+
+    d = etth1_data()
+    c0 = time.process_time()
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    dm = int(params["d_model"])
+    model = ITransformer(
+        window=ETTH1_WINDOW,
+        horizon=ETTH1_HORIZON,
+        d_model=dm,
+        d_ff=dm,
+        n_heads=4,
+        num_layers=int(params["num_layers"]),
+        dropout=0.1,
+        mixer=str(params["mixer"]),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=float(params["lr"]))
+    bs = int(params["batch_size"])
+    mse = float("nan")
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = torch.randperm(len(d["ytr"]), generator=g)
+        for i in range(0, len(perm), bs):
+            idx = perm[i : i + bs]
+            loss = torch.nn.functional.mse_loss(model(d["Xtr"][idx]), d["ytr"][idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            mse = float(torch.nn.functional.mse_loss(model(d["Xva"]), d["yva"]))
+        if not np.isfinite(mse):
+            raise FloatingPointError(f"non-finite validation MSE at epoch {epoch}")
+        if report is not None:
+            report(epoch, {"val_mse": mse, "time": time.process_time() - c0})
+    return {"val_mse": mse, "time": time.process_time() - c0}
+
+
+# per task: search space, objectives, trial function, default epochs and budget (summed trial CPU-s)
+TASKS = {
+    "digits": {
+        "space": SPACE,
+        "objectives": OBJECTIVES,
+        "train": "train_digits",
+        "epochs": 6,
+        "budget": 20.0,
+    },
+    "etth1": {
+        "space": ETTH1_SPACE,
+        "objectives": ETTH1_OBJECTIVES,
+        "train": "train_etth1",
+        "epochs": 4,
+        "budget": 15.0,
+    },
+}
+
+
+def _train_fn(task: str):
+    return globals()[TASKS[task]["train"]]
+
+
 def run_method(
-    method: str, seed: int, budget: float, epochs: int, workdir: Path, n_init: int, pruner: dict | None = None
+    method: str,
+    seed: int,
+    budget: float,
+    epochs: int,
+    workdir: Path,
+    n_init: int,
+    pruner: dict | None = None,
+    task: str = "digits",
 ) -> dict:
     """One tuning run until the summed trial CPU seconds reach ``budget``; returns its trials."""
     import optuna
@@ -152,15 +280,15 @@ def run_method(
             raise BudgetSpent
         c0 = time.process_time()
         try:
-            return train_digits(params, report, epochs=epochs, seed=seed)
+            return _train_fn(task)(params, report, epochs=epochs, seed=seed)
         finally:
             spent["cpu"] += time.process_time() - c0
             ends.append(time.process_time() - c_start)
 
     storage = f"sqlite:///{workdir}/{method}_{seed}.db"
     tuner = HyperTuner(
-        space=SPACE,
-        objectives=OBJECTIVES,
+        space=TASKS[task]["space"],
+        objectives=TASKS[task]["objectives"],
         trial_fn=fn,
         algorithm=ALGORITHM[method],
         n_trials=10_000,
@@ -211,6 +339,7 @@ def run_method(
         tr["total_cpu_at_end"] = at_end.get(tr["number"])
     return {
         "method": method,
+        "task": task,
         "seed": seed,
         "budget": budget,
         "trials": trials,
@@ -221,10 +350,16 @@ def run_method(
     }
 
 
-def _Z(values: np.ndarray, lo, hi) -> np.ndarray:
-    """(val_acc max, time min) -> maximisation space in [0, 1], time on a log scale."""
-    F = np.column_stack([values[:, 0], -np.log(values[:, 1])])
-    return (F - lo) / np.where(hi > lo, hi - lo, 1.0)
+def _F(values: np.ndarray, task: str = "digits") -> np.ndarray:
+    """(quality, time) -> maximisation space: ``val_acc`` as is (digits) or ``-log val_mse`` (etth1), and
+    ``-log time``."""
+    q = values[:, 0] if task == "digits" else -np.log(values[:, 0])
+    return np.column_stack([q, -np.log(values[:, 1])])
+
+
+def _Z(values: np.ndarray, lo, hi, task: str = "digits") -> np.ndarray:
+    """(quality, time) -> maximisation space (:func:`_F`) mapped to [0, 1] by ``lo``/``hi``."""
+    return (_F(values, task) - lo) / np.where(hi > lo, hi - lo, 1.0)
 
 
 def hv_curve(run: dict, lo, hi) -> tuple[np.ndarray, np.ndarray]:
@@ -238,11 +373,12 @@ def hv_curve(run: dict, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         if tr["state"] == "COMPLETE":
             pts.append(tr["values"])
         cum.append(total)
-        hv.append(hypervolume(_Z(np.array(pts), lo, hi), [-0.1, -0.1]) / 1.21 if pts else 0.0)
+        task = run.get("task", "digits")
+        hv.append(hypervolume(_Z(np.array(pts), lo, hi, task), [-0.1, -0.1]) / 1.21 if pts else 0.0)
     return np.array(cum), np.array(hv)
 
 
-def rerun_check(run: dict, k: int, epochs: int, seed: int) -> dict:
+def rerun_check(run: dict, k: int, epochs: int, seed: int) -> dict:  # noqa: C901
     """Train the ``k`` pruned trials with the best partial values to completion; how many would enter the
     final front of the run (not dominated by any of its complete trials)?"""
     from lightning_addons.tuner._pareto import dominates
@@ -253,15 +389,16 @@ def rerun_check(run: dict, k: int, epochs: int, seed: int) -> dict:
     if not pruned or not len(complete):
         return {"n_pruned": len(pruned), "rerun": 0, "entered": 0, "details": []}
     # best partial values: latest rung first, then non-dominated rank of (val_acc, -time) among them
-    P = np.array([[t["values"][0], -t["values"][1]] for t in pruned])
+    task = run.get("task", "digits")
+    P = _F(np.array([t["values"] for t in pruned], float), task)
     rank = nondominated_ranks(P)
     order = sorted(range(len(pruned)), key=lambda i: (-pruned[i]["pruned_at"], rank[i], -P[i, 0]))
     details, entered = [], 0
-    F_front = np.column_stack([complete[:, 0], -complete[:, 1]])
+    F_front = _F(complete, task)
     for i in order[:k]:
         t = pruned[i]
-        full = train_digits(t["params"], None, epochs=epochs, seed=seed)
-        f = np.array([[full["val_acc"], -full["time"]]])
+        full = _train_fn(task)(t["params"], None, epochs=epochs, seed=seed)
+        f = _F(np.array([list(full.values())], float), task)
         enters = not bool(dominates(F_front, f).any())
         entered += enters
         details.append(
@@ -290,7 +427,7 @@ def plot(rows: list[dict], methods, path: str) -> None:
     fig, axes = plt.subplots(1, len(by_seed), figsize=(4.2 * len(by_seed), 3.4), squeeze=False)
     for ax, (seed, runs) in zip(axes[0], sorted(by_seed.items())):
         allv = np.array([t["values"] for r in runs.values() for t in r["trials"] if t["state"] == "COMPLETE"])
-        F = np.column_stack([allv[:, 0], -np.log(allv[:, 1])])
+        F = _F(allv, next(iter(runs.values())).get("task", "digits"))
         for m in methods:
             if m in runs:
                 c, h = hv_curve(runs[m], F.min(0), F.max(0))
@@ -348,7 +485,7 @@ def summarise(rows: list[dict], methods) -> None:
     print(f"\n{'seed':>4} " + " ".join(f"{m:>8}" for m in methods) + "   ht_es reach share   pruned/complete")
     for seed, runs in sorted(by_seed.items()):
         allv = np.array([t["values"] for r in runs.values() for t in r["trials"] if t["state"] == "COMPLETE"])
-        F = np.column_stack([allv[:, 0], -np.log(allv[:, 1])])
+        F = _F(allv, next(iter(runs.values())).get("task", "digits"))
         lo, hi = F.min(0), F.max(0)
         curves = {m: hv_curve(r, lo, hi) for m, r in runs.items()}
         finals = {m: float(curves[m][1][-1]) for m in runs}  # at the end of the budget
@@ -404,8 +541,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + EXTRA_METHODS)
-    ap.add_argument("--budget", type=float, default=20.0, help="summed trial CPU seconds per run")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument(
+        "--task",
+        default="digits",
+        choices=sorted(TASKS),
+        help="digits: LeNet-5 on digits (val_acc, time); etth1: iTransformer on ETTh1 (val_mse, time)",
+    )
+    ap.add_argument(
+        "--budget", type=float, default=None, help="summed trial CPU seconds per run (digits 20, etth1 15)"
+    )
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per trial (digits 6, etth1 4)")
     ap.add_argument("--n-init", type=int, default=4)
     ap.add_argument("--rerun", type=int, default=3, help="pruned trials re-run to completion per seed")
     ap.add_argument("--out", default="runs/hypertuner_budget.jsonl")
@@ -417,25 +562,29 @@ def main() -> None:
         help=f"ht_es's pruner as JSON (default {json.dumps(PRUNER)}; the first stop used {json.dumps(PRUNER_H16B)})",
     )
     args = ap.parse_args()
+    if args.budget is None:
+        args.budget = TASKS[args.task]["budget"]
+    if args.epochs is None:
+        args.epochs = TASKS[args.task]["epochs"]
     import torch
 
     torch.set_num_threads(1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    rows = [r for r in rows if r.get("task", "digits") == args.task]
     if not args.summary_only:
         import tempfile
 
         work = Path(tempfile.mkdtemp(prefix="hypertuner_budget_"))
-        train_digits(
-            dict(SPACE_DEFAULTS), None, epochs=1
-        )  # one-time costs (data, first autograd) off the axis
+        defaults = {k: v["default"] for k, v in TASKS[args.task]["space"].items()}
+        _train_fn(args.task)(defaults, None, epochs=1)  # one-time costs (data, first autograd) off the axis
         for seed in args.seeds:
             for method in args.methods:
                 if any(r.get("kind") == "run" and r["seed"] == seed and r["method"] == method for r in rows):
                     continue
                 pr = json.loads(args.pruner) if args.pruner else None
-                r = run_method(method, seed, args.budget, args.epochs, work, args.n_init, pr)
+                r = run_method(method, seed, args.budget, args.epochs, work, args.n_init, pr, args.task)
                 r["kind"] = "run"
                 r["epochs"] = args.epochs
                 rows.append(r)
@@ -449,7 +598,7 @@ def main() -> None:
             have = any(r.get("kind") == "rerun" and r["seed"] == seed for r in rows)
             if es and args.rerun > 0 and not have:
                 c = rerun_check(es[0], args.rerun, args.epochs, seed)
-                c.update(kind="rerun", seed=seed)
+                c.update(kind="rerun", seed=seed, task=args.task)
                 rows.append(c)
                 with open(out, "a") as f:
                     f.write(json.dumps(c) + "\n")

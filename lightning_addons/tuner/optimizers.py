@@ -289,6 +289,9 @@ class ADUMBO(AskTellOptimizer):
             Garrido-Merchan and Hernandez-Lobato, 2020), so the acquisition is constant within a bin: a
             point in the bin of an observed category is not scored as new ground, and a candidate that
             rounds onto an observed point is a duplicate (see ``MIN_DISTANCE``).
+        n_fantasies: joint posterior samples of the outcomes of pending points (and of the points chosen
+            earlier in a batch) over which ``G`` is averaged (see :meth:`ask` with ``n > 1``/``pending``);
+            unused by single suggestions with nothing pending.
 
     Raises:
         ValueError: bad weight/w0/tau/beta/n_init/candidates/ref_eps or any argument of
@@ -327,10 +330,13 @@ class ADUMBO(AskTellOptimizer):
         initial_points: np.ndarray | None = None,
         warm_start: bool = False,
         grid: Sequence[Sequence[float] | None] | None = None,
+        n_fantasies: int = 32,
     ) -> None:
         super().__init__(dim, directions, seed=seed, log_objectives=log_objectives)
         self.warm_start = bool(warm_start)
         self.grid = _check_grid(grid, self.dim)
+        if not isinstance(n_fantasies, (int, np.integer)) or n_fantasies < 1:
+            raise ValueError(f"`n_fantasies` must be an integer >= 1, got {n_fantasies!r}.")
         if weight != "adaptive":
             try:
                 weight = float(weight)
@@ -369,6 +375,7 @@ class ADUMBO(AskTellOptimizer):
         self.initial_points = (
             np.zeros((0, dim)) if initial_points is None else np.atleast_2d(np.asarray(initial_points, float))
         )
+        self.n_fantasies = int(n_fantasies)
         self.last_weight: float | None = None
         # hyper-parameters of the last surrogate fit (JSON-safe): the next fit starts from them
         self._gp_warm: dict[str, Any] | None = None
@@ -476,10 +483,6 @@ class ADUMBO(AskTellOptimizer):
         ref = self._user_ref_point(mean, std)
         if ref is None:
             ref = _infer_ref_point(front, eps=self.ref_eps)
-        if len(pending):
-            mu_p, _ = self._predict(models, pending)
-            front = np.vstack([front, mu_p])
-            front = front[pareto_mask(front)]
         pool = self._candidates(models, rng, X[pareto_mask(Ys)])
         mu, sd = self._predict(models, pool)
         chosen: list[np.ndarray] = []
@@ -503,16 +506,42 @@ class ADUMBO(AskTellOptimizer):
             else:
                 cand = cand[far[cand]]
             U = np.log(2 * sqb * sd[cand]).sum(1)
-            G = _hv_improvement(mu[cand], front, ref)
+            unseen = np.vstack([pending] + ([np.asarray(chosen)] if chosen else []))
+            if len(unseen):  # G in expectation over the unseen points' outcomes (fantasies)
+                G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng)
+            else:
+                G = _hv_improvement(mu[cand], front, ref)
             S = w * _minmax(U) + (1 - w) * _minmax(G)
             best = cand[int(np.argmax(S))]
             chosen.append(pool[best])
-            front = np.vstack([front, mu[best]])
-            front = front[pareto_mask(front)]
             if len(chosen) < n:  # kriging believer: shrink the uncertainty near the chosen points (diversity)
                 models = self._condition(base, X, Ys, np.vstack([pending, np.asarray(chosen)]))
                 mu, sd = self._predict(models, pool)
         return np.asarray(chosen)
+
+    def _fantasy_improvement(
+        self,
+        post: _Posterior,
+        Xc: np.ndarray,
+        unseen: np.ndarray,
+        front: np.ndarray,
+        ref: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """``G`` of candidates ``Xc`` while the points ``unseen`` (pending, or chosen earlier in this batch)
+        await their outcomes: the mean, over ``n_fantasies`` joint posterior samples of those outcomes, of
+        the hypervolume improvement of each candidate's posterior mean given the sample over the observed
+        front plus the sample. This is the expectation of the ``G`` that the sequential rule would compute
+        once the unseen points were observed; a candidate whose outcome is correlated with an unseen
+        point's gains little, as both move together. (The kriging believer evaluates ``G`` at the one
+        fantasy at the mean, which leaves every candidate's mean where it was.)"""
+        Yp, Mc = post.fantasy_means(Xc, unseen, self.n_fantasies, rng)
+        hvi = _hv_improvement_2d if front.shape[1] == 2 else _hv_improvement
+        G = np.zeros(len(Xc))
+        for s in range(self.n_fantasies):
+            F = np.vstack([front, Yp[s]])
+            G += hvi(Mc[s], F[pareto_mask(F)], ref)
+        return G / self.n_fantasies
 
     def state_dict(self) -> dict[str, Any]:
         s = super().state_dict()
@@ -530,6 +559,7 @@ class ADUMBO(AskTellOptimizer):
             gp_warm_start=self._gp_warm,
             warm_start=self.warm_start,
             grid=None if self.grid is None else [None if g is None else g.tolist() for g in self.grid],
+            n_fantasies=self.n_fantasies,
         )
         return s
 
@@ -548,6 +578,7 @@ class ADUMBO(AskTellOptimizer):
             self.initial_points = np.asarray(state["initial_points"], dtype=float).reshape(-1, self.dim)
         self._gp_warm = state.get("gp_warm_start")
         self.warm_start = bool(state.get("warm_start", self.warm_start))
+        self.n_fantasies = int(state.get("n_fantasies", self.n_fantasies))
         if "grid" in state:
             self.grid = _check_grid(state["grid"], self.dim)
 
@@ -883,6 +914,41 @@ class _Posterior:
             sds.append(np.sqrt(np.maximum(var, 1e-12)))
         return np.stack(mus, 1), np.stack(sds, 1)
 
+    def fantasy_means(
+        self, Xc: np.ndarray, Xp: np.ndarray, n_samples: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Joint fantasies of points ``Xp`` not yet observed, and the posterior means they imply at ``Xc``.
+
+        Draws ``n_samples`` observations ``y_s`` of ``Xp`` from the joint posterior (latent covariance plus
+        each output's median noise, as :meth:`condition` assumes) and returns ``(Yp, Mc)``: ``Yp``
+        ``(n_samples, len(Xp), n_outputs)`` the fantasies and ``Mc`` ``(n_samples, len(Xc), n_outputs)``
+        the posterior means at ``Xc`` after observing them (targets' units). Averaged over the samples,
+        ``Mc`` is the current mean; each sample moves the means of the points correlated with ``Xp``
+        together with the fantasy, which is what a mean-based batch criterion must see (the kriging
+        believer, one fantasy at the mean, leaves every mean where it was).
+        """
+        from scipy.linalg import solve_triangular
+
+        Xc, Xp = np.asarray(Xc, float), np.asarray(Xp, float)
+        p, k = len(Xp), len(self.ls)
+        Yp = np.empty((n_samples, p, k))
+        Mc = np.empty((n_samples, len(Xc), k))
+        mu_c, _ = self.predict(Xc)
+        mu_p, _ = self.predict(Xp)
+        for j in range(k):
+            kc, kp = self._kernel(j, Xc, self.X), self._kernel(j, Xp, self.X)
+            vc = solve_triangular(self._chol[j], kc.T, lower=True, check_finite=False)
+            vp = solve_triangular(self._chol[j], kp.T, lower=True, check_finite=False)
+            s2 = self.ystd[j] ** 2
+            S_cp = (self._kernel(j, Xc, Xp) - vc.T @ vp) * s2  # (C, p) posterior covariance
+            S_pp = (self._kernel(j, Xp, Xp) - vp.T @ vp) * s2
+            S_pp = 0.5 * (S_pp + S_pp.T) + np.eye(p) * (np.median(self.noise[j]) * s2 + 1e-9 * s2)
+            L = np.linalg.cholesky(S_pp)
+            Yp[:, :, j] = mu_p[:, j] + rng.standard_normal((n_samples, p)) @ L.T
+            gain = np.linalg.solve(S_pp, S_cp.T).T  # (C, p)
+            Mc[:, :, j] = mu_c[:, j] + (Yp[:, :, j] - mu_p[:, j]) @ gain.T
+        return Yp, Mc
+
     def condition(self, Xp: np.ndarray, Yp: np.ndarray) -> _Posterior:
         """The posterior with points ``Xp`` observed at ``Yp`` (targets' units) and the same hyper-parameters;
         their noise is each output's median noise."""
@@ -928,6 +994,27 @@ def _infer_ref_point(front: np.ndarray, scale: float = 0.1, eps: float = 0.0) ->
 def _minmax(v: np.ndarray) -> np.ndarray:
     lo, hi = float(np.min(v)), float(np.max(v))
     return np.zeros_like(v) if hi - lo < 1e-12 else (v - lo) / (hi - lo)
+
+
+def _hv_improvement_2d(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """:func:`_hv_improvement` for two objectives, vectorised over the rows of ``P`` (same values).
+
+    The part of the box ``[ref, p]`` already dominated by the front is the hypervolume of the points
+    ``min(f_i, p)``; sorted by the first objective (descending) they form a staircase whose hypervolume is
+    ``sum_i (x_i - x_{i+1}) (y_i - ref_2)``."""
+    P = np.asarray(P, float)
+    F = front[pareto_mask(front)]
+    F = F[np.argsort(-F[:, 0], kind="stable")]
+    D = F[None] - P[:, None]  # (P, n, 2)
+    dominated = np.all(D >= 0, axis=2)
+    eps = np.where(dominated, D.max(axis=2), np.inf).min(axis=1)
+    Q = np.minimum(F[None], P[:, None])
+    x = np.maximum(Q[..., 0], ref[0])
+    y = np.maximum(Q[..., 1], ref[1])
+    x_next = np.concatenate([x[:, 1:], np.full((len(P), 1), ref[0])], axis=1)
+    covered = ((x - x_next) * (y - ref[1])).sum(1)
+    box = np.prod(np.maximum(P - ref, 0.0), axis=1)
+    return np.where(np.isfinite(eps), -eps, box - covered)
 
 
 def _hv_improvement(P: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
