@@ -655,13 +655,15 @@ class GMMFilterAuditor(pl.Callback):
         for name, a in audits.items():
             degenerate = a.degenerate if a.degenerate is not None else torch.zeros_like(a.dead)
             live = ~a.dead & ~degenerate
-            if a.skipped is not None:
-                skipped_layers[name] = a.skipped
+            reason = a.skipped if a.skipped is not None else a.inconclusive
+            if reason is not None:
+                skipped_layers[name] = reason
             layers[name] = {
                 "anomaly_filters": int(a.anomaly.sum()),
                 "dead_filters": int(a.dead.sum()),
                 "degenerate_filters": int(degenerate.sum()),
-                "skipped": a.skipped,
+                "skipped": reason,
+                "effective_filters": a.effective_filters,
                 "mean_ch": float(a.ch[live].mean()) if bool(live.any()) else 0.0,
             }
             ks, chs, fracs = a.k.tolist(), a.ch.tolist(), a.min_fraction.tolist()
@@ -700,7 +702,7 @@ class GMMFilterAuditor(pl.Callback):
             self._warned_layers.update(new)
             listing = "; ".join(f"{k}: {v}" for k, v in new.items())
             rank_zero_warn(
-                f"GMMFilterAuditor skips {len(new)} layer(s) whose maps cannot be audited: {listing}."
+                f"GMMFilterAuditor skips {len(new)} layer(s) whose maps cannot be audited (or whose filters cannot reach a consensus): {listing}."
             )
         live_ch = [r["ch"] for r in filters if not r["dead"] and r["k"] > 0]
         return {
