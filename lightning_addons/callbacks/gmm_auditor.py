@@ -167,9 +167,11 @@ class GMMFilterAuditor(pl.Callback):
     ``outlier_indices`` and ``summary()`` work there as after a 1-process fit; ``audit_inputs()`` and figures
     stay with the workers (figures are written by rank 0).
 
-    Layers whose maps cannot be audited (1x1 maps, rank-1 PCA panels in most filters) are skipped with one
-    warning listing them and why; dead (constant) filters and filters with rank-1 panels are reported as
-    such (``dead`` / ``degenerate_filters``), never as anomalies.
+    Layers whose maps cannot be audited (1x1 maps, rank-1 PCA panels in most filters), and with the
+    ``consensus`` rule layers whose filters carry too few independent signals for any consensus (e.g. every
+    filter following one per-sample activation level), are listed in one warning with the reason; dead
+    (constant) filters and filters with rank-1 panels are reported as such (``dead`` /
+    ``degenerate_filters``), never as anomalies.
 
     Examples:
         >>> import lightning.pytorch as pl

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from lightning_addons.callbacks import GMMFilterAuditor
 from lightning_addons.gmm import audit_layer, consensus, effective_filters
 
 
@@ -59,6 +60,17 @@ def test_copies_of_one_heavy_tailed_signal_raise_no_consensus(seed_offset):
     res = audit_layer(maps, seed=seed_offset)
     assert res.effective_filters < 1.5
     assert not res.anomaly.any() and not res.flagged.any()
+    assert "1 independent signal" in res.inconclusive
+
+
+def test_the_auditor_lists_a_layer_of_copies_in_one_warning():
+    auditor = GMMFilterAuditor(max_samples=256, figures="none", save_tables=False)
+    with pytest.warns(
+        UserWarning, match=r"cannot reach a consensus\): copies: its 48 live filters carry about 1"
+    ):
+        r = auditor.audit_maps({"copies": copies_of_one_signal(256, 48, seed=0)})
+    assert list(r["skipped_layers"]) == ["copies"] and r["outlier_samples"] == 0
+    assert r["layers"]["copies"]["effective_filters"] < 1.5
 
 
 @pytest.mark.stochastic
