@@ -167,9 +167,11 @@ class GMMFilterAuditor(pl.Callback):
     ``outlier_indices`` and ``summary()`` work there as after a 1-process fit; ``audit_inputs()`` and figures
     stay with the workers (figures are written by rank 0).
 
-    Layers whose maps cannot be audited (1x1 maps, rank-1 PCA panels in most filters) are skipped with one
-    warning listing them and why; dead (constant) filters and filters with rank-1 panels are reported as
-    such (``dead`` / ``degenerate_filters``), never as anomalies.
+    Layers whose maps cannot be audited (1x1 maps, rank-1 PCA panels in most filters), and with the
+    ``consensus`` rule layers whose filters carry too few independent signals for any consensus (e.g. every
+    filter following one per-sample activation level), are listed in one warning with the reason; dead
+    (constant) filters and filters with rank-1 panels are reported as such (``dead`` /
+    ``degenerate_filters``), never as anomalies.
 
     Examples:
         >>> import lightning.pytorch as pl
@@ -655,13 +657,15 @@ class GMMFilterAuditor(pl.Callback):
         for name, a in audits.items():
             degenerate = a.degenerate if a.degenerate is not None else torch.zeros_like(a.dead)
             live = ~a.dead & ~degenerate
-            if a.skipped is not None:
-                skipped_layers[name] = a.skipped
+            reason = a.skipped if a.skipped is not None else a.inconclusive
+            if reason is not None:
+                skipped_layers[name] = reason
             layers[name] = {
                 "anomaly_filters": int(a.anomaly.sum()),
                 "dead_filters": int(a.dead.sum()),
                 "degenerate_filters": int(degenerate.sum()),
-                "skipped": a.skipped,
+                "skipped": reason,
+                "effective_filters": a.effective_filters,
                 "mean_ch": float(a.ch[live].mean()) if bool(live.any()) else 0.0,
             }
             ks, chs, fracs = a.k.tolist(), a.ch.tolist(), a.min_fraction.tolist()
@@ -700,7 +704,7 @@ class GMMFilterAuditor(pl.Callback):
             self._warned_layers.update(new)
             listing = "; ".join(f"{k}: {v}" for k, v in new.items())
             rank_zero_warn(
-                f"GMMFilterAuditor skips {len(new)} layer(s) whose maps cannot be audited: {listing}."
+                f"GMMFilterAuditor skips {len(new)} layer(s) whose maps cannot be audited (or whose filters cannot reach a consensus): {listing}."
             )
         live_ch = [r["ch"] for r in filters if not r["dead"] and r["k"] > 0]
         return {

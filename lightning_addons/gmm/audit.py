@@ -68,6 +68,10 @@ class LayerAudit:
         degenerate: live filters whose 2-D PCA panel has rank < 2 (e.g. 1x1 maps) ``[C]``: not fitted, never
             anomalies.
         skipped: why the whole layer was not audited (``None`` when it was), see :func:`auditability`.
+        effective_filters: the rule's effective number of independent filters (``None`` when the rule does
+            not report one), see :func:`~lightning_addons.gmm.rules.effective_filters`.
+        inconclusive: why the rule can flag no sample in this layer although it was fitted (``None``
+            otherwise), e.g. filters that all carry one signal.
     """
 
     k: torch.Tensor
@@ -85,6 +89,8 @@ class LayerAudit:
     covariances: list[torch.Tensor] = field(default_factory=list)
     degenerate: torch.Tensor | None = None
     skipped: str | None = None
+    effective_filters: float | None = None
+    inconclusive: str | None = None
 
 
 def filter_matrix(maps: torch.Tensor) -> torch.Tensor:
@@ -241,10 +247,11 @@ def audit_layers(
         mats_c = mats.sub_(mean) if release and backend == "torch" else mats - mean
         del mean
         dead = dead_filters(mats_c, centred=mats_c, energy=energy)
+        total_var = torch.linalg.vector_norm(mats_c, dim=(-1, -2)).double() ** 2 / n  # [C] per sample
         degenerate = torch.zeros(c, dtype=torch.bool)
         live = (~dead).nonzero().flatten()
         skipped = auditability(shape)
-        pts = None
+        pts = signals = None
         if len(live) and skipped is None:
             if backend == "torch":
                 src = mats_c if len(live) == c else mats_c[live]
@@ -258,16 +265,17 @@ def audit_layers(
                 degenerate[live[flat.to(live.device)].cpu()] = True
                 keep = (~flat).nonzero().flatten()
                 live = live[keep.to(live.device)]
-                pts = (
-                    normalise_scale(raw if len(keep) == len(flat) else raw[keep.to(raw.device)])
-                    if len(keep)
-                    else None
-                )
+                kept = raw if len(keep) == len(flat) else raw[keep.to(raw.device)]
+                pts = normalise_scale(kept) if len(keep) else None
+                if pts is not None:  # scores per unit of the filter's total variance (RuleInput.signals)
+                    scale = total_var[live.to(total_var.device)].to(kept.device).sqrt().clamp_min(1e-300)
+                    signals = (kept / scale[:, None, None]).float()
+                del kept
         if skipped is not None:
-            live, pts = live[:0], None
+            live, pts, signals = live[:0], None, None
             degenerate = ~dead.cpu()
-        prepared[name] = (c, n, dead.cpu(), live.cpu(), pts, degenerate, skipped)
-        del mats, mats_c
+        prepared[name] = (c, n, dead.cpu(), live.cpu(), pts, degenerate, skipped, signals)
+        del mats, mats_c, total_var
     n_layers = sum(v[4] is not None for v in prepared.values())
     done: dict[str, LayerAudit] = {}
 
@@ -335,7 +343,20 @@ def _slice_fit(f: MixtureFit, a: int, b: int) -> MixtureFit:
 
 
 def _finish_layer(
-    c, n, dead, live, pts, degenerate, skipped, fits, comps, criterion, rule_fn, rule_kwargs, n_layers=1
+    c,
+    n,
+    dead,
+    live,
+    pts,
+    degenerate,
+    skipped,
+    signals,
+    fits,
+    comps,
+    criterion,
+    rule_fn,
+    rule_kwargs,
+    n_layers=1,
 ) -> LayerAudit:
     """Choose K, apply the rule and assemble the layer's verdicts on the fits' device (vectorised: no per-filter
     transfer on a GPU); the result is moved to the CPU once."""
@@ -354,9 +375,12 @@ def _finish_layer(
     mu_pad = torch.zeros(c, kmax, 2, **f64)
     cv_pad = torch.zeros(c, kmax, 2, 2, **f64)
     points = torch.zeros(c, n, 2, **f64)
+    sig = torch.zeros(c, n, 2, dtype=torch.float32, device=dev)
     k_chosen = torch.zeros(c, dtype=torch.long, device=dev)
     if len(live):
         points[live] = pts
+        if signals is not None:
+            sig[live] = signals.to(dev)
         for j, (k, fit) in enumerate(zip(comps, fits)):
             ch_all[live, j] = calinski_harabasz(pts, fit.labels, k)
             bic_all[live, j] = bic(fit)
@@ -392,8 +416,12 @@ def _finish_layer(
         component_log_prob=comp_lp,
         weights=w_pad,
         n_layers=n_layers,
+        signals=sig if signals is not None else None,
     )
-    anomaly, flagged, score = rule_fn(ri, **(rule_kwargs or {}))
+    out = rule_fn(ri, **(rule_kwargs or {}))
+    anomaly, flagged, score = out[:3]
+    info = out[3] if len(out) > 3 and isinstance(out[3], dict) else {}
+    del sig, ri
     anomaly, flagged = anomaly.bool() & ~unfitted, flagged.bool() & ~unfitted[:, None]
     (
         k_chosen,
@@ -444,6 +472,8 @@ def _finish_layer(
         covariances=[cv_pad[f, :k] for f, k in enumerate(ks)],
         degenerate=degenerate.cpu() & ~dead,
         skipped=skipped,
+        effective_filters=None if info.get("effective_filters") is None else float(info["effective_filters"]),
+        inconclusive=info.get("inconclusive") if skipped is None and len(live) else None,
     )
 
 

@@ -30,7 +30,15 @@ class RuleInput:
     """One layer's fitted filters: ``labels``/``log_prob`` ``[C, N]``, ``ch``/``k``/``dead`` ``[C]``, and
     optionally ``component_log_prob`` ``[C, N, K]`` (``log w_k N_k(x)``, ``-inf`` for unused ``k``) and
     ``weights`` ``[C, K]`` (0 for unused ``k``) of the chosen fits; ``n_layers``: how many layers the audit
-    tests (a rule that controls a family-wise error rate shares its ``alpha`` between them)."""
+    tests (a rule that controls a family-wise error rate shares its ``alpha`` between them); optionally
+    ``signals`` ``[C, N, 2]``: each filter's two principal-component scores divided by the square root of
+    the filter's total variance over its ``H*W`` map (so ``signals[f].pow(2).sum() / N`` is the share of the
+    filter's variance its 2-D panel holds; zeros for filters not fitted), from which a rule can tell
+    independent filters from copies of one signal (:func:`effective_filters`).
+
+    A rule returns ``(anomaly, flagged, score)`` and may add a fourth element, a dict of layer diagnostics:
+    ``"effective_filters"`` (float) and ``"inconclusive"`` (why no sample of the layer can be flagged, or
+    ``None``), which the audit reports (an inconclusive layer is listed with the skipped layers)."""
 
     labels: torch.Tensor
     log_prob: torch.Tensor
@@ -40,6 +48,7 @@ class RuleInput:
     component_log_prob: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     n_layers: int = 1
+    signals: torch.Tensor | None = None
 
 
 def robust_z(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
@@ -94,6 +103,42 @@ def poisson_binomial_tail(p: torch.Tensor) -> torch.Tensor:
     return torch.cat([tail, tail.new_zeros(1)])
 
 
+def effective_filters(signals: torch.Tensor) -> float:
+    """Effective number of independent filters among ``C`` whose scaled principal scores are ``signals``
+    ``[C, n, 2]`` (see :class:`RuleInput`), in ``[1, C]``.
+
+    The participation ratio ``(tr S)^2 / tr(S^2)`` of the filters' joint covariance ``S`` with every filter
+    scaled to unit total variance (the effective number of degrees of freedom of Bretherton et al., 1999;
+    ``C`` for uncorrelated filters, 1 when every filter is a copy of one signal). ``tr S = C``;
+    ``tr(S^2)`` is estimated from the panels: the variance a filter's 2-D panel does not hold is counted as
+    uncorrelated with the other filters and spread over many directions (it adds nothing), which errs towards
+    independence; the ``1/n`` chance correlation of independent filters is removed. Computed on an ``n x n``
+    Gram matrix (cheap for wide layers).
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> s = torch.randn(1, 300, 2, generator=g).expand(50, 300, 2)  # 50 copies of one signal
+        >>> round(effective_filters(s), 2)
+        1.0
+        >>> effective_filters(torch.randn(50, 300, 2, generator=g) / 2**0.5) > 40  # independent filters
+        True
+    """
+    c, n = signals.shape[:2]
+    if c <= 1 or n < 3:
+        return float(max(c, 1))
+    a = signals.to(torch.float64)
+    a = (a - a.mean(1, keepdim=True)) / math.sqrt(n)  # [C, n, 2]: a_f^T a_f = the panel's covariance share
+    flat = a.transpose(0, 1).reshape(n, -1)  # [n, 2C]
+    gram = flat @ flat.T  # sum_f a_f a_f^T
+    sq = float(gram.pow(2).sum())  # tr(S_panels^2) = sum_fg ||a_f^T a_g||_F^2
+    cov = torch.einsum("fni,fnj->fij", a, a)  # [C, 2, 2] each panel's covariance
+    self_sq = float(cov.pow(2).sum())  # sum_f ||a_f^T a_f||_F^2
+    share = cov.diagonal(dim1=-2, dim2=-1).sum(-1)  # [C] variance share of each panel
+    chance = (float(share.sum()) ** 2 - float(share.pow(2).sum())) / n  # E sum_{f!=g} under independence
+    cross = max(sq - self_sq - chance, 0.0)
+    return float(min(max(c * c / max(self_sq + cross, 1e-300), 1.0), c))
+
+
 def consensus(
     ri: RuleInput,
     z_threshold: float = 12.0,
@@ -108,11 +153,25 @@ def consensus(
        (:func:`bulk_nll`) exceeds ``z_threshold``.
     2. The layer's null from its own bulk: ``p_f`` is filter ``f``'s hit rate over the samples that fewer
        than half of the live filters hit (a group that most filters isolate would otherwise inflate the
-       rates it is tested against). Under independent filters a sample's hit count is Poisson-binomial with
-       the rates ``p_f``; the threshold ``t`` is the smallest count with ``P(X >= t) <= alpha / (N * n_layers)``
-       (Bonferroni over the ``N`` samples and the audited layers), and at least ``min_share`` of the live
-       filters (filters are not independent: correlated filters hit the same heavy-tailed samples, which
-       the Poisson-binomial null does not see). Samples hit by ``t`` or more filters are the layer's outliers.
+       rates it is tested against), by Laplace's estimate ``(hits + 1) / (n + 2)`` (a rate measured on
+       ``n`` samples is never 0). Under independent filters a sample's hit count is Poisson-binomial with
+       the rates ``p_f``; the threshold ``t`` is the smallest count with
+       ``P(X >= t) <= alpha / (N * n_layers)`` (Bonferroni over the ``N`` samples and the audited layers),
+       and at least ``min_share`` of the live filters. Samples hit by ``t`` or more filters are the layer's
+       outliers.
+
+       Filters are not independent: in a layer whose maps carry few independent signals (e.g. VGG's last
+       blocks at 32x32 input, where every filter's 2x2 map follows one per-sample activation level), every
+       filter hits the same heavy-tailed samples. With ``signals`` in the input the null counts independent
+       witnesses: the live filters act as ``m = floor(M_eff)`` independent groups of ``n_live / m`` filters
+       (``M_eff``: their :func:`effective_filters` over all audited samples, as the panels were fitted;
+       outliers that every filter sees make filters look more alike, so this errs towards fewer flags),
+       with the rates at ``m`` evenly spaced quantiles of the ``p_f``. A count of ``t`` filters is
+       ``t * m / n_live`` groups: the threshold is ``ceil(t_m * n_live / m)`` for the groups'
+       Poisson-binomial threshold ``t_m``. When even all ``m`` groups together are not significant
+       (``t_m > m``, e.g. a single signal, whose rate is at least ``1 / (N + 2)``), no sample can be flagged
+       in the layer: it is reported as inconclusive, with its ``M_eff``. Independent filters
+       (``M_eff >= n_live``) keep the plain Poisson-binomial threshold.
     3. A filter is an anomaly when it hits at least one of those outliers and they are at least half of its
        hits; its flagged samples are the outliers it hits. Score: the share of the samples it flags.
 
@@ -132,21 +191,35 @@ def consensus(
     hit = (robust_z(bulk_nll(ri, bulk_tau), dim=-1) > z_threshold) & live[:, None]  # [C, N]
     counts = hit.sum(0)
     bulk = counts < max(2.0, 0.5 * n_live)
-    rates = (
-        hit[live][:, bulk].to(torch.float64).mean(1)
-        if bool(bulk.any())
-        else hit[live].to(torch.float64).mean(1)
-    )
-    tail = poisson_binomial_tail(rates)
+    cols = bulk if bool(bulk.any()) else torch.ones_like(bulk)
+    # Laplace's rule of succession: a rate estimated from n samples is never 0 (nor a sure hit)
+    rates = (hit[live][:, cols].to(torch.float64).sum(1) + 1.0) / (int(cols.sum()) + 2.0)
     level = alpha / (n * max(1, int(ri.n_layers)))
+    m_eff = float(n_live)
+    if ri.signals is not None:  # all samples: the panels' axes and variance shares are the fitted ones
+        m_eff = effective_filters(ri.signals[live])
+    groups = max(1, min(n_live, math.floor(m_eff + 1e-9)))
+    if groups < n_live:  # m evenly spaced quantiles of the rates stand for the m independent groups
+        pos = (torch.arange(groups, dtype=torch.float64) + 0.5) * n_live / groups
+        pos = pos.long().clamp(max=n_live - 1)
+        rates = rates.sort().values[pos.to(rates.device)]
+    tail = poisson_binomial_tail(rates)
     ok = (tail <= level).nonzero().flatten()
-    t = max(int(ok[0]) if len(ok) else len(tail), 1, math.ceil(min_share * n_live))
+    t_groups = int(ok[0]) if len(ok) else len(tail)
+    inconclusive = None
+    if t_groups > groups:
+        inconclusive = (
+            f"its {n_live} live filters carry about {m_eff:.0f} independent signal(s) (effective number of "
+            "filters): no consensus can reach the significance level"
+        )
+    t = max(math.ceil(t_groups * n_live / groups - 1e-9), 1, math.ceil(min_share * n_live))
     outliers = counts >= t  # [N]
     flagged = hit & outliers[None, :]
     n_flag, n_hit = flagged.sum(1), hit.sum(1)
     anomaly = (n_flag >= 1) & (2 * n_flag >= n_hit) & live
     flagged = flagged & anomaly[:, None]
-    return anomaly, flagged, flagged.to(torch.float64).mean(1)
+    info = {"effective_filters": m_eff, "threshold": t, "inconclusive": inconclusive}
+    return anomaly, flagged, flagged.to(torch.float64).mean(1), info
 
 
 def likelihood(
