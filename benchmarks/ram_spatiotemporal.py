@@ -16,7 +16,9 @@ Budget: ``--epochs`` fixed epochs (no early stopping), one CPU thread, training-
 ``--models`` picks the STAEformer variants, ``--lr``/``--batch-size`` override the per-dataset defaults,
 ``--attention-dropout 0`` is the reference STAEformer's setting (default: the 0.1 dropout, as before).
 With ``--json`` every finished row (baseline or trained model, with wall and CPU seconds and the load
-average) is written at once, so an interrupted run keeps what it finished.
+average) is written at once, so an interrupted run keeps what it finished. ``--validate`` also scores every
+row on the validation split (``val_mae_original``, ...; the last weights, after training), for choosing
+settings on validation rather than test error.
 
 Reproduce::
 
@@ -52,7 +54,8 @@ from lightning_addons.modules.nn import SeasonalNaive, STAEformer  # noqa: E402
 warnings.filterwarnings("ignore")
 
 
-def _trainer(epochs: int) -> pl.Trainer:
+def _trainer(epochs: int, validate: bool = False) -> pl.Trainer:
+    # training never validates (fixed epochs, last weights); a ``validate`` trainer scores the val split
     return pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -61,9 +64,17 @@ def _trainer(epochs: int) -> pl.Trainer:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        limit_val_batches=0,
+        limit_val_batches=1.0 if validate else 0,
         num_sanity_val_steps=0,
     )
+
+
+def _val_metrics(args, module, dm) -> dict:
+    """Validation-split MAE/RMSE (scaled and original units) of ``module``; empty without ``--validate``."""
+    if not args.validate:
+        return {}
+    res = _trainer(1, validate=True).validate(module, datamodule=dm, verbose=False)[0]
+    return {k: res[k] for k in ("val_mae", "val_mae_original", "val_rmse_original") if k in res}
 
 
 DATASETS = ("chickenpox", "synthetic", "traffic")
@@ -169,11 +180,14 @@ def run(args) -> list[dict]:
         baselines = {"last value": SeasonalNaive(t, h, season=1)}
         baselines.update({k: SeasonalNaive(t, h, season=s) for k, s in seasons.items()})
         for model_name, model in baselines.items():
-            res = _trainer(1).test(Forecaster(model, metrics_space="both"), datamodule=dm, verbose=False)[0]
-            rows.append({"dataset": name, "model": model_name, "seed": None, **_metrics(res)})
+            module = Forecaster(model, metrics_space="both")
+            res = _trainer(1).test(module, datamodule=dm, verbose=False)[0]
+            val = _val_metrics(args, module, dm)
+            rows.append({"dataset": name, "model": model_name, "seed": None, **_metrics(res), **val})
             _write(args, rows)
             print(
                 f"  {model_name:<30} MAE {res['test_mae_original']:.4f} RMSE {res['test_rmse_original']:.4f}"
+                + _val_text(val)
             )
         for key in args.models:
             model_name, kw = VARIANTS[key]
@@ -197,6 +211,7 @@ def run(args) -> list[dict]:
                 fit_sec = time.perf_counter() - t0
                 res = trainer.test(module, datamodule=dm, verbose=False)[0]
                 sec, cpu = time.perf_counter() - t0, time.process_time() - c0
+                val = _val_metrics(args, module, dm)  # after the timing: not part of the cost
                 rows.append(
                     {
                         "dataset": name,
@@ -215,13 +230,14 @@ def run(args) -> list[dict]:
                         "load_start": load,
                         "load_end": os.getloadavg()[0],
                         **_metrics(res),
+                        **val,
                     }
                 )
                 _write(args, rows)
                 print(
                     f"  {model_name:<30} seed {seed}: MAE {res['test_mae_original']:.4f} "
-                    f"RMSE {res['test_rmse_original']:.4f} ({sec:.0f} s wall, {cpu:.0f} s CPU, "
-                    f"{trainer.global_step} steps, load {load:.1f})",
+                    f"RMSE {res['test_rmse_original']:.4f}{_val_text(val)} ({sec:.0f} s wall, {cpu:.0f} s "
+                    f"CPU, {trainer.global_step} steps, load {load:.1f})",
                     flush=True,
                 )
         _verdict(rows, name)
@@ -230,6 +246,10 @@ def run(args) -> list[dict]:
 
 def _metrics(res: dict) -> dict:
     return {k: res[k] for k in ("test_mae", "test_mae_original", "test_rmse_original") if k in res}
+
+
+def _val_text(val: dict) -> str:
+    return f" | val MAE {val['val_mae_original']:.4f}" if val else ""
 
 
 def _verdict(rows: list[dict], dataset: str) -> None:
@@ -278,6 +298,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--traffic-path", default=None)
     parser.add_argument("--traffic-name", default="METR-LA", choices=["METR-LA", "PEMS-BAY"])
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="also score every row on the validation split (val_mae_original, ...), for tuning on validation",
+    )
     args = parser.parse_args(argv)
     unknown = [d for d in args.datasets.split(",") if d not in DATASETS]
     if unknown:

@@ -63,6 +63,23 @@ def test_traffic_from_a_local_tsl_folder_reports_baselines_and_staeformer_in_ori
         last["test_mae_original"]
     )
     assert json.loads(out.read_text())["runs"] == json.loads(json.dumps(rows))
+    assert not any("val_mae_original" in r for r in rows)  # validation scores only on --validate
+
+
+def test_validate_scores_every_row_on_the_validation_split_in_original_units(tmp_path):
+    pytest.importorskip("tables")
+    _write_metr_la(tmp_path)
+    rows = _script().main(
+        ["--datasets", "traffic", "--traffic-path", str(tmp_path), "--epochs", "1", "--models", "mlp",
+         "--batch-size", "32", "--validate"]
+    )  # fmt: skip
+    assert [r["model"] for r in rows][-1] == "STAEformer/mlp (both axes)"
+    for r in rows:
+        assert {"val_mae", "val_mae_original", "val_rmse_original"} <= set(r)
+        assert 0 < r["val_mae_original"] <= r["val_rmse_original"]
+        assert r["val_mae_original"] != pytest.approx(r["val_mae"])  # km/h, not scaled units
+    # a different split from the test rows: the last-value baseline scores differently on it
+    assert rows[0]["val_mae_original"] != pytest.approx(rows[0]["test_mae_original"], rel=1e-4)
 
 
 def test_unknown_variant_or_dataset_is_a_clear_error_before_any_work(capsys):
