@@ -227,7 +227,10 @@ def write_config(args) -> None:
         cfg = {
             "seed": args.seed,
             "model": {"class_path": "lightning_addons.experiments.feature_world_adapter", "init_args": world},
-            "data": {"class_path": "lightning_addons.experiments.CachedFeaturesDataModule", "init_args": world},
+            "data": {
+                "class_path": "lightning_addons.experiments.CachedFeaturesDataModule",
+                "init_args": world,
+            },
             "federation": {
                 **fed,
                 "partition": "dirichlet",
@@ -253,7 +256,9 @@ def main(argv=None) -> dict:
     p.add_argument("--jitter", type=float, default=0.05)
     p.add_argument("--workdir", default="/tmp/flower_ray")
     p.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use")
-    p.add_argument("--client-cpus", type=float, default=1.0, help="CPUs per ClientApp actor (actors = cpus / this)")
+    p.add_argument(
+        "--client-cpus", type=float, default=1.0, help="CPUs per ClientApp actor (actors = cpus / this)"
+    )
     p.add_argument("--object-store-mib", type=int, default=256, help="Ray's object store size")
     p.add_argument("--quick", action="store_true", help="2 clients, 1 round")
     p.add_argument("--stage", choices=["world", "inprocess", "flower"], help=argparse.SUPPRESS)
@@ -273,7 +278,14 @@ def main(argv=None) -> dict:
         sys.exit('Ray is not installed: pip install "lightning-addons[fl-sim]" (flwr[simulation]).')
 
     args.work.mkdir(parents=True, exist_ok=True)
-    for name in ("flower.json", "flower.pt", "flower_run.json", "inprocess.json", "inprocess.pt", "initial.pt"):
+    for name in (
+        "flower.json",
+        "flower.pt",
+        "flower_run.json",
+        "inprocess.json",
+        "inprocess.pt",
+        "initial.pt",
+    ):
         (args.work / name).unlink(missing_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd()), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -293,7 +305,9 @@ def main(argv=None) -> dict:
     fres = json.loads((args.work / "flower.json").read_text())
     lres = json.loads((args.work / "inprocess.json").read_text())
     local["run_s"] = lres["run_s"]  # build + fit, imports excluded
-    flower["run_s"] = json.loads((args.work / "flower_run.json").read_text())["run_s"]  # Ray start to shutdown
+    flower["run_s"] = json.loads((args.work / "flower_run.json").read_text())[
+        "run_s"
+    ]  # Ray start to shutdown
     flower["strategy_s"] = fres["seconds"]  # partition query + rounds + evaluations
     diff = max(float((final[k] - ref[k]).abs().max()) for k in ref)
     equal = sorted(final) == sorted(ref) and all(torch.equal(final[k], ref[k]) for k in ref)

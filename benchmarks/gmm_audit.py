@@ -169,7 +169,9 @@ def acceptance(
             model = _rgb_model(arch) if rgb else (LeNet5() if arch == "lenet" else AlexNetSmall())
             module = ImageClassifier(model, lr=3e-3 if not rgb else 1e-3)
             epochs = {"init": 0, "1 epoch": 1, "5 epochs": 5}[state]
-            cached = Path(cache_dir) / f"{arch}_e{epochs}_o{frac:g}_s{seed}.pt" if cache_dir and epochs else None
+            cached = (
+                Path(cache_dir) / f"{arch}_e{epochs}_o{frac:g}_s{seed}.pt" if cache_dir and epochs else None
+            )
             if cached is not None and cached.exists():
                 module.model.load_state_dict(torch.load(cached, weights_only=True))
             elif epochs:

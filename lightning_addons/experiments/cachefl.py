@@ -100,7 +100,9 @@ def save_feature_world(
         6
     """
     if not adapter.has_cache:
-        raise ValueError("`adapter` has no cache: build it (build_world / set_cache) before saving the world.")
+        raise ValueError(
+            "`adapter` has no cache: build it (build_world / set_cache) before saving the world."
+        )
     missing = [s for s in _SPLITS if s not in features]
     if missing:
         raise ValueError(f"`features` must hold the splits {list(_SPLITS)}, missing {missing}.")
@@ -109,10 +111,17 @@ def save_feature_world(
         x, y = features[split]
         if len(x) != len(y):
             raise ValueError(f"`features[{split!r}]` holds {len(x)} features but {len(y)} labels.")
-        splits[split] = {"x": x.detach().float().contiguous().clone(), "y": y.detach().long().contiguous().clone()}
+        splits[split] = {
+            "x": x.detach().float().contiguous().clone(),
+            "y": y.detach().long().contiguous().clone(),
+        }
     hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(adapter.hparams).items()}
     state = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
-    world = {"format": FEATURE_WORLD_FORMAT, "adapter": {"hparams": hparams, "state": state}, "splits": splits}
+    world = {
+        "format": FEATURE_WORLD_FORMAT,
+        "adapter": {"hparams": hparams, "state": state},
+        "splits": splits,
+    }
     return save_verified(world, path)
 
 

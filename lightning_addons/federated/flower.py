@@ -105,7 +105,9 @@ def LightningFedAvg(  # noqa: N802
         [1]
     """
     if sampler is not None and not callable(sampler):
-        raise ValueError(f"`sampler` must be a callable (round index -> partition ids) or None, got {sampler!r}.")
+        raise ValueError(
+            f"`sampler` must be a callable (round index -> partition ids) or None, got {sampler!r}."
+        )
     if not (isinstance(query_timeout, (int, float)) and query_timeout > 0):
         raise ValueError(f"`query_timeout` must be > 0 seconds, got {query_timeout!r}.")
 
@@ -178,7 +180,12 @@ def LightningFedAvg(  # noqa: N802
                 # replies name their partitions (aggregate_train sorts by them and refuses duplicates)
                 log.info("configure_train: all %d nodes (full participation)", len(nodes))
                 return super()._construct_messages(
-                    RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: _with_round(config, server_round)}),
+                    RecordDict(
+                        {
+                            self.arrayrecord_key: arrays,
+                            self.configrecord_key: _with_round(config, server_round),
+                        }
+                    ),
                     nodes,
                     MessageType.TRAIN,
                 )
@@ -187,7 +194,9 @@ def LightningFedAvg(  # noqa: N802
             missing = [p for p in partitions if node_of.get(p) not in connected]
             if missing:
                 log.warning(
-                    "Round %d: sampled partitions %s are held by no connected node; skipped.", server_round, missing
+                    "Round %d: sampled partitions %s are held by no connected node; skipped.",
+                    server_round,
+                    missing,
                 )
                 self.unreachable.append({"round": server_round, "partitions": missing})
             messages = []
@@ -196,7 +205,9 @@ def LightningFedAvg(  # noqa: N802
                     continue
                 cfg = _with_round(config, server_round, **{"partition-id": pid})
                 record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: cfg})
-                messages.append(Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node_of[pid]))
+                messages.append(
+                    Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node_of[pid])
+                )
             log.info("configure_train: sampled partitions %s (of %d nodes)", partitions, len(connected))
             return messages
 
@@ -212,7 +223,11 @@ def LightningFedAvg(  # noqa: N802
                     "its own `--node-config partition-id=K`."
                 )
             keyed = sorted(
-                zip((p if by_partition else int(m.metadata.src_node_id) for p, m in zip(pids, valid)), pids, valid),
+                zip(
+                    (p if by_partition else int(m.metadata.src_node_id) for p, m in zip(pids, valid)),
+                    pids,
+                    valid,
+                ),
                 key=lambda t: t[0],
             )
             states, weights, ids, contents, node_of_id = [], [], [], [], {}

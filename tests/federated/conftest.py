@@ -37,7 +37,9 @@ def small_feature_world():
         g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         adapter = CacheCLIPAdapter(search_alpha_beta=False, scheduler="none")
-        adapter.set_cache(F.normalize(torch.randn(20, 64, generator=g), dim=-1), torch.arange(10).repeat_interleave(2))
+        adapter.set_cache(
+            F.normalize(torch.randn(20, 64, generator=g), dim=-1), torch.arange(10).repeat_interleave(2)
+        )
 
         def split(n: int):
             return F.normalize(torch.randn(n, 64, generator=g), dim=-1), torch.randint(10, (n,), generator=g)
@@ -57,7 +59,10 @@ def feature_world_config(tmp_path):
         cfg = {
             "seed": 0,
             "model": {"class_path": "lightning_addons.experiments.feature_world_adapter", "init_args": spec},
-            "data": {"class_path": "lightning_addons.experiments.CachedFeaturesDataModule", "init_args": spec},
+            "data": {
+                "class_path": "lightning_addons.experiments.CachedFeaturesDataModule",
+                "init_args": spec,
+            },
             "federation": {"num_clients": num_clients, "batch_size": 16, "rounds": 1, **federation},
         }
         path = tmp_path / "fl.yaml"

@@ -19,7 +19,9 @@ from lightning_addons.integrity import IntegrityError, save_verified  # noqa: E4
 from lightning_addons.modules import CacheCLIPAdapter  # noqa: E402
 
 
-def test_a_feature_world_file_rebuilds_the_cache_model_and_the_splits_bit_for_bit(tmp_path, small_feature_world):
+def test_a_feature_world_file_rebuilds_the_cache_model_and_the_splits_bit_for_bit(
+    tmp_path, small_feature_world
+):
     adapter, feats = small_feature_world()
     path = save_feature_world(tmp_path / "world.pt", adapter, feats)
     rebuilt = feature_world_adapter(str(path))
@@ -42,7 +44,9 @@ def test_a_config_naming_a_feature_world_federates_its_cache_over_partitions_of_
 ):
     adapter, feats = small_feature_world()
     world = save_feature_world(tmp_path / "world.pt", adapter, feats)
-    cfg = load_config(feature_world_config(world, num_clients=4, partition="dirichlet", alpha=0.5, min_size=5))
+    cfg = load_config(
+        feature_world_config(world, num_clients=4, partition="dirichlet", alpha=0.5, min_size=5)
+    )
     sim = build_simulation(cfg, progress_bar=False)
     assert sorted(sim.global_state) == ["cache_keys"]
     assert torch.equal(sim.global_state["cache_keys"], adapter.cache_keys.detach())
@@ -51,7 +55,10 @@ def test_a_config_naming_a_feature_world_federates_its_cache_over_partitions_of_
     assert sim.clients[2].num_samples == len(parts[2])
     # two builds (two processes) agree on the partition and on what a client trains to
     again = build_simulation(cfg, progress_bar=False)
-    assert all(torch.equal(torch.as_tensor(a), torch.as_tensor(b)) for a, b in zip(parts, again.federated_datamodule.partitions))
+    assert all(
+        torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+        for a, b in zip(parts, again.federated_datamodule.partitions)
+    )
     state, n = sim.train_client(0, 2)
     state2, n2 = again.train_client(0, 2)
     assert n == n2 == len(parts[2])
@@ -59,17 +66,23 @@ def test_a_config_naming_a_feature_world_federates_its_cache_over_partitions_of_
     assert not torch.equal(state["cache_keys"], adapter.cache_keys.detach())
 
 
-def test_saving_a_feature_world_checks_its_inputs_and_loading_names_a_foreign_file(tmp_path, small_feature_world):
+def test_saving_a_feature_world_checks_its_inputs_and_loading_names_a_foreign_file(
+    tmp_path, small_feature_world
+):
     adapter, feats = small_feature_world()
     with pytest.raises(ValueError, match=r"`adapter` has no cache"):
         save_feature_world(tmp_path / "w.pt", CacheCLIPAdapter(search_alpha_beta=False), feats)
-    with pytest.raises(ValueError, match=r"`features` must hold the splits \['train', 'val', 'test'\], missing \['test'\]"):
+    with pytest.raises(
+        ValueError, match=r"`features` must hold the splits \['train', 'val', 'test'\], missing \['test'\]"
+    ):
         save_feature_world(tmp_path / "w.pt", adapter, {k: feats[k] for k in ("train", "val")})
     bad = {**feats, "val": (feats["val"][0], feats["val"][1][:3])}
     with pytest.raises(ValueError, match=r"`features\['val'\]` holds 30 features but 3 labels"):
         save_feature_world(tmp_path / "w.pt", adapter, bad)
     foreign = save_verified({"x": torch.ones(2)}, tmp_path / "foreign.pt")
-    with pytest.raises(ValueError, match=r"is not a CacheFL feature world .* found None: write one with save_feature_world"):
+    with pytest.raises(
+        ValueError, match=r"is not a CacheFL feature world .* found None: write one with save_feature_world"
+    ):
         load_feature_world(foreign)
     world = save_feature_world(tmp_path / "w.pt", adapter, feats)
     with pytest.raises(ValueError, match=r"`split` must be one of \['train', 'val', 'test'\], got 'predict'"):

@@ -258,7 +258,9 @@ class FakeGrid:
             self.sent.append(msg)
             if msg.metadata.message_type == PARTITION_QUERY:
                 pid = self.partition_of_node[msg.metadata.dst_node_id]
-                replies.append(Message(RecordDict({"client": ConfigRecord({"partition-id": pid})}), reply_to=msg))
+                replies.append(
+                    Message(RecordDict({"client": ConfigRecord({"partition-id": pid})}), reply_to=msg)
+                )
         return replies
 
 
@@ -288,14 +290,20 @@ def test_lightning_fedavg_skips_a_sampled_partition_no_node_holds_and_refuses_tw
     from flwr.app import ArrayRecord, ConfigRecord
 
     arrays = ArrayRecord({"w": torch.zeros(3)})
-    strategy = make_strategy("LightningFedAvg", sampler=lambda rnd: [0, 3], fraction_evaluate=0.0, min_available_nodes=2)
+    strategy = make_strategy(
+        "LightningFedAvg", sampler=lambda rnd: [0, 3], fraction_evaluate=0.0, min_available_nodes=2
+    )
     sent = list(strategy.configure_train(1, arrays, ConfigRecord(), FakeGrid({7: 0, 8: 1})))
     assert [m.metadata.dst_node_id for m in sent] == [7]
     assert strategy.unreachable == [{"round": 1, "partitions": [3]}]
-    twins = make_strategy("LightningFedAvg", sampler=lambda rnd: [0], fraction_evaluate=0.0, min_available_nodes=2)
+    twins = make_strategy(
+        "LightningFedAvg", sampler=lambda rnd: [0], fraction_evaluate=0.0, min_available_nodes=2
+    )
     with pytest.raises(ValueError, match=r"Nodes 7 and 8 both hold partition-id=0"):
         twins.configure_train(1, arrays, ConfigRecord(), FakeGrid({7: 0, 8: 0}))
-    with pytest.raises(ValueError, match=r"`sampler` must be a callable \(round index -> partition ids\) or None, got 3"):
+    with pytest.raises(
+        ValueError, match=r"`sampler` must be a callable \(round index -> partition ids\) or None, got 3"
+    ):
         make_strategy("LightningFedAvg", sampler=3)
     with pytest.raises(ValueError, match=r"`query_timeout` must be > 0 seconds, got 0"):
         make_strategy("LightningFedAvg", query_timeout=0)
@@ -315,12 +323,18 @@ def test_lightning_fedavg_sums_replies_in_partition_order_whatever_order_they_ar
     # float sums depend on their order: (1e17 + 1) - 1e17 == 0 but (1e17 - 1e17) + 1 == 1 (even in float64)
     global_state = {"w": torch.zeros(2)}
     holders = {9: 0, 3: 1, 7: 2}  # node ids deliberately in another order than the partitions they hold
-    states = {0: {"w": torch.tensor([1e17, 0.5])}, 1: {"w": torch.tensor([1.0, 0.25])}, 2: {"w": torch.tensor([-1e17, 2.0])}}
+    states = {
+        0: {"w": torch.tensor([1e17, 0.5])},
+        1: {"w": torch.tensor([1.0, 0.25])},
+        2: {"w": torch.tensor([-1e17, 2.0])},
+    }
     sizes = {0: 10, 1: 10, 2: 10}
     plain = Aggregator(max_norm_ratio=None)  # the norm guard (tested above) off: every reply averaged
 
     def reference(pids):
-        return plain.aggregate(global_state, [states[p] for p in pids], [float(sizes[p]) for p in pids], pids)["w"]
+        return plain.aggregate(
+            global_state, [states[p] for p in pids], [float(sizes[p]) for p in pids], pids
+        )["w"]
 
     expected = reference([0, 1, 2])
     results = []
@@ -387,12 +401,20 @@ def test_the_client_app_trains_its_partition_as_the_in_process_runner_does_and_n
     query = flower._client_query_partition(_train_message(start, 2, 3), context)
     assert dict(query.content["client"]) == {"partition-id": 3, "num-partitions": 5}
 
-    with pytest.raises(ValueError, match=r"The server sent partition-id=4 to the node holding partition-id=3"):
+    with pytest.raises(
+        ValueError, match=r"The server sent partition-id=4 to the node holding partition-id=3"
+    ):
         flower._client_train(_train_message(start, 2, 4), context)
-    wrong_n = SimpleNamespace(run_config=context.run_config, node_config={"partition-id": 3, "num-partitions": 6})
-    with pytest.raises(ValueError, match=r"num-partitions=6 differs from the config's federation.num_clients=5"):
+    wrong_n = SimpleNamespace(
+        run_config=context.run_config, node_config={"partition-id": 3, "num-partitions": 6}
+    )
+    with pytest.raises(
+        ValueError, match=r"num-partitions=6 differs from the config's federation.num_clients=5"
+    ):
         flower._client_train(_train_message(start, 2, 3), wrong_n)
-    outside = SimpleNamespace(run_config=context.run_config, node_config={"partition-id": 5, "num-partitions": 5})
+    outside = SimpleNamespace(
+        run_config=context.run_config, node_config={"partition-id": 5, "num-partitions": 5}
+    )
     with pytest.raises(ValueError, match=r"partition-id must be in \[0, num-partitions=5\), got 5"):
         flower._client_query_partition(_train_message(start, 2, 3), outside)
     no_config = SimpleNamespace(run_config=context.run_config, node_config={"num-partitions": 5})
@@ -400,7 +422,9 @@ def test_the_client_app_trains_its_partition_as_the_in_process_runner_does_and_n
         flower._client_query_partition(_train_message(start, 2, 3), no_config)
 
 
-def test_with_full_participation_every_node_trains_without_a_query_and_a_partition_twice_is_refused(flower_task):
+def test_with_full_participation_every_node_trains_without_a_query_and_a_partition_twice_is_refused(
+    flower_task,
+):
     from flwr.app import ArrayRecord, ConfigRecord
 
     from lightning_addons.federated.flower import PARTITION_QUERY

@@ -45,7 +45,9 @@ def test_flower_ray_engine_samples_the_in_process_clients_and_reaches_its_cachef
     assert (out["task"], out["clients"], out["rounds"]) == ("cachefl", 20, 3)
     sampled = out["sampled"]
     assert sampled == out["in_process_sampled"] and out["equal_sampled"] is True
-    assert [len(s) for s in sampled] == [4, 4, 4] and len({tuple(s) for s in sampled}) == 3  # a new draw per round
+    assert [len(s) for s in sampled] == [4, 4, 4] and len(
+        {tuple(s) for s in sampled}
+    ) == 3  # a new draw per round
     assert out["equal_trained"] is True  # every sampled client's reply was aggregated, on both engines
     assert out["equal_final_state"] is True and out["max_abs_diff"] == 0.0
     assert out["changed_from_initial"] is True  # the cache trained: equality is not two untouched copies
