@@ -463,7 +463,7 @@ def summarise_total_cpu(rows: list[dict], methods) -> None:
     print("\nHV at equal total CPU (trials + tuner; * = tuner CPU spread evenly over the trials):")
     for seed, runs in sorted(by_seed.items()):
         allv = np.array([t["values"] for r in runs.values() for t in r["trials"] if t["state"] == "COMPLETE"])
-        F = np.column_stack([allv[:, 0], -np.log(allv[:, 1])])
+        F = _F(allv, next(iter(runs.values())).get("task", "digits"))
         curves = {m: hv_curve_total_cpu(r, F.min(0), F.max(0)) for m, r in runs.items()}
         T = min(float(c[-1]) for c, _, _ in curves.values())
         parts = []
