@@ -83,6 +83,9 @@ def max_hv(prob) -> float:
 def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps: int = 30) -> dict:
     import torch
 
+    label = method
+    method, _, batch_rule = method.partition(":")  # "adumbo_q4:thompson": ADUMBO(batch_rule="thompson")
+
     torch.set_num_threads(1)
     from lightning_addons.tuner._pareto import hypervolume
     from lightning_addons.tuner.optimizers import _sobol, make_optimizer
@@ -108,6 +111,8 @@ def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps
         kw = {"n_init": n_init, "initial_points": init} if method.startswith("adumbo") else {}
         if method == "adumbo_ref":
             kw["ref_point"] = ref_min.tolist()
+        if batch_rule:
+            kw["batch_rule"] = batch_rule
         if method == "qnehvi":
             kw = {"n_init": n_init, "ref_point": ref_min.tolist()}
         base_name = method.replace("_ref", "").split("_q")[0]
@@ -191,7 +196,7 @@ def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps
     hv_curve = [hypervolume(-Y[: k + 1], -ref_min) / hv_max for k in range(len(Y))]
     return {
         "problem": problem_name,
-        "method": method,
+        "method": label,
         "seed": seed,
         "hv_ratio": hv_curve[-1],
         "hv_curve": hv_curve,
@@ -327,7 +332,7 @@ def summarise(rows: list[dict], methods: list[str]) -> str:
 
 def _is_batch(method: str) -> bool:
     """Batch (``*_qN``) or asynchronous-worker (``*_aN``) method."""
-    return "_q" in method or method in BATCH_METHODS
+    return "_q" in method or method.partition(":")[0] in BATCH_METHODS
 
 
 def summarise_batch(rows: list[dict], sequential: str = "adumbo") -> str:

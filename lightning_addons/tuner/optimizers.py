@@ -40,6 +40,7 @@ from lightning_addons._imports import require
 from lightning_addons.tuner._pareto import check_directions, hypervolume, log_columns, pareto_mask, to_max
 
 ALGORITHMS = ("adumbo", "random", "sobol", "qnehvi")
+BATCH_RULES = ("fantasies", "lower_bound", "thompson", "pessimistic")
 
 
 def _sobol(n: int, dim: int, seed: int, skip: int = 0) -> np.ndarray:
@@ -292,6 +293,15 @@ class ADUMBO(AskTellOptimizer):
         n_fantasies: joint posterior samples of the outcomes of pending points (and of the points chosen
             earlier in a batch) over which ``G`` is averaged (see :meth:`ask` with ``n > 1``/``pending``);
             unused by single suggestions with nothing pending.
+        batch_rule: how ``G`` scores a candidate while points are pending (other workers' points, or
+            the points picked earlier in a batch); a single suggestion with nothing pending never uses it.
+            ``"fantasies"``: the mean over ``n_fantasies`` joint posterior samples of the unseen outcomes
+            of the hypervolume improvement of the candidate's posterior mean given each sample.
+            ``"thompson"``: the hypervolume improvement of one joint posterior sample of the candidates'
+            outcomes over the front plus the same sample's unseen outcomes (Thompson sampling).
+            ``"pessimistic"``: the unseen points are believed at their pessimistic bound
+            ``mu - sqrt(beta) sigma`` (per objective, in the better-is-larger sense), so candidates
+            correlated with an uncertain pending point lose their optimistic mean.
 
     Raises:
         ValueError: bad weight/w0/tau/beta/n_init/candidates/ref_eps or any argument of
@@ -331,8 +341,12 @@ class ADUMBO(AskTellOptimizer):
         warm_start: bool = False,
         grid: Sequence[Sequence[float] | None] | None = None,
         n_fantasies: int = 32,
+        batch_rule: str = "fantasies",
     ) -> None:
         super().__init__(dim, directions, seed=seed, log_objectives=log_objectives)
+        if batch_rule not in BATCH_RULES:
+            raise ValueError(f"`batch_rule` must be one of {list(BATCH_RULES)}, got {batch_rule!r}.")
+        self.batch_rule = batch_rule
         self.warm_start = bool(warm_start)
         self.grid = _check_grid(grid, self.dim)
         if not isinstance(n_fantasies, (int, np.integer)) or n_fantasies < 1:
@@ -478,7 +492,7 @@ class ADUMBO(AskTellOptimizer):
         rng = self._rng()
         X, Ys, mean, std = self._standardised_targets()
         base = self._fit(X, Ys, self._standardised_variances(std))
-        models = self._condition(base, X, Ys, pending)
+        models = self._condition_unseen(base, X, Ys, pending)
         front = Ys[pareto_mask(Ys)]
         ref = self._user_ref_point(mean, std)
         if ref is None:
@@ -507,17 +521,50 @@ class ADUMBO(AskTellOptimizer):
                 cand = cand[far[cand]]
             U = np.log(2 * sqb * sd[cand]).sum(1)
             unseen = np.vstack([pending] + ([np.asarray(chosen)] if chosen else []))
-            if len(unseen):  # G in expectation over the unseen points' outcomes (fantasies)
+            if len(unseen) and self.batch_rule == "fantasies":  # G in expectation over the unseen outcomes
                 G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng)
+            elif len(unseen) and self.batch_rule == "lower_bound":
+                G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng, sqb * sd[cand])
+            elif len(unseen) and self.batch_rule == "thompson":
+                G = self._thompson_improvement(base, pool[cand], unseen, front, ref, rng)
+            elif len(unseen):  # pessimistic: the unseen points at their lower bounds join the front
+                lies = models.yt_at(len(X))
+                F = np.vstack([front, lies])
+                G = _hv_improvement(mu[cand], F[pareto_mask(F)], ref)
             else:
                 G = _hv_improvement(mu[cand], front, ref)
             S = w * _minmax(U) + (1 - w) * _minmax(G)
             best = cand[int(np.argmax(S))]
             chosen.append(pool[best])
             if len(chosen) < n:  # kriging believer: shrink the uncertainty near the chosen points (diversity)
-                models = self._condition(base, X, Ys, np.vstack([pending, np.asarray(chosen)]))
+                models = self._condition_unseen(base, X, Ys, np.vstack([pending, np.asarray(chosen)]))
                 mu, sd = self._predict(models, pool)
         return np.asarray(chosen)
+
+    def _condition_unseen(self, post: _Posterior, X, Y, Xp) -> _Posterior:
+        """The posterior with the unseen points ``Xp`` added: at their predicted means (kriging believer), or
+        for ``batch_rule="pessimistic"`` at their pessimistic bounds ``mu - sqrt(beta) sigma``."""
+        if self.batch_rule != "pessimistic" or len(Xp) == 0:
+            return self._condition(post, X, Y, Xp)
+        m, s = post.predict(Xp)
+        return post.condition(Xp, m - math.sqrt(self.beta) * s)
+
+    def _thompson_improvement(
+        self,
+        post: _Posterior,
+        Xc: np.ndarray,
+        unseen: np.ndarray,
+        front: np.ndarray,
+        ref: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """``G`` of candidates ``Xc`` for ``batch_rule="thompson"``: one joint posterior sample of the
+        candidates' latent outcomes and of the unseen points' observations; the hypervolume improvement of
+        each candidate's sampled outcome over the observed front plus the sampled unseen outcomes."""
+        Y = post.sample_joint(np.vstack([unseen, Xc]), rng, n_noisy=len(unseen))
+        F = np.vstack([front, Y[: len(unseen)]])
+        hvi = _hv_improvement_2d if front.shape[1] == 2 else _hv_improvement
+        return hvi(Y[len(unseen) :], F[pareto_mask(F)], ref)
 
     def _fantasy_improvement(
         self,
@@ -527,6 +574,7 @@ class ADUMBO(AskTellOptimizer):
         front: np.ndarray,
         ref: np.ndarray,
         rng: np.random.Generator,
+        margin: np.ndarray | None = None,
     ) -> np.ndarray:
         """``G`` of candidates ``Xc`` while the points ``unseen`` (pending, or chosen earlier in this batch)
         await their outcomes: the mean, over ``n_fantasies`` joint posterior samples of those outcomes, of
@@ -536,6 +584,8 @@ class ADUMBO(AskTellOptimizer):
         point's gains little, as both move together. (The kriging believer evaluates ``G`` at the one
         fantasy at the mean, which leaves every candidate's mean where it was.)"""
         Yp, Mc = post.fantasy_means(Xc, unseen, self.n_fantasies, rng)
+        if margin is not None:  # batch_rule="lower_bound": each candidate at its pessimistic bound
+            Mc = Mc - margin
         hvi = _hv_improvement_2d if front.shape[1] == 2 else _hv_improvement
         G = np.zeros(len(Xc))
         for s in range(self.n_fantasies):
@@ -560,6 +610,7 @@ class ADUMBO(AskTellOptimizer):
             warm_start=self.warm_start,
             grid=None if self.grid is None else [None if g is None else g.tolist() for g in self.grid],
             n_fantasies=self.n_fantasies,
+            batch_rule=self.batch_rule,
         )
         return s
 
@@ -579,6 +630,7 @@ class ADUMBO(AskTellOptimizer):
         self._gp_warm = state.get("gp_warm_start")
         self.warm_start = bool(state.get("warm_start", self.warm_start))
         self.n_fantasies = int(state.get("n_fantasies", self.n_fantasies))
+        self.batch_rule = state.get("batch_rule", self.batch_rule)
         if "grid" in state:
             self.grid = _check_grid(state["grid"], self.dim)
 
@@ -948,6 +1000,36 @@ class _Posterior:
             gain = np.linalg.solve(S_pp, S_cp.T).T  # (C, p)
             Mc[:, :, j] = mu_c[:, j] + (Yp[:, :, j] - mu_p[:, j]) @ gain.T
         return Yp, Mc
+
+    def sample_joint(self, Xa: np.ndarray, rng: np.random.Generator, n_noisy: int = 0) -> np.ndarray:
+        """One joint posterior sample at ``Xa`` (``(len(Xa), n_outputs)``, targets' units): latent values,
+        plus each output's median noise on the first ``n_noisy`` rows (observations, as :meth:`condition`
+        assumes)."""
+        from scipy.linalg import solve_triangular
+
+        Xa = np.asarray(Xa, float)
+        mu, _ = self.predict(Xa)
+        out = np.empty_like(mu)
+        for j in range(len(self.ls)):
+            ka = self._kernel(j, Xa, self.X)
+            v = solve_triangular(self._chol[j], ka.T, lower=True, check_finite=False)
+            S = self._kernel(j, Xa, Xa) - v.T @ v
+            S = 0.5 * (S + S.T)
+            S[np.diag_indices_from(S)] += 1e-8
+            S[np.arange(n_noisy), np.arange(n_noisy)] += np.median(self.noise[j])
+            try:
+                L = np.linalg.cholesky(S)
+                z = L @ rng.standard_normal(len(Xa))
+            except np.linalg.LinAlgError:  # near-singular (close candidates): eigen-decomposition instead
+                w, V = np.linalg.eigh(S)
+                z = V @ (np.sqrt(np.maximum(w, 0.0)) * rng.standard_normal(len(Xa)))
+            out[:, j] = mu[:, j] + z * self.ystd[j]
+        return out
+
+    def yt_at(self, start: int) -> np.ndarray:
+        """The targets (targets' units) of the training rows from ``start`` on (points added by
+        :meth:`condition`)."""
+        return (self.yt[:, start:] * self.ystd[:, None] + self.ymean[:, None]).T
 
     def condition(self, Xp: np.ndarray, Yp: np.ndarray) -> _Posterior:
         """The posterior with points ``Xp`` observed at ``Yp`` (targets' units) and the same hyper-parameters;
