@@ -107,7 +107,9 @@ class HyperTunerSampler(BaseSampler):
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self._fallback = RandomSampler(seed=seed)
         self._failures: dict[int, BaseException] = {}
-        make_optimizer(algorithm, space.dim, self.directions)  # validate the name early
+        # validate the name and the options early (less those sized by the inputs MOPIR leaves active)
+        early = {k: v for k, v in self.optimizer_kwargs.items() if k not in ("grid", "initial_points")}
+        make_optimizer(algorithm, space.dim, self.directions, **early)
         self.last_weight: float | None = None
         self._warm: dict[str, Any] | None = None  # GP hyper-parameters stored with the latest trial
         self._fitted: dict[str, Any] | None = None  # those of this sampler's last fit

@@ -1,5 +1,5 @@
 """ADUMBO's batches with pending points: the fantasies of the unseen outcomes, the vectorised two-objective
-hypervolume improvement, and the single suggestion left as it was."""
+hypervolume improvement, the single suggestion left as it was, and the batch rules (``batch_rule``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import pytest
 from lightning_addons.tuner import ADUMBO
 from lightning_addons.tuner._pareto import pareto_mask
 from lightning_addons.tuner.optimizers import (
+    BATCH_RULES,
+    MIN_DISTANCE,
     _hv_improvement,
     _hv_improvement_2d,
     _infer_ref_point,
+    _normalised_distance,
     _Posterior,
     fit_gps,
 )
@@ -104,3 +107,68 @@ def test_a_batch_pick_scores_the_hypervolume_improvement_in_expectation_over_the
         [_hv_improvement(Mc[s], np.vstack([front, Yp[s]]), ref) for s in range(8)], axis=0
     )  # fmt: skip
     np.testing.assert_allclose(G, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", BATCH_RULES)
+def test_the_first_pick_of_a_batch_is_the_sequential_pick_under_every_batch_rule(rule):
+    X, Y, _ = _data(n=12, dim=2)
+    seq = ADUMBO(2, ["minimize", "minimize"], n_init=4, seed=3)
+    batch = ADUMBO(2, ["minimize", "minimize"], n_init=4, seed=3, batch_rule=rule, n_fantasies=8)
+    seq.tell(X, Y)
+    batch.tell(X, Y)
+    np.testing.assert_array_equal(batch.ask(3)[0], seq.ask(1)[0])
+
+
+@pytest.mark.stochastic
+@pytest.mark.parametrize("rule", BATCH_RULES)
+def test_no_batch_rule_suggests_duplicates_within_a_batch_or_of_pending_points(rule, seed_offset):
+    X, Y, _ = _data(n=14, dim=3, seed=seed_offset)
+    opt = ADUMBO(3, ["minimize", "minimize"], n_init=4, seed=seed_offset, batch_rule=rule, n_fantasies=8)
+    opt.tell(X, Y)
+    pending = opt.ask(2)
+    batch = opt.ask(4, pending=pending)
+    assert batch.shape == (4, 3)
+    within = [_normalised_distance(batch[i : i + 1], np.delete(batch, i, 0))[0] for i in range(4)]
+    assert min(within) >= MIN_DISTANCE
+    assert _normalised_distance(batch, np.vstack([opt.X, pending])).min() >= MIN_DISTANCE
+
+
+def test_the_lower_bound_rule_scores_each_candidate_at_its_bound_in_every_fantasy():
+    X, Y, rng = _data(n=16, dim=2)
+    opt = ADUMBO(2, ["maximize", "maximize"], n_init=4, seed=0, n_fantasies=8, batch_rule="lower_bound")
+    opt.tell(X, Y)
+    post = _Posterior.from_models(fit_gps(X, Y, seed=0)[0], X)
+    front = Y[pareto_mask(Y)]
+    ref = _infer_ref_point(front, eps=opt.ref_eps)
+    Xc, Xp = rng.random((30, 2)), rng.random((2, 2))
+    margin = 2.0 * post.condition(Xp, post.predict(Xp)[0]).predict(Xc)[1]
+    G = opt._fantasy_improvement(post, Xc, Xp, front, ref, np.random.default_rng(5), margin)
+    Yp, Mc = post.fantasy_means(Xc, Xp, 8, np.random.default_rng(5))
+    want = np.mean(
+        [_hv_improvement(Mc[s] - margin, np.vstack([front, Yp[s]]), ref) for s in range(8)], axis=0
+    )  # fmt: skip
+    np.testing.assert_allclose(G, want, atol=1e-12)
+    # a bound below the mean never scores higher than the mean
+    G_mean = opt._fantasy_improvement(post, Xc, Xp, front, ref, np.random.default_rng(5))
+    assert np.all(G <= G_mean + 1e-12) and np.any(G < G_mean)
+
+
+def test_the_batch_rule_is_validated_kept_in_the_state_and_checked_by_the_sampler():
+    import optuna  # noqa: F401 - the sampler needs it
+
+    from lightning_addons.tuner import HyperTunerSampler, SearchSpace
+
+    with pytest.raises(
+        ValueError, match=r"`batch_rule` must be one of \['fantasies', 'lower_bound'\], got 'believer'"
+    ):
+        ADUMBO(2, ["minimize", "minimize"], batch_rule="believer")
+    a = ADUMBO(2, ["minimize", "minimize"], batch_rule="lower_bound")
+    b = ADUMBO(2, ["minimize", "minimize"])
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.batch_rule == "lower_bound"
+    with pytest.raises(ValueError, match=r"`batch_rule` must be one of .*got 'x'"):
+        b.load_state_dict({**a.state_dict(), "batch_rule": "x"})
+    space = SearchSpace({"x": {"type": "float", "low": 0.0, "high": 1.0}})
+    with pytest.raises(ValueError, match=r"`batch_rule` must be one of .*got 'believer'"):  # before any trial
+        HyperTunerSampler(space, ["minimize"], optimizer_kwargs={"batch_rule": "believer"})
+    HyperTunerSampler(space, ["minimize"], optimizer_kwargs={"batch_rule": "lower_bound", "grid": None})
