@@ -14,6 +14,9 @@ Reproduce (1 thread per job; ``--workers`` parallel jobs)::
     # batches of 4 and 4 asynchronous workers (4 simulated parallel workers) against sequential ADUMBO
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --problems BraninCurrin ZDT1 DTLZ2 \\
         --methods adumbo adumbo_q4 adumbo_a4 --seeds 5 --out runs/bench_hypertuner_batch.jsonl
+    # a batch rule other than the default: the method name's suffix ":rule" (ADUMBO's batch_rule)
+    OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --problems DTLZ2 \\
+        --methods adumbo adumbo_q4:lower_bound adumbo_a4:lower_bound --seeds 13 --out runs/bench_rule.jsonl
     # suggestion cost, ADUMBO beside GPSampler in one process (CPU-s per ask at 40-45 observations)
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --speed --seeds 5 --out runs/bench_hypertuner_speed.jsonl
 """
