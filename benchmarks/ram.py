@@ -383,6 +383,9 @@ PUBLISHED_ETTH1 = {
     ("iTransformer/attention", 96, 336): 0.487,
     ("iTransformer/attention", 96, 720): 0.503,
     ("PatchTST/attention", 96, 96): 0.414,  # iTransformer paper's table, lookback 96
+    ("PatchTST/attention", 96, 192): 0.460,  # same table (checked against several secondary copies)
+    ("PatchTST/attention", 96, 336): 0.501,
+    ("PatchTST/attention", 96, 720): 0.500,
     # PatchTST paper, Table 3: PatchTST/42 is lookback 336 (42 patches); 0.370 is PatchTST/64 (lookback 512)
     ("PatchTST/attention", 336, 96): 0.375,
     ("DLinear", 96, 96): 0.386,
