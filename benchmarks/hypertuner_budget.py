@@ -467,7 +467,58 @@ def oracle_share(run: dict, rung: int) -> dict:
     }
 
 
-def summarise_oracle(rows: list[dict], rungs, method: str = "ht") -> None:
+def replay_share(run: dict, pruner_spec: dict) -> dict:
+    """Replay a run without pruning (``ht``) through a pruner, post hoc: the trials in the same order, each
+    one's recorded per-epoch vectors offered to ``pruner_spec`` at every step (with the complete pairs of
+    the trials completed so far in the replay, as the tuner passes them to a learning-curve rule). Returned:
+    the share of the run's summed trial CPU at which the replay reaches the run's final HV (all its front
+    trials complete; ``inf`` when the pruner stopped a front trial), the pruned count and the front trials
+    pruned. Same trial stream as :func:`oracle_share`, so the two compare pruning quality without a second
+    tuning trajectory's noise."""
+    from lightning_addons.tuner._pareto import dominates
+    from lightning_addons.tuner.pruners import make_pruner
+
+    pruner = make_pruner(pruner_spec)
+    task = run.get("task", "digits")
+    dirs = [o.split(":")[1] for o in TASKS[task]["objectives"]]
+    log_scale = [o.startswith("time") for o in TASKS[task]["objectives"]]
+    trs = sorted(run["trials"], key=lambda t: t["number"])
+    F = _F(np.array([t["values"] for t in trs], float), task)
+    on_front = ~dominates(F, F).any(0)
+    done: list[dict] = []
+    costs, pruned = [], []
+    for t in trs:
+        stop = None
+        for c in t["curve"][:-1]:
+            step, vec = int(c[0]), list(c[1:])
+            if not pruner.is_rung(step):
+                continue
+            prev = [(d["curve"][step - 1][1:], d["values"]) for d in done if len(d["curve"]) >= step]
+            peers = [d["curve"][step - 1][1:] for d in done if len(d["curve"]) >= step]
+            kw = {"complete": prev, "log_scale": log_scale} if getattr(pruner, "uses_complete", False) else {}
+            if pruner.should_prune(step, vec, peers, dirs, **kw):
+                stop = c
+                break
+        if stop is None:
+            done.append(t)
+            costs.append(t["cpu"])
+        else:
+            pruned.append(t["number"])
+            costs.append(stop[-1])
+    front_pruned = [t["number"] for t, f in zip(trs, on_front) if f and t["number"] in pruned]
+    last = int(np.flatnonzero(on_front)[-1])
+    total = float(sum(t["cpu"] for t in trs))
+    return {
+        "seed": run["seed"],
+        "share": float(sum(costs[: last + 1]) / total) if not front_pruned else float("inf"),
+        "pruned": len(pruned),
+        "trials": len(trs),
+        "front_pruned": front_pruned,
+        "cpu_saved": float(1 - sum(costs) / total),
+    }
+
+
+def summarise_oracle(rows: list[dict], rungs, method: str = "ht", replay: dict | None = None) -> None:
     """Print :func:`oracle_share` for every ``method`` run (acceptance: HyperTuner with early stopping
     reaches ``ht``'s final HV in <= 0.60 of ``ht``'s budget; an oracle share above 0.60 says no pruner
     of this trial stream could)."""
@@ -484,6 +535,13 @@ def summarise_oracle(rows: list[dict], rungs, method: str = "ht") -> None:
                 f"  seed {o['seed']} rung {rung}: reaches the final HV at {o['share']:.3f} of the budget "
                 f"(without pruning {o['share_no_pruning']:.3f}; {o['front']} front trials of {o['trials']}, "
                 f"last front trial #{o['last_front_trial']}){'' if o['exact'] else ' [cost at rung scaled]'}"
+            )
+        if replay and all(t.get("curve") for t in r["trials"]):
+            p = replay_share(r, replay)
+            print(
+                f"  seed {p['seed']} replayed through {json.dumps(replay)}: reaches the final HV at "
+                f"{p['share']:.3f}; pruned {p['pruned']} of {p['trials']} (front trials pruned: "
+                f"{p['front_pruned'] or 'none'}); {p['cpu_saved']:.0%} of the trial CPU saved"
             )
 
 
@@ -640,7 +698,8 @@ def main() -> None:
         type=int,
         nargs="*",
         default=None,
-        help="also print the oracle-pruner bound of the ht runs, stopping non-front trials at these epochs",
+        help="also print the oracle-pruner bound of the ht runs, stopping non-front trials at these epochs "
+        "(and, with --pruner, the ht runs replayed through that pruner)",
     )
     args = ap.parse_args()
     if args.budget is None:
@@ -686,7 +745,7 @@ def main() -> None:
     summarise(rows, [m for m in METHODS + EXTRA_METHODS if m in args.methods])
     summarise_total_cpu(rows, [m for m in METHODS + EXTRA_METHODS if m in args.methods])
     if args.oracle:
-        summarise_oracle(rows, args.oracle)
+        summarise_oracle(rows, args.oracle, replay=json.loads(args.pruner) if args.pruner else None)
     if args.plot:
         plot(rows, [m for m in METHODS + EXTRA_METHODS if m in args.methods], args.plot)
 

@@ -28,6 +28,7 @@ import numpy as np
 from lightning_addons.tuner._pareto import check_directions, dominates, hypervolume, to_max
 
 TIE_BREAKS = ("hypervolume", "none")
+SPREADS = ("local", "global")
 
 
 class TrialPruned(Exception):
@@ -223,7 +224,11 @@ class LearningCurvePruner:
     reported this step (ordinary least squares in the objective's modelling space: the log for log-scaled
     objectives such as ``time``, whose final value is then the partial value times a fitted per-step rate).
     The trial's final value gets the one-sided Student-t prediction interval of that line (which widens
-    with the residual spread and with the distance from the fitted trials' partial values); the
+    with the residual spread and with the distance from the fitted trials' partial values). With
+    ``spread="local"`` (default) the residual spread is measured among the ``max(min_complete, n/3)``
+    complete trials whose partial values were nearest the trial's (of ``n``): partial values that
+    predicted the final poorly (late learners near chance accuracy) give a wide interval there, while
+    well-predicted ones stay narrow; ``"global"`` uses all residuals (textbook least squares). The
     *optimistic* corner takes every objective at its ``quantile`` on the good side. The trial stops when a
     complete trial's final vector dominates that corner: under the model, the full run then has a
     probability of at most ``d * (1 - quantile)`` (``d`` objectives) of not being dominated by it.
@@ -241,6 +246,7 @@ class LearningCurvePruner:
         max_resource: optional last step of a full trial (e.g. ``max_epochs``): no decision at or after
             it, so a finished training is never thrown away. Set it. ``None``: every step from
             ``min_resource`` on.
+        spread: ``"local"`` or ``"global"`` residual spread (see above).
 
     Raises:
         ValueError: a bad argument, named with the allowed values and the value received.
@@ -264,6 +270,7 @@ class LearningCurvePruner:
         quantile: float = 0.9,
         min_resource: int = 1,
         max_resource: int | None = None,
+        spread: Literal["local", "global"] = "local",
     ) -> None:
         for name, value, low in (("min_complete", min_complete, 3), ("min_resource", min_resource, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -279,6 +286,9 @@ class LearningCurvePruner:
                 f"pruner `max_resource` must be None or an integer > min_resource ({min_resource}), "
                 f"got {max_resource!r}."
             )
+        if spread not in SPREADS:
+            raise ValueError(f"pruner `spread` must be one of {list(SPREADS)}, got {spread!r}.")
+        self.spread = spread
         self.min_complete = min_complete
         self.quantile = float(quantile)
         self.min_resource = min_resource
@@ -292,6 +302,7 @@ class LearningCurvePruner:
             "quantile": self.quantile,
             "min_resource": self.min_resource,
             **({"max_resource": self.max_resource} if self.max_resource is not None else {}),
+            "spread": self.spread,
         }
 
     def is_rung(self, step: int) -> bool:
@@ -332,19 +343,24 @@ class LearningCurvePruner:
         if n < self.min_complete:
             return None
         upper = np.empty(d)
+        k = max(self.min_complete, -(-n // 3))  # neighbours of the local spread
         for j in range(d):
             x, y, x0 = X[:, j], Y[:, j], v[0, j]
             xm, ym = x.mean(), y.mean()
             sxx = float(np.sum((x - xm) ** 2))
             if sxx <= 1e-12 * max(1.0, float(np.sum(x**2))):  # no spread in the partial values: no slope
-                pred, dof = ym, n - 1
-                se = np.std(y, ddof=1) * np.sqrt(1 + 1 / n)
+                b, lev, dof = 0.0, 1 + 1 / n, n - 1
             else:
                 b = float(np.sum((x - xm) * (y - ym)) / sxx)
-                pred, dof = ym + b * (x0 - xm), n - 2
-                resid = y - ym - b * (x - xm)
-                se = np.sqrt(np.sum(resid**2) / dof) * np.sqrt(1 + 1 / n + (x0 - xm) ** 2 / sxx)
-            upper[j] = pred + float(student_t.ppf(self.quantile, dof)) * se
+                lev, dof = 1 + 1 / n + (x0 - xm) ** 2 / sxx, n - 2
+            resid = y - ym - b * (x - xm)
+            if self.spread == "local" and k < n:
+                near = np.argsort(np.abs(x - x0), kind="stable")[:k]
+                s2, dof = float(np.sum(resid[near] ** 2)) / (k - 1), k - 1
+            else:
+                s2 = float(np.sum(resid**2)) / dof
+            pred = ym + b * (x0 - xm)
+            upper[j] = pred + float(student_t.ppf(self.quantile, dof)) * np.sqrt(s2 * lev)
         return upper, Y
 
     def should_prune(

@@ -73,7 +73,7 @@ def test_the_prediction_interval_is_the_least_squares_one_of_scipy():
     y = 0.4 + 0.7 * x + rng.normal(0, 0.05, 9)
     t_ = rng.uniform(0.5, 2.0, 9)
     complete = [([a, c], [b, 6 * c * rng.uniform(0.9, 1.1)]) for a, b, c in zip(x, y, t_)]
-    p = LearningCurvePruner(min_complete=5, quantile=0.8)
+    p = LearningCurvePruner(min_complete=5, quantile=0.8, spread="global")
     upper, Y = p.optimistic_final([0.3, 1.0], complete, MAXMIN, LOGS)
     fit = linregress(x, y)
     n, x0 = len(x), 0.3
@@ -104,8 +104,9 @@ def test_the_prediction_interval_is_the_least_squares_one_of_scipy():
         (
             {"reduction_factor": 3},
             r"`pruner` has unknown argument\(s\) \['reduction_factor'\] for 'learning_curve'; allowed: "
-            r"\['min_complete', 'quantile', 'min_resource', 'max_resource'\]",
+            r"\['min_complete', 'quantile', 'min_resource', 'max_resource', 'spread'\]",
         ),
+        ({"spread": "knn"}, r"pruner `spread` must be one of \['local', 'global'\], got 'knn'"),
     ],
 )
 def test_bad_learning_curve_args_are_errors_naming_the_argument(spec, match):
@@ -207,6 +208,7 @@ def test_the_learning_curve_rule_is_chosen_and_checked_from_the_tune_yaml(tmp_pa
         "quantile": 0.95,
         "min_resource": 1,
         "max_resource": 6,
+        "spread": "local",
     }
     with pytest.raises(ValueError, match=r"pruner `quantile` must be a number in \(0.5, 1\), got 1.5"):
         build_tuner(cfg({"name": "learning_curve", "quantile": 1.5}))
