@@ -50,6 +50,24 @@ def test_a_late_learner_whose_quantile_reaches_the_front_is_kept():
     assert bold.optimistic_final([0.12, 1.1], late, MAXMIN, LOGS)[0][0] < upper[0]
 
 
+def test_the_local_spread_widens_the_bound_where_early_values_predicted_poorly_and_narrows_it_elsewhere():
+    xs = np.linspace(0.5, 0.8, 12)
+    ys = 0.3 + 0.8 * xs + 0.01 * np.sin(7 * xs)  # steady learners: final follows the partial value
+    late = [(0.12, 0.35), (0.15, 0.93), (0.18, 0.6)]  # near chance after one epoch, anything at the end
+    done = [([x, 1.0 + 0.02 * i], [y, 6.0 + 0.12 * i]) for i, (x, y) in enumerate(zip(xs, ys))]
+    done += [([x, 1.05], [y, 6.3]) for x, y in late]
+    local = LearningCurvePruner(min_complete=5, quantile=0.9, max_resource=6)
+    textbook = LearningCurvePruner(min_complete=5, quantile=0.9, max_resource=6, spread="global")
+    slow_late_learner = [0.14, 1.3]
+    assert not local.should_prune(1, slow_late_learner, [], MAXMIN, complete=done, log_scale=LOGS)
+    assert textbook.should_prune(1, slow_late_learner, [], MAXMIN, complete=done, log_scale=LOGS)
+    steady = [0.7, 1.1]
+    assert (
+        local.optimistic_final(steady, done, MAXMIN, LOGS)[0][0]
+        < textbook.optimistic_final(steady, done, MAXMIN, LOGS)[0][0] - 0.1
+    )
+
+
 def test_never_prunes_below_min_complete_or_at_or_after_max_resource():
     p = LearningCurvePruner(min_complete=6, quantile=0.9, min_resource=2, max_resource=6)
     assert p.should_prune(2, [0.1, 1.1], [], MAXMIN, complete=STEADY, log_scale=LOGS)
