@@ -197,30 +197,16 @@ def test_the_tuner_prunes_with_the_complete_trials_curves_and_stores_the_partial
 
 
 def test_the_learning_curve_rule_is_chosen_and_checked_from_the_tune_yaml(tmp_path):
+    import yaml
+
     from lightning_addons.tuner.cli import build_tuner
 
-    def cfg(pruner):
-        return {
-            "tune": {
-                "objectives": ["val_acc:max", "time:min"],
-                "space": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
-                "output_dir": str(tmp_path),
-                "pruner": pruner,
-            },
-            "model": {
-                "class_path": "lightning_addons.modules.ImageClassifier",
-                "init_args": {
-                    "model": {
-                        "class_path": "lightning_addons.modules.nn.LeNet5",
-                        "init_args": {"input_size": 16},
-                    }
-                },
-            },
-        }
-
-    tuner = build_tuner(cfg({"name": "learning_curve", "quantile": 0.95, "max_resource": 6}))
-    assert isinstance(tuner.pruner, LearningCurvePruner)
-    assert tuner.pruner.config() == {
+    tune = yaml.safe_load(
+        "pruner: {name: learning_curve, min_complete: 5, quantile: 0.95, min_resource: 1, max_resource: 6}"
+    )
+    pruner = make_pruner(tune["pruner"])
+    assert isinstance(pruner, LearningCurvePruner)
+    assert pruner.config() == {
         "class": "LearningCurvePruner",
         "min_complete": 5,
         "quantile": 0.95,
@@ -228,5 +214,14 @@ def test_the_learning_curve_rule_is_chosen_and_checked_from_the_tune_yaml(tmp_pa
         "max_resource": 6,
         "spread": "local",
     }
+    cfg = {
+        "tune": {
+            "objectives": ["val_acc:max", "time:min"],
+            "space": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
+            "output_dir": str(tmp_path),
+            "pruner": {"name": "learning_curve", "quantile": 1.5},
+        },
+        "model": {"class_path": "lightning_addons.modules.ImageClassifier"},
+    }
     with pytest.raises(ValueError, match=r"pruner `quantile` must be a number in \(0.5, 1\), got 1.5"):
-        build_tuner(cfg({"name": "learning_curve", "quantile": 1.5}))
+        build_tuner(cfg)
