@@ -282,16 +282,28 @@ def run_method(
             raise BudgetSpent
         curve: list = []
         curves.append(curve)
+        # the tuner's work inside report() (storing the step's vector, reading the peers, the pruner's
+        # decision) is tuner CPU, not trial CPU: a Lightning trial's worker does it outside the trial
+        # process. It is taken out of the trial's `time` and of the budget (measured: ~0.01 ms per report
+        # without a pruner, 3 ms with pareto_halving, 19 ms with learning_curve on a 60-trial SQLite study,
+        # against trials of 0.15-0.5 CPU-s)
+        overhead = [0.0]
 
         def rep(step, metrics):
+            metrics = {**metrics, "time": metrics["time"] - overhead[0]}
             curve.append([int(step)] + [float(metrics[k]) for k in names])
-            return report(step, metrics)
+            r0 = time.process_time()
+            try:
+                return report(step, metrics)
+            finally:
+                overhead[0] += time.process_time() - r0
 
         c0 = time.process_time()
         try:
-            return _train_fn(task)(params, rep, epochs=epochs, seed=seed)
+            out = _train_fn(task)(params, rep, epochs=epochs, seed=seed)
+            return {**out, "time": out["time"] - overhead[0]}
         finally:
-            spent["cpu"] += time.process_time() - c0
+            spent["cpu"] += time.process_time() - c0 - overhead[0]
             ends.append(time.process_time() - c_start)
 
     storage = f"sqlite:///{workdir}/{method}_{seed}.db"
