@@ -29,6 +29,7 @@ _EXPORTS = {
     "RandomSearch": "lightning_addons.tuner.optimizers",
     "SobolSearch": "lightning_addons.tuner.optimizers",
     "make_optimizer": "lightning_addons.tuner.optimizers",
+    "LearningCurvePruner": "lightning_addons.tuner.pruners",
     "ParetoHalvingPruner": "lightning_addons.tuner.pruners",
     "TrialPruned": "lightning_addons.tuner.pruners",
     "write_report": "lightning_addons.tuner.report",

@@ -1,5 +1,5 @@
 """Multi-objective early stopping of trials: pure rules that decide from the partial objective vectors of
-the trials at one fidelity (NumPy only; no Lightning, no Optuna).
+the trials at one fidelity (NumPy, and SciPy's Student-t quantile; no Lightning, no Optuna).
 
 A trial reports its objective vector after each validation (step 1, 2, ...). At a *rung* step the pruner
 compares it with every other trial of the study that reported the same step (running, finished or
@@ -28,6 +28,7 @@ import numpy as np
 from lightning_addons.tuner._pareto import check_directions, dominates, hypervolume, to_max
 
 TIE_BREAKS = ("hypervolume", "none")
+SPREADS = ("local", "global")
 
 
 class TrialPruned(Exception):
@@ -214,8 +215,188 @@ class ParetoHalvingPruner:
         return bool(np.any(np.all(lead > self.margin * span, axis=1)))
 
 
+class LearningCurvePruner:
+    """Stops a trial whose full run is, with high probability, dominated by the front of the study's
+    complete trials (a learning-curve model fitted across trials).
+
+    At every step from ``min_resource`` on (before ``max_resource``) the pruner fits, per objective, a
+    straight line from the value at this step to the final value over the study's complete trials that
+    reported this step (ordinary least squares in the objective's modelling space: the log for log-scaled
+    objectives such as ``time``, whose final value is then the partial value times a fitted per-step rate).
+    The trial's final value gets the one-sided Student-t prediction interval of that line (which widens
+    with the residual spread and with the distance from the fitted trials' partial values). With
+    ``spread="local"`` (default) the residual spread is measured among the ``max(min_complete, n/3)``
+    complete trials whose partial values were nearest the trial's (of ``n``): partial values that
+    predicted the final poorly (late learners near chance accuracy) give a wide interval there, while
+    well-predicted ones stay narrow; ``"global"`` uses all residuals (textbook least squares). The
+    *optimistic* corner takes every objective at its ``quantile`` on the good side. The trial stops when a
+    complete trial's final vector dominates that corner: under the model, the full run then has a
+    probability of at most ``d * (1 - quantile)`` (``d`` objectives) of not being dominated by it.
+    Nothing is pruned while fewer than ``min_complete`` complete trials reported the step, so the first
+    trials of a study run to the end and the model learns from them. A trial that is about as good as
+    the front at this step, or that trained trials with a similar partial value turned into front
+    trials, goes on; a trial at chance accuracy among complete trials that never recovered from there
+    stops at the first step.
+
+    Args:
+        min_complete: complete trials with a value at the step needed before deciding (an integer >= 3).
+        quantile: one-sided prediction quantile per objective, in (0.5, 1) (0.9 default; larger prunes
+            less).
+        min_resource: the first step at which a trial may stop (an integer >= 1).
+        max_resource: optional last step of a full trial (e.g. ``max_epochs``): no decision at or after
+            it, so a finished training is never thrown away. Set it. ``None``: every step from
+            ``min_resource`` on.
+        spread: ``"local"`` or ``"global"`` residual spread (see above).
+
+    Raises:
+        ValueError: a bad argument, named with the allowed values and the value received.
+
+    Examples:
+        >>> p = LearningCurvePruner(min_complete=3, quantile=0.9, max_resource=6)
+        >>> done = [([0.5, 1.0], [0.9, 6.0]), ([0.4, 1.1], [0.78, 6.1]), ([0.3, 2.0], [0.71, 12.0])]
+        >>> dirs = ["maximize", "minimize"]   # (val_acc, time); log-scaled time
+        >>> p.should_prune(1, [0.1, 1.5], [], dirs, complete=done, log_scale=[False, True])
+        True
+        >>> p.should_prune(1, [0.6, 1.0], [], dirs, complete=done, log_scale=[False, True])
+        False
+    """
+
+    #: the tuner passes ``complete=[(values at the step, final values), ...]`` and ``log_scale``
+    uses_complete = True
+
+    def __init__(
+        self,
+        min_complete: int = 5,
+        quantile: float = 0.9,
+        min_resource: int = 1,
+        max_resource: int | None = None,
+        spread: Literal["local", "global"] = "local",
+    ) -> None:
+        for name, value, low in (("min_complete", min_complete, 3), ("min_resource", min_resource, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"pruner `{name}` must be an integer >= {low}, got {value!r}.")
+        if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0.5 < quantile < 1.0:
+            raise ValueError(f"pruner `quantile` must be a number in (0.5, 1), got {quantile!r}.")
+        if max_resource is not None and (
+            isinstance(max_resource, bool)
+            or not isinstance(max_resource, int)
+            or max_resource <= min_resource
+        ):
+            raise ValueError(
+                f"pruner `max_resource` must be None or an integer > min_resource ({min_resource}), "
+                f"got {max_resource!r}."
+            )
+        if spread not in SPREADS:
+            raise ValueError(f"pruner `spread` must be one of {list(SPREADS)}, got {spread!r}.")
+        self.spread = spread
+        self.min_complete = min_complete
+        self.quantile = float(quantile)
+        self.min_resource = min_resource
+        self.max_resource = max_resource
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (stored in the study's fingerprint)."""
+        return {
+            "class": type(self).__name__,
+            "min_complete": self.min_complete,
+            "quantile": self.quantile,
+            "min_resource": self.min_resource,
+            **({"max_resource": self.max_resource} if self.max_resource is not None else {}),
+            "spread": self.spread,
+        }
+
+    def is_rung(self, step: int) -> bool:
+        """Whether the pruner decides at ``step`` (every step from ``min_resource``, before ``max_resource``)."""
+        step = int(step)
+        return step >= self.min_resource and (self.max_resource is None or step < self.max_resource)
+
+    def rungs(self, max_step: int) -> list[int]:
+        """The steps up to ``max_step`` at which it decides."""
+        return [s for s in range(self.min_resource, int(max_step) + 1) if self.is_rung(s)]
+
+    def optimistic_final(
+        self,
+        values: Sequence[float],
+        complete: Sequence[tuple[Sequence[float], Sequence[float]]],
+        directions: Sequence[str],
+        log_scale: Sequence[bool] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The optimistic corner of the predicted final vector, in the *maximisation, modelling* space
+        (log where ``log_scale``, then negated for minimised objectives), and the complete trials' finals
+        in the same space, or ``None`` when fewer than ``min_complete`` usable complete trials are given."""
+        from scipy.stats import t as student_t
+
+        dirs = check_directions(directions)
+        d = len(dirs)
+        logs = [bool(x) for x in (log_scale or [False] * d)]
+        if len(logs) != d:
+            raise ValueError(f"`log_scale` must have one entry per objective ({d}), got {list(log_scale)!r}.")
+        v = self._space(np.asarray(values, dtype=float).reshape(1, -1), dirs, logs)
+        pairs = [(p, f) for p, f in complete if len(p) == d and len(f) == d]
+        if v.shape[1] != d or not np.all(np.isfinite(v)) or len(pairs) < self.min_complete:
+            return None
+        X = self._space(np.array([p for p, _ in pairs], float), dirs, logs)
+        Y = self._space(np.array([f for _, f in pairs], float), dirs, logs)
+        ok = np.all(np.isfinite(X), 1) & np.all(np.isfinite(Y), 1)
+        X, Y = X[ok], Y[ok]
+        n = len(X)
+        if n < self.min_complete:
+            return None
+        upper = np.empty(d)
+        k = max(self.min_complete, -(-n // 3))  # neighbours of the local spread
+        for j in range(d):
+            x, y, x0 = X[:, j], Y[:, j], v[0, j]
+            xm, ym = x.mean(), y.mean()
+            sxx = float(np.sum((x - xm) ** 2))
+            if sxx <= 1e-12 * max(1.0, float(np.sum(x**2))):  # no spread in the partial values: no slope
+                b, lev, dof = 0.0, 1 + 1 / n, n - 1
+            else:
+                b = float(np.sum((x - xm) * (y - ym)) / sxx)
+                lev, dof = 1 + 1 / n + (x0 - xm) ** 2 / sxx, n - 2
+            resid = y - ym - b * (x - xm)
+            if self.spread == "local" and k < n:
+                near = np.argsort(np.abs(x - x0), kind="stable")[:k]
+                s2, dof = float(np.sum(resid[near] ** 2)) / (k - 1), k - 1
+            else:
+                s2 = float(np.sum(resid**2)) / dof
+            pred = ym + b * (x0 - xm)
+            upper[j] = pred + float(student_t.ppf(self.quantile, dof)) * np.sqrt(s2 * lev)
+        return upper, Y
+
+    def should_prune(
+        self,
+        step: int,
+        values: Sequence[float],
+        peers: Sequence[Sequence[float]],
+        directions: Sequence[str],
+        complete: Sequence[tuple[Sequence[float], Sequence[float]]] | None = None,
+        log_scale: Sequence[bool] | None = None,
+    ) -> bool:
+        """Whether the trial with objective vector ``values`` at ``step`` stops. ``complete``: for every
+        complete trial that reported ``step``, its (vector at ``step``, final vector); ``log_scale``: per
+        objective, whether it is modelled on a log scale (the tuner passes its objectives'). ``peers``
+        (other trials at the step) are not used by this rule. A non-finite ``values`` is never pruned."""
+        if not self.is_rung(step) or complete is None:
+            return False
+        out = self.optimistic_final(values, complete, directions, log_scale)
+        if out is None:
+            return False
+        upper, Y = out
+        front = Y[~dominates(Y, Y).any(0)]
+        return bool(dominates(front, upper[None]).any())
+
+    @staticmethod
+    def _space(Y: np.ndarray, dirs: list[str], logs: list[bool]) -> np.ndarray:
+        Y = np.array(Y, dtype=float, copy=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for j, lg in enumerate(logs[: Y.shape[1]]):
+                if lg:
+                    Y[:, j] = np.where(Y[:, j] > 0, np.log(np.maximum(Y[:, j], 1e-300)), np.nan)
+        return to_max(Y, dirs) if Y.shape[1] == len(dirs) else Y
+
+
 #: Pruner rules selectable by name in ``HyperTuner(pruner={"name": ..., ...})`` / the ``tune`` yaml.
-PRUNERS = {"pareto_halving": ParetoHalvingPruner}
+PRUNERS = {"pareto_halving": ParetoHalvingPruner, "learning_curve": LearningCurvePruner}
 
 
 def make_pruner(spec: Any) -> Any:

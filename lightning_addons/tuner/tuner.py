@@ -395,7 +395,9 @@ class HyperTuner:
             metrics and ``trial_failed`` at step = trial number, as the trial finishes.
         pruner: early stopping of trials (``docs/hypertuner.md``, "Early stopping"): None (off), a mapping
             ``{name: pareto_halving, min_resource: 1, reduction_factor: 3, min_peers: 4, tie_break:
-            hypervolume}`` or a pruner object (:class:`~lightning_addons.tuner.pruners.ParetoHalvingPruner`).
+            hypervolume}``, ``{name: learning_curve, min_complete: 5, quantile: 0.9, max_resource: <epochs>}``
+            (:class:`~lightning_addons.tuner.pruners.LearningCurvePruner`) or a pruner object
+            (:class:`~lightning_addons.tuner.pruners.ParetoHalvingPruner`).
             Trials report their objectives after each validation (Lightning trials) or through
             ``report(step, metrics)`` (a ``trial_fn(params, report)``); a pruned trial is stored as Optuna
             ``PRUNED`` with its partial values (user attributes ``partial_values``, ``pruned_at``) and
@@ -1073,7 +1075,9 @@ class HyperTuner:
 
         storage = study._storage
         directions = [o.direction for o in self.objectives]
+        log_scale = [bool(o.log_scale) for o in self.objectives]
         pruner = self.pruner
+        uses_complete = bool(getattr(pruner, "uses_complete", False))
 
         def report(step: int, record: Mapping[str, Any]) -> bool:
             values = self._values(record)
@@ -1084,12 +1088,25 @@ class HyperTuner:
             if pruner is None or not pruner.is_rung(int(step)):
                 return False
             states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
-            peers = [
-                t.user_attrs[key]
+            others = [
+                t
                 for t in study.get_trials(deepcopy=False, states=states)
                 if t._trial_id != trial._trial_id and key in t.user_attrs
             ]
-            return bool(pruner.should_prune(int(step), values, peers, directions))
+            peers = [t.user_attrs[key] for t in others]
+            if not uses_complete:
+                return bool(pruner.should_prune(int(step), values, peers, directions))
+            # learning-curve rules: (vector at this step, final vector) of every complete trial
+            complete = [
+                (t.user_attrs[key], list(t.values))
+                for t in others
+                if t.state == TrialState.COMPLETE and t.values is not None
+            ]
+            return bool(
+                pruner.should_prune(
+                    int(step), values, peers, directions, complete=complete, log_scale=log_scale
+                )
+            )
 
         return report
 

@@ -92,7 +92,10 @@ def test_hypervolume_tie_break_keeps_the_larger_contribution_at_the_cut():
             {"tie_break": "crowding"},
             r"pruner `tie_break` must be one of \['hypervolume', 'none'\], got 'crowding'",
         ),
-        ({"name": "median"}, r"`pruner.name` must be one of \['pareto_halving'\], got 'median'"),
+        (
+            {"name": "median"},
+            r"`pruner.name` must be one of \['learning_curve', 'pareto_halving'\], got 'median'",
+        ),
         ({"eta": 3}, r"`pruner` has unknown argument\(s\) \['eta'\] for 'pareto_halving'; allowed: \["),
         ("yes", r"`pruner` must be None, a mapping"),
     ],
