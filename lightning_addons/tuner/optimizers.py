@@ -43,6 +43,12 @@ ALGORITHMS = ("adumbo", "random", "sobol", "qnehvi")
 BATCH_RULES = ("fantasies", "lower_bound")
 
 
+def _check_batch_rule(rule: str) -> str:
+    if rule not in BATCH_RULES:
+        raise ValueError(f"`batch_rule` must be one of {list(BATCH_RULES)}, got {rule!r}.")
+    return rule
+
+
 def _sobol(n: int, dim: int, seed: int, skip: int = 0) -> np.ndarray:
     import warnings
 
@@ -345,9 +351,7 @@ class ADUMBO(AskTellOptimizer):
         batch_rule: str = "fantasies",
     ) -> None:
         super().__init__(dim, directions, seed=seed, log_objectives=log_objectives)
-        if batch_rule not in BATCH_RULES:
-            raise ValueError(f"`batch_rule` must be one of {list(BATCH_RULES)}, got {batch_rule!r}.")
-        self.batch_rule = batch_rule
+        self.batch_rule = _check_batch_rule(batch_rule)
         self.warm_start = bool(warm_start)
         self.grid = _check_grid(grid, self.dim)
         if not isinstance(n_fantasies, (int, np.integer)) or n_fantasies < 1:
@@ -600,9 +604,7 @@ class ADUMBO(AskTellOptimizer):
         self._gp_warm = state.get("gp_warm_start")
         self.warm_start = bool(state.get("warm_start", self.warm_start))
         self.n_fantasies = int(state.get("n_fantasies", self.n_fantasies))
-        if state.get("batch_rule", self.batch_rule) not in BATCH_RULES:
-            raise ValueError(f"`batch_rule` must be one of {list(BATCH_RULES)}, got {state['batch_rule']!r}.")
-        self.batch_rule = state.get("batch_rule", self.batch_rule)
+        self.batch_rule = _check_batch_rule(state.get("batch_rule", self.batch_rule))
         if "grid" in state:
             self.grid = _check_grid(state["grid"], self.dim)
 
