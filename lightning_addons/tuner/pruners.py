@@ -25,7 +25,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lightning_addons.tuner._pareto import check_directions, dominates, hypervolume, to_max
+from lightning_addons.tuner._pareto import (
+    check_directions,
+    dominates,
+    hypervolume,
+    log_columns,
+    nondominated_mask,
+    to_max,
+)
 
 TIE_BREAKS = ("hypervolume", "none")
 SPREADS = ("local", "global")
@@ -382,16 +389,12 @@ class LearningCurvePruner:
         if out is None:
             return False
         upper, Y = out
-        front = Y[~dominates(Y, Y).any(0)]
+        front = Y[nondominated_mask(Y)]
         return bool(dominates(front, upper[None]).any())
 
     @staticmethod
     def _space(Y: np.ndarray, dirs: list[str], logs: list[bool]) -> np.ndarray:
-        Y = np.array(Y, dtype=float, copy=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for j, lg in enumerate(logs[: Y.shape[1]]):
-                if lg:
-                    Y[:, j] = np.where(Y[:, j] > 0, np.log(np.maximum(Y[:, j], 1e-300)), np.nan)
+        Y = log_columns(Y, [j for j, lg in enumerate(logs[: Y.shape[1]]) if lg])
         return to_max(Y, dirs) if Y.shape[1] == len(dirs) else Y
 
 
