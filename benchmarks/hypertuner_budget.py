@@ -443,6 +443,16 @@ def rerun_check(run: dict, k: int, epochs: int, seed: int) -> dict:  # noqa: C90
     return {"n_pruned": len(pruned), "rerun": len(details), "entered": entered, "details": details}
 
 
+def _stream(run: dict) -> tuple[list[dict], np.ndarray, int, float]:
+    """A run's trials in order, which of them end on its final front, the index of the last front trial
+    and the run's summed trial CPU (shared by :func:`oracle_share` and :func:`replay_share`)."""
+    from lightning_addons.tuner._pareto import nondominated_mask
+
+    trs = sorted(run["trials"], key=lambda t: t["number"])
+    on_front = nondominated_mask(_F(np.array([t["values"] for t in trs], float), run.get("task", "digits")))
+    return trs, on_front, int(np.flatnonzero(on_front)[-1]), float(sum(t["cpu"] for t in trs))
+
+
 def oracle_share(run: dict, rung: int) -> dict:
     """Post-hoc bound on what pruning could save on one run's trial stream (a run without pruning, ``ht``):
     an *oracle* pruner stops every trial that is not on the run's final front at epoch ``rung`` and runs
@@ -451,15 +461,11 @@ def oracle_share(run: dict, rung: int) -> dict:
     run's summed trial CPU (``share``), the same without pruning (``share_no_pruning``: where the run itself
     first reached its final HV), and the counts. A trial's CPU at ``rung`` is read from its per-epoch curve
     (``exact`` False: runs recorded without curves scale the trial's CPU by ``rung / epochs``)."""
-    from lightning_addons.tuner._pareto import dominates
-
-    trs = sorted(run["trials"], key=lambda t: t["number"])
-    if any(t["state"] != "COMPLETE" for t in trs):
+    if any(t["state"] != "COMPLETE" for t in run["trials"]):
         raise ValueError(
             f"oracle_share: run {run['method']} seed {run['seed']} has pruned trials (use a run without pruning)."
         )
-    F = _F(np.array([t["values"] for t in trs], float), run.get("task", "digits"))
-    on_front = ~dominates(F, F).any(0)
+    trs, on_front, last, total = _stream(run)
     epochs = run.get("epochs") or TASKS[run.get("task", "digits")]["epochs"]
     exact, costs = True, []
     for t, front in zip(trs, on_front):
@@ -472,8 +478,6 @@ def oracle_share(run: dict, rung: int) -> dict:
         else:
             exact = False
             costs.append(t["cpu"] * rung / epochs)
-    last = int(np.flatnonzero(on_front)[-1])
-    total = float(sum(t["cpu"] for t in trs))
     return {
         "seed": run["seed"],
         "rung": rung,
@@ -494,16 +498,13 @@ def replay_share(run: dict, pruner_spec: dict) -> dict:
     trials complete; ``inf`` when the pruner stopped a front trial), the pruned count and the front trials
     pruned. Same trial stream as :func:`oracle_share`, so the two compare pruning quality without a second
     tuning trajectory's noise."""
-    from lightning_addons.tuner._pareto import dominates
     from lightning_addons.tuner.pruners import make_pruner
 
     pruner = make_pruner(pruner_spec)
     task = run.get("task", "digits")
     dirs = [o.split(":")[1] for o in TASKS[task]["objectives"]]
     log_scale = [o.startswith("time") for o in TASKS[task]["objectives"]]
-    trs = sorted(run["trials"], key=lambda t: t["number"])
-    F = _F(np.array([t["values"] for t in trs], float), task)
-    on_front = ~dominates(F, F).any(0)
+    trs, on_front, last, total = _stream(run)
     done: list[dict] = []
     costs, pruned = [], []
     for t in trs:
@@ -513,7 +514,7 @@ def replay_share(run: dict, pruner_spec: dict) -> dict:
             if not pruner.is_rung(step):
                 continue
             prev = [(d["curve"][step - 1][1:], d["values"]) for d in done if len(d["curve"]) >= step]
-            peers = [d["curve"][step - 1][1:] for d in done if len(d["curve"]) >= step]
+            peers = [p for p, _ in prev]
             kw = {"complete": prev, "log_scale": log_scale} if getattr(pruner, "uses_complete", False) else {}
             if pruner.should_prune(step, vec, peers, dirs, **kw):
                 stop = c
@@ -525,8 +526,6 @@ def replay_share(run: dict, pruner_spec: dict) -> dict:
             pruned.append(t["number"])
             costs.append(stop[-1])
     front_pruned = [t["number"] for t, f in zip(trs, on_front) if f and t["number"] in pruned]
-    last = int(np.flatnonzero(on_front)[-1])
-    total = float(sum(t["cpu"] for t in trs))
     return {
         "seed": run["seed"],
         "share": float(sum(costs[: last + 1]) / total) if not front_pruned else float("inf"),
