@@ -453,6 +453,18 @@ def _stream(run: dict) -> tuple[list[dict], np.ndarray, int, float]:
     return trs, on_front, int(np.flatnonzero(on_front)[-1]), float(sum(t["cpu"] for t in trs))
 
 
+def _share_total_cpu(run: dict, trs: list[dict], costs: list[float], last: int) -> float:
+    """The share of the run's total CPU (trials + tuner: suggestions, storage; the cost a user waits for)
+    at which a pruned replay of its trial stream completes the last front trial: the run's process CPU at
+    the end of that trial less the trial CPU the replay saved up to it (``nan`` for runs recorded without
+    ``total_cpu_at_end``)."""
+    end = trs[last].get("total_cpu_at_end")
+    if end is None:
+        return float("nan")
+    saved = sum(t["cpu"] - c for t, c in zip(trs[: last + 1], costs[: last + 1]))
+    return float((end - saved) / (run["trial_cpu"] + run["tuner_cpu_outside_trials"]))
+
+
 def oracle_share(run: dict, rung: int) -> dict:
     """Post-hoc bound on what pruning could save on one run's trial stream (a run without pruning, ``ht``):
     an *oracle* pruner stops every trial that is not on the run's final front at epoch ``rung`` and runs
@@ -478,10 +490,18 @@ def oracle_share(run: dict, rung: int) -> dict:
         else:
             exact = False
             costs.append(t["cpu"] * rung / epochs)
+    # the same on the total-CPU axis (trials + tuner: suggestions, storage), the cost a user waits for:
+    # the run's process CPU at the end of its last front trial less the trial CPU the oracle saves up to it
+    ends = [t.get("total_cpu_at_end") for t in trs]
+    run_total = float(run["trial_cpu"] + run["tuner_cpu_outside_trials"])
     return {
         "seed": run["seed"],
         "rung": rung,
         "share": float(sum(costs[: last + 1]) / total),
+        "share_total_cpu": _share_total_cpu(run, trs, costs, last),
+        "share_total_cpu_no_pruning": float(ends[last] / run_total)
+        if ends[last] is not None
+        else float("nan"),
         "share_no_pruning": float(sum(t["cpu"] for t in trs[: last + 1]) / total),
         "front": int(on_front.sum()),
         "trials": len(trs),
@@ -526,9 +546,11 @@ def replay_share(run: dict, pruner_spec: dict) -> dict:
             pruned.append(t["number"])
             costs.append(stop[-1])
     front_pruned = [t["number"] for t, f in zip(trs, on_front) if f and t["number"] in pruned]
+    share_total = _share_total_cpu(run, trs, costs, last) if not front_pruned else float("inf")
     return {
         "seed": run["seed"],
         "share": float(sum(costs[: last + 1]) / total) if not front_pruned else float("inf"),
+        "share_total_cpu": share_total,
         "pruned": len(pruned),
         "trials": len(trs),
         "front_pruned": front_pruned,
@@ -552,13 +574,16 @@ def summarise_oracle(rows: list[dict], rungs, method: str = "ht", replay: dict |
             print(
                 f"  seed {o['seed']} rung {rung}: reaches the final HV at {o['share']:.3f} of the budget "
                 f"(without pruning {o['share_no_pruning']:.3f}; {o['front']} front trials of {o['trials']}, "
-                f"last front trial #{o['last_front_trial']}){'' if o['exact'] else ' [cost at rung scaled]'}"
+                f"last front trial #{o['last_front_trial']}){'' if o['exact'] else ' [cost at rung scaled]'}; "
+                f"of the total CPU (trials + tuner) {o['share_total_cpu']:.3f} "
+                f"(without pruning {o['share_total_cpu_no_pruning']:.3f})"
             )
         if replay and all(t.get("curve") for t in r["trials"]):
             p = replay_share(r, replay)
             print(
                 f"  seed {p['seed']} replayed through {json.dumps(replay)}: reaches the final HV at "
-                f"{p['share']:.3f}; pruned {p['pruned']} of {p['trials']} (front trials pruned: "
+                f"{p['share']:.3f} (of the total CPU {p['share_total_cpu']:.3f}); pruned {p['pruned']} of "
+                f"{p['trials']} (front trials pruned: "
                 f"{p['front_pruned'] or 'none'}); {p['cpu_saved']:.0%} of the trial CPU saved"
             )
 
