@@ -40,7 +40,7 @@ from lightning_addons._imports import require
 from lightning_addons.tuner._pareto import check_directions, hypervolume, log_columns, pareto_mask, to_max
 
 ALGORITHMS = ("adumbo", "random", "sobol", "qnehvi")
-BATCH_RULES = ("fantasies", "lower_bound", "pending_penalty", "lower_bound_1", "local_penalisation")
+BATCH_RULES = ("fantasies", "lower_bound")
 
 
 def _check_batch_rule(rule: str) -> str:
@@ -528,47 +528,17 @@ class ADUMBO(AskTellOptimizer):
             unseen = np.vstack([pending] + ([np.asarray(chosen)] if chosen else []))
             if len(unseen) and self.batch_rule == "fantasies":  # G in expectation over the unseen outcomes
                 G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng)
-            elif len(unseen) and self.batch_rule == "pending_penalty":
-                # each candidate less sqrt(beta) times the part of its sd that the unseen points explain
-                sd0 = self._predict(base, pool[cand])[1]
-                margin = sqb * np.maximum(sd0 - sd[cand], 0.0)
-                G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng, margin)
-            elif len(unseen) and self.batch_rule == "local_penalisation":
-                G = _hv_improvement(mu[cand], front, ref)
-                phi = self._local_penalty(base, pool[cand], unseen, Ys)
-            elif len(unseen) and self.batch_rule == "lower_bound_1":
-                G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng, sd[cand])
             elif len(unseen):  # "lower_bound": each candidate at mean - sqrt(beta) sigma in each fantasy
                 G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng, sqb * sd[cand])
             else:
                 G = _hv_improvement(mu[cand], front, ref)
-            if len(unseen) and self.batch_rule == "local_penalisation":
-                S = w * _minmax(U) + (1 - w) * _minmax(G) * phi
-            else:
-                S = w * _minmax(U) + (1 - w) * _minmax(G)
+            S = w * _minmax(U) + (1 - w) * _minmax(G)
             best = cand[int(np.argmax(S))]
             chosen.append(pool[best])
             if len(chosen) < n:  # kriging believer: shrink the uncertainty near the chosen points (diversity)
                 models = self._condition(base, X, Ys, np.vstack([pending, np.asarray(chosen)]))
                 mu, sd = self._predict(models, pool)
         return np.asarray(chosen)
-
-    @staticmethod
-    def _local_penalty(post: _Posterior, Xc: np.ndarray, unseen: np.ndarray, Ys: np.ndarray) -> np.ndarray:
-        """Local penalisation (Gonzalez et al. 2016) for two or more objectives: ``prod_j max_k phi_jk``."""
-        from scipy.special import erfc
-
-        mu_u, sd_u = post.predict(unseen)
-        L = np.empty(len(post.ls))
-        for j in range(len(post.ls)):  # largest norm of the mean's gradient over the candidates
-            Kc = post._kernel(j, Xc, post.X)  # (C, n)
-            diff = (Xc[:, None, :] - post.X[None]) / post.ls[j] ** 2  # (C, n, d)
-            grad = -np.einsum("cn,n,cnd->cd", Kc, post._alpha[j], diff) * post.ystd[j]
-            L[j] = max(float(np.sqrt((grad * grad).sum(1)).max()), 1e-7)
-        M = Ys.max(0)
-        dist = np.sqrt(((Xc[:, None, :] - unseen[None]) ** 2).sum(2))  # (C, p)
-        z = (L[None, None] * dist[..., None] - M + mu_u[None]) / np.sqrt(2.0 * sd_u[None] ** 2)
-        return np.prod(np.max(0.5 * erfc(-z), axis=2), axis=1)
 
     def _fantasy_improvement(
         self,
