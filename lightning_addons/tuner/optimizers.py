@@ -40,7 +40,7 @@ from lightning_addons._imports import require
 from lightning_addons.tuner._pareto import check_directions, hypervolume, log_columns, pareto_mask, to_max
 
 ALGORITHMS = ("adumbo", "random", "sobol", "qnehvi")
-BATCH_RULES = ("fantasies", "lower_bound", "fantasies_clock")
+BATCH_RULES = ("fantasies", "lower_bound")
 
 
 def _check_batch_rule(rule: str) -> str:
@@ -506,8 +506,6 @@ class ADUMBO(AskTellOptimizer):
         mu, sd = self._predict(models, pool)
         chosen: list[np.ndarray] = []
         w = self.current_weight()
-        if self.batch_rule == "fantasies_clock" and self.weight == "adaptive" and len(pending):
-            w = self.w0 * math.exp(-max(0, self.n_observed + len(pending) - self.n_init) / self.tau)
         self.last_weight = w
         sqb = math.sqrt(self.beta)
         for _ in range(n):
@@ -529,8 +527,6 @@ class ADUMBO(AskTellOptimizer):
             U = np.log(2 * sqb * sd[cand]).sum(1)
             unseen = np.vstack([pending] + ([np.asarray(chosen)] if chosen else []))
             if len(unseen) and self.batch_rule == "fantasies":  # G in expectation over the unseen outcomes
-                G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng)
-            elif len(unseen) and self.batch_rule == "fantasies_clock":
                 G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng)
             elif len(unseen):  # "lower_bound": each candidate at mean - sqrt(beta) sigma in each fantasy
                 G = self._fantasy_improvement(base, pool[cand], unseen, front, ref, rng, sqb * sd[cand])
