@@ -525,6 +525,14 @@ def replay_share(run: dict, pruner_spec: dict) -> dict:
     dirs = [o.split(":")[1] for o in TASKS[task]["objectives"]]
     log_scale = [o.startswith("time") for o in TASKS[task]["objectives"]]
     trs, on_front, last, total = _stream(run)
+    from lightning_addons.tuner.space import SearchSpace
+
+    space = SearchSpace(TASKS[task]["space"])
+    defaults = space.defaults()
+
+    def unit(t: dict) -> list[float]:
+        return space.to_unit({**defaults, **t["params"]}).tolist()
+
     done: list[dict] = []
     costs, pruned = [], []
     for t in trs:
@@ -536,6 +544,8 @@ def replay_share(run: dict, pruner_spec: dict) -> dict:
             prev = [(d["curve"][step - 1][1:], d["values"]) for d in done if len(d["curve"]) >= step]
             peers = [p for p, _ in prev]
             kw = {"complete": prev, "log_scale": log_scale} if getattr(pruner, "uses_complete", False) else {}
+            if kw and getattr(pruner, "uses_params", False):  # as the tuner passes them
+                kw.update(params=unit(t), complete_params=[unit(d) for d in done if len(d["curve"]) >= step])
             if pruner.should_prune(step, vec, peers, dirs, **kw):
                 stop = c
                 break

@@ -20,6 +20,7 @@ Examples:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -36,6 +37,7 @@ from lightning_addons.tuner._pareto import (
 
 TIE_BREAKS = ("hypervolume", "none")
 SPREADS = ("local", "global")
+CURVE_MODELS = ("line", "gp")
 
 
 class TrialPruned(Exception):
@@ -254,6 +256,16 @@ class LearningCurvePruner:
             it, so a finished training is never thrown away. Set it. ``None``: every step from
             ``min_resource`` on.
         spread: ``"local"`` or ``"global"`` residual spread (see above).
+        model: ``"line"`` (default): the final value from the partial value alone, as above. ``"gp"``: the
+            same line plus a Gaussian-process correction of its residuals over the trial's configuration
+            (unit-cube coordinates of its parameters) and its partial value (scikit-learn
+            ``GaussianProcessRegressor``, ARD RBF + white noise, fitted by marginal likelihood); the bound
+            is then the GP's predictive mean plus its ``quantile`` normal quantile times its predictive
+            standard deviation (noise included). Two trials with the same partial accuracy can then get
+            different forecasts: a large-batch or small-learning-rate configuration that the complete trials
+            showed learning late is not judged like a configuration that has settled. Needs the
+            configurations: the tuner passes them (``uses_params``); called without them it falls back to
+            ``"line"``. ``spread`` is not used by ``"gp"`` (the GP's noise and lengthscales set the width).
 
     Raises:
         ValueError: a bad argument, named with the allowed values and the value received.
@@ -270,6 +282,9 @@ class LearningCurvePruner:
 
     #: the tuner passes ``complete=[(values at the step, final values), ...]`` and ``log_scale``
     uses_complete = True
+    #: and, when this is true, ``params`` (the trial's unit-cube configuration) and ``complete_params``
+    #: (the complete trials' ones, aligned with ``complete``)
+    uses_params = True
 
     def __init__(
         self,
@@ -278,6 +293,7 @@ class LearningCurvePruner:
         min_resource: int = 1,
         max_resource: int | None = None,
         spread: Literal["local", "global"] = "local",
+        model: Literal["line", "gp"] = "line",
     ) -> None:
         for name, value, low in (("min_complete", min_complete, 3), ("min_resource", min_resource, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -295,7 +311,11 @@ class LearningCurvePruner:
             )
         if spread not in SPREADS:
             raise ValueError(f"pruner `spread` must be one of {list(SPREADS)}, got {spread!r}.")
+        if model not in CURVE_MODELS:
+            raise ValueError(f"pruner `model` must be one of {list(CURVE_MODELS)}, got {model!r}.")
         self.spread = spread
+        self.model = model
+        self._gp_cache: dict = {}
         self.min_complete = min_complete
         self.quantile = float(quantile)
         self.min_resource = min_resource
@@ -310,6 +330,7 @@ class LearningCurvePruner:
             "min_resource": self.min_resource,
             **({"max_resource": self.max_resource} if self.max_resource is not None else {}),
             "spread": self.spread,
+            **({"model": self.model} if self.model != "line" else {}),
         }
 
     def is_rung(self, step: int) -> bool:
@@ -327,10 +348,14 @@ class LearningCurvePruner:
         complete: Sequence[tuple[Sequence[float], Sequence[float]]],
         directions: Sequence[str],
         log_scale: Sequence[bool] | None = None,
+        params: Sequence[float] | None = None,
+        complete_params: Sequence[Sequence[float]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """The optimistic corner of the predicted final vector, in the *maximisation, modelling* space
         (log where ``log_scale``, then negated for minimised objectives), and the complete trials' finals
-        in the same space, or ``None`` when fewer than ``min_complete`` usable complete trials are given."""
+        in the same space, or ``None`` when fewer than ``min_complete`` usable complete trials are given.
+        ``params`` / ``complete_params``: unit-cube configurations (used by ``model="gp"``)."""
+        from scipy.stats import norm
         from scipy.stats import t as student_t
 
         dirs = check_directions(directions)
@@ -339,13 +364,22 @@ class LearningCurvePruner:
         if len(logs) != d:
             raise ValueError(f"`log_scale` must have one entry per objective ({d}), got {list(log_scale)!r}.")
         v = self._space(np.asarray(values, dtype=float).reshape(1, -1), dirs, logs)
-        pairs = [(p, f) for p, f in complete if len(p) == d and len(f) == d]
-        if v.shape[1] != d or not np.all(np.isfinite(v)) or len(pairs) < self.min_complete:
+        use_gp = self.model == "gp" and params is not None and complete_params is not None
+        if use_gp and len(complete_params) != len(complete):
+            raise ValueError(
+                f"`complete_params` must have one configuration per complete trial ({len(complete)}), "
+                f"got {len(complete_params)}."
+            )
+        keep = [i for i, (p, f) in enumerate(complete) if len(p) == d and len(f) == d]
+        if v.shape[1] != d or not np.all(np.isfinite(v)) or len(keep) < self.min_complete:
             return None
-        X = self._space(np.array([p for p, _ in pairs], float), dirs, logs)
-        Y = self._space(np.array([f for _, f in pairs], float), dirs, logs)
+        X = self._space(np.array([complete[i][0] for i in keep], float), dirs, logs)
+        Y = self._space(np.array([complete[i][1] for i in keep], float), dirs, logs)
         ok = np.all(np.isfinite(X), 1) & np.all(np.isfinite(Y), 1)
         X, Y = X[ok], Y[ok]
+        if use_gp:
+            U = np.array([complete_params[i] for i in keep], float)[ok]
+            u0 = np.asarray(params, dtype=float).reshape(-1)
         n = len(X)
         if n < self.min_complete:
             return None
@@ -367,8 +401,43 @@ class LearningCurvePruner:
             else:
                 s2 = float(np.sum(resid**2)) / dof
             pred = ym + b * (x0 - xm)
-            upper[j] = pred + float(student_t.ppf(self.quantile, dof)) * np.sqrt(s2 * lev)
+            if use_gp:  # the line plus a GP correction of its residuals over (configuration, partial value)
+                m, sd = self._gp_residual(U, x, resid, u0, x0)
+                upper[j] = pred + m + float(norm.ppf(self.quantile)) * sd
+            else:
+                upper[j] = pred + float(student_t.ppf(self.quantile, dof)) * np.sqrt(s2 * lev)
         return upper, Y
+
+    def _gp_residual(
+        self, U: np.ndarray, x: np.ndarray, resid: np.ndarray, u0: np.ndarray, x0: float
+    ) -> tuple[float, float]:
+        """Predictive mean and standard deviation (noise included) at ``(u0, x0)`` of a GP fitted to the
+        line's residuals over the configurations ``U`` and partial values ``x`` (scaled to [0, 1] over the
+        complete trials). Fits are cached on their data: the complete trials change only when one
+        finishes, while every running trial asks at every step."""
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, WhiteKernel
+        from sklearn.gaussian_process.kernels import ConstantKernel as C
+        from threadpoolctl import threadpool_limits
+
+        lo, span = float(x.min()), float(np.ptp(x)) or 1.0
+        Z = np.column_stack([U, (x - lo) / span])
+        key = (Z.tobytes(), resid.tobytes())
+        gp = self._gp_cache.get(key)
+        if gp is None:
+            dim = Z.shape[1]
+            kernel = C(1.0, (1e-3, 1e3)) * RBF(np.ones(dim), (1e-2, 1e2)) + WhiteKernel(1e-2, (1e-6, 1e1))
+            gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=1, random_state=0)
+            with threadpool_limits(1), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # lengthscales at their bounds: an irrelevant input
+                gp.fit(Z, resid)
+            if len(self._gp_cache) >= 16:
+                self._gp_cache.clear()
+            self._gp_cache[key] = gp
+        z0 = np.r_[u0, (x0 - lo) / span][None]
+        with threadpool_limits(1):
+            m, sd = gp.predict(z0, return_std=True)
+        return float(m[0]), float(sd[0])
 
     def should_prune(
         self,
@@ -378,14 +447,18 @@ class LearningCurvePruner:
         directions: Sequence[str],
         complete: Sequence[tuple[Sequence[float], Sequence[float]]] | None = None,
         log_scale: Sequence[bool] | None = None,
+        params: Sequence[float] | None = None,
+        complete_params: Sequence[Sequence[float]] | None = None,
     ) -> bool:
         """Whether the trial with objective vector ``values`` at ``step`` stops. ``complete``: for every
         complete trial that reported ``step``, its (vector at ``step``, final vector); ``log_scale``: per
-        objective, whether it is modelled on a log scale (the tuner passes its objectives'). ``peers``
-        (other trials at the step) are not used by this rule. A non-finite ``values`` is never pruned."""
+        objective, whether it is modelled on a log scale (the tuner passes its objectives'); ``params`` and
+        ``complete_params``: the unit-cube configurations of the trial and of the complete trials (for
+        ``model="gp"``). ``peers`` (other trials at the step) are not used by this rule. A non-finite
+        ``values`` is never pruned."""
         if not self.is_rung(step) or complete is None:
             return False
-        out = self.optimistic_final(values, complete, directions, log_scale)
+        out = self.optimistic_final(values, complete, directions, log_scale, params, complete_params)
         if out is None:
             return False
         upper, Y = out

@@ -1078,6 +1078,11 @@ class HyperTuner:
         log_scale = [bool(o.log_scale) for o in self.objectives]
         pruner = self.pruner
         uses_complete = bool(getattr(pruner, "uses_complete", False))
+        uses_params = uses_complete and bool(getattr(pruner, "uses_params", False))
+        defaults = self.space.defaults()
+
+        def unit(params: Mapping[str, Any]) -> list[float]:  # a trial's configuration in the unit cube
+            return self.space.to_unit({**defaults, **params}).tolist()
 
         def report(step: int, record: Mapping[str, Any]) -> bool:
             values = self._values(record)
@@ -1097,14 +1102,16 @@ class HyperTuner:
             if not uses_complete:
                 return bool(pruner.should_prune(int(step), values, peers, directions))
             # learning-curve rules: (vector at this step, final vector) of every complete trial
-            complete = [
-                (t.user_attrs[key], list(t.values))
-                for t in others
-                if t.state == TrialState.COMPLETE and t.values is not None
-            ]
+            done = [t for t in others if t.state == TrialState.COMPLETE and t.values is not None]
+            complete = [(t.user_attrs[key], list(t.values)) for t in done]
+            kw = (
+                {"params": unit(trial.params), "complete_params": [unit(t.params) for t in done]}
+                if uses_params
+                else {}
+            )
             return bool(
                 pruner.should_prune(
-                    int(step), values, peers, directions, complete=complete, log_scale=log_scale
+                    int(step), values, peers, directions, complete=complete, log_scale=log_scale, **kw
                 )
             )
 

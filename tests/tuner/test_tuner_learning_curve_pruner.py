@@ -122,9 +122,10 @@ def test_the_prediction_interval_is_the_least_squares_one_of_scipy():
         (
             {"reduction_factor": 3},
             r"`pruner` has unknown argument\(s\) \['reduction_factor'\] for 'learning_curve'; allowed: "
-            r"\['min_complete', 'quantile', 'min_resource', 'max_resource', 'spread'\]",
+            r"\['min_complete', 'quantile', 'min_resource', 'max_resource', 'spread', 'model'\]",
         ),
         ({"spread": "knn"}, r"pruner `spread` must be one of \['local', 'global'\], got 'knn'"),
+        ({"model": "forest"}, r"pruner `model` must be one of \['line', 'gp'\], got 'forest'"),
     ],
 )
 def test_bad_learning_curve_args_are_errors_naming_the_argument(spec, match):
@@ -137,6 +138,49 @@ def test_a_bad_log_scale_length_is_an_error_naming_it():
         ValueError, match=r"`log_scale` must have one entry per objective \(2\), got \[True\]"
     ):
         LearningCurvePruner().optimistic_final([0.5, 1.0], STEADY, MAXMIN, [True])
+
+
+def _with_config(groups):
+    """Complete trials as (pairs, unit configurations): ``groups`` of (u, partial acc, final acc)."""
+    rows = [r for g in groups for r in g]
+    pairs = _complete([a for _, a, _ in rows], [f for _, _, f in rows])
+    return pairs, [[u, 0.5] for u, _, _ in rows]
+
+
+# near chance after one epoch, two kinds: u near 0 never recovers, u near 1 learns late and ends on top;
+# and steady learners in between. The partial accuracy alone cannot tell the first two apart.
+HOPELESS = [(0.0, 0.12, 0.15), (0.05, 0.13, 0.2), (0.1, 0.11, 0.14), (0.15, 0.12, 0.18)]
+LATE = [(0.85, 0.12, 0.9), (0.9, 0.11, 0.93), (0.95, 0.13, 0.95), (1.0, 0.12, 0.92)]
+STEADY_U = [(0.4, 0.7, 0.85), (0.5, 0.75, 0.88), (0.6, 0.8, 0.9)]
+
+
+def test_the_gp_model_tells_a_hopeless_configuration_from_a_late_learner_with_the_same_partial_value():
+    pairs, units = _with_config([HOPELESS, LATE, STEADY_U])
+    line = LearningCurvePruner(min_complete=5, quantile=0.9, max_resource=6)
+    gp = LearningCurvePruner(min_complete=5, quantile=0.9, max_resource=6, model="gp")
+    trial = [0.12, 1.5]  # chance accuracy after one epoch, a little slower than the others
+    kw = {"complete": pairs, "log_scale": LOGS, "complete_params": units}
+    # the line sees only the partial value: near chance, finals anywhere from 0.14 to 0.95, so it goes on
+    assert not line.should_prune(1, trial, [], MAXMIN, params=[0.05, 0.5], **kw)
+    # with the configuration: like the hopeless ones -> stopped; like the late learners -> goes on
+    assert gp.should_prune(1, trial, [], MAXMIN, params=[0.05, 0.5], **kw)
+    assert not gp.should_prune(1, trial, [], MAXMIN, params=[0.95, 0.5], **kw)
+    hopeless = gp.optimistic_final(trial, pairs, MAXMIN, LOGS, [0.05, 0.5], units)[0][0]
+    late = gp.optimistic_final(trial, pairs, MAXMIN, LOGS, [0.95, 0.5], units)[0][0]
+    assert hopeless < 0.5 < 0.9 < late
+    # without configurations the gp model is the line
+    assert gp.optimistic_final(trial, pairs, MAXMIN, LOGS)[0] == pytest.approx(
+        line.optimistic_final(trial, pairs, MAXMIN, LOGS)[0]
+    )
+    with pytest.raises(
+        ValueError, match=r"`complete_params` must have one configuration per complete trial \(11\), got 10"
+    ):
+        gp.optimistic_final(trial, pairs, MAXMIN, LOGS, [0.05, 0.5], units[:-1])
+
+
+def test_the_gp_model_is_in_the_fingerprint_only_when_chosen():
+    assert "model" not in LearningCurvePruner().config()
+    assert LearningCurvePruner(model="gp").config()["model"] == "gp"
 
 
 # ----------------------------------------------------------------------------- in a tuning run
@@ -225,3 +269,48 @@ def test_the_learning_curve_rule_is_chosen_and_checked_from_the_tune_yaml(tmp_pa
     }
     with pytest.raises(ValueError, match=r"pruner `quantile` must be a number in \(0.5, 1\), got 1.5"):
         build_tuner(cfg)
+
+
+class _Recorder:
+    """A pruner that never stops a trial and records what the tuner passes to a learning-curve rule."""
+
+    uses_complete = True
+    uses_params = True
+
+    def __init__(self):
+        self.calls = []
+
+    def is_rung(self, step):
+        return step == 2
+
+    def should_prune(self, step, values, peers, directions, **kw):
+        self.calls.append(kw)
+        return False
+
+
+def test_the_tuner_passes_unit_cube_configurations_aligned_with_the_complete_trials(tmp_path):
+    rec = _Recorder()
+    tuner = HyperTuner(
+        space=SPACE,
+        objectives=["acc:max", "time:min"],
+        trial_fn=curve,
+        algorithm="sobol",
+        n_trials=3,
+        storage=f"sqlite:///{tmp_path}/s.db",
+        output_dir=tmp_path,
+        progress=False,
+        mopir=False,
+        pruner=rec,
+    )
+    study = tuner.create_study()
+    for p in [{"q": 0.1, "c": 1.0}, {"q": 1.0, "c": 2.0}, {"q": 0.55, "c": 1.5}]:
+        study.enqueue_trial(p)
+    tuner.run()
+    np.testing.assert_allclose(
+        [c["params"] for c in rec.calls], [[0.0, 0.0], [1.0, 1.0], [0.5, 0.5]], atol=1e-12
+    )
+    # the third trial sees the first two, complete, in the same order as their (partial, final) pairs
+    last = rec.calls[-1]
+    np.testing.assert_allclose(last["complete_params"], [[0.0, 0.0], [1.0, 1.0]], atol=1e-12)
+    finals = [f for _, f in last["complete"]]
+    np.testing.assert_allclose([t for _, t in finals], [6.0, 12.0])  # time = c * epochs: 1.0 and 2.0
