@@ -98,3 +98,17 @@ def postgres_url():
     except subprocess.TimeoutExpired:
         proc.kill()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def budget_benchmark():
+    """``benchmarks/hypertuner_budget.py`` imported as a module (it is a script, not a package)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "hypertuner_budget.py"
+    spec = importlib.util.spec_from_file_location("hypertuner_budget", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("hypertuner_budget", mod)
+    spec.loader.exec_module(mod)
+    return mod

@@ -3,8 +3,6 @@ standard split, a trial that reports per epoch, and the hypervolume space that r
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def hb(shared_data):
-    spec = importlib.util.spec_from_file_location(
-        "hypertuner_budget", ROOT / "benchmarks" / "hypertuner_budget.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("hypertuner_budget", mod)
-    spec.loader.exec_module(mod)
-    return mod
+def hb(shared_data, budget_benchmark):
+    return budget_benchmark
 
 
 def test_etth1_windows_come_from_the_standard_split_without_validation_targets_in_training(hb):

@@ -4,8 +4,6 @@ non-front trial at a rung would reach the run's final hypervolume."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,14 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def hb():
-    spec = importlib.util.spec_from_file_location(
-        "hypertuner_budget", ROOT / "benchmarks" / "hypertuner_budget.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("hypertuner_budget", mod)
-    spec.loader.exec_module(mod)
-    return mod
+def hb(budget_benchmark):
+    return budget_benchmark
 
 
 def _trial(number, acc, cpu, total_at_end, epochs=4):
