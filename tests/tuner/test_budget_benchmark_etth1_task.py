@@ -3,12 +3,8 @@ standard split, a trial that reports per epoch, and the hypervolume space that r
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,7 @@ non-front trial at a rung would reach the run's final hypervolume."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
