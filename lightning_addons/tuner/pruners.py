@@ -282,9 +282,6 @@ class LearningCurvePruner:
 
     #: the tuner passes ``complete=[(values at the step, final values), ...]`` and ``log_scale``
     uses_complete = True
-    #: and, when this is true, ``params`` (the trial's unit-cube configuration) and ``complete_params``
-    #: (the complete trials' ones, aligned with ``complete``)
-    uses_params = True
 
     def __init__(
         self,
@@ -320,6 +317,12 @@ class LearningCurvePruner:
         self.quantile = float(quantile)
         self.min_resource = min_resource
         self.max_resource = max_resource
+
+    @property
+    def uses_params(self) -> bool:
+        """Whether the tuner should also pass ``params`` (the trial's unit-cube configuration) and
+        ``complete_params`` (the complete trials', aligned with ``complete``): only ``model="gp"`` uses them."""
+        return self.model == "gp"
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments (stored in the study's fingerprint)."""

@@ -178,9 +178,12 @@ def test_the_gp_model_tells_a_hopeless_configuration_from_a_late_learner_with_th
         gp.optimistic_final(trial, pairs, MAXMIN, LOGS, [0.05, 0.5], units[:-1])
 
 
-def test_the_gp_model_is_in_the_fingerprint_only_when_chosen():
+def test_the_gp_model_is_in_the_fingerprint_and_asks_for_configurations_only_when_chosen():
     assert "model" not in LearningCurvePruner().config()
     assert LearningCurvePruner(model="gp").config()["model"] == "gp"
+    # the tuner converts every complete trial's configuration only for the rule that reads them
+    assert not LearningCurvePruner().uses_params
+    assert LearningCurvePruner(model="gp").uses_params
 
 
 # ----------------------------------------------------------------------------- in a tuning run
