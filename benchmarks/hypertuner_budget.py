@@ -490,18 +490,13 @@ def oracle_share(run: dict, rung: int) -> dict:
         else:
             exact = False
             costs.append(t["cpu"] * rung / epochs)
-    # the same on the total-CPU axis (trials + tuner: suggestions, storage), the cost a user waits for:
-    # the run's process CPU at the end of its last front trial less the trial CPU the oracle saves up to it
-    ends = [t.get("total_cpu_at_end") for t in trs]
-    run_total = float(run["trial_cpu"] + run["tuner_cpu_outside_trials"])
     return {
         "seed": run["seed"],
         "rung": rung,
         "share": float(sum(costs[: last + 1]) / total),
+        # the same on the total-CPU axis (trials + tuner), the cost a user waits for
         "share_total_cpu": _share_total_cpu(run, trs, costs, last),
-        "share_total_cpu_no_pruning": float(ends[last] / run_total)
-        if ends[last] is not None
-        else float("nan"),
+        "share_total_cpu_no_pruning": _share_total_cpu(run, trs, [t["cpu"] for t in trs], last),
         "share_no_pruning": float(sum(t["cpu"] for t in trs[: last + 1]) / total),
         "front": int(on_front.sum()),
         "trials": len(trs),
