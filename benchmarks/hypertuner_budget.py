@@ -33,7 +33,9 @@ Reproduce (one thread, niced; results appended to JSONL, ``--summary-only`` re-p
         --out runs/hypertuner_budget.jsonl
 
 Forecasting task (``--task etth1``): iTransformer on ETTh1 (lookback 96, horizon 96; 384 training and
-256 validation windows of the standard split), ``--epochs`` 4. Tuned: ``lr`` (log), ``d_model``
+256 validation windows of the standard split; ``--train-windows 0``: all 8,449 training windows, the size
+a user tunes at, where one trial costs 3-25 CPU-s and the tuner's own CPU is a few percent of the run),
+``--epochs`` 4. Tuned: ``lr`` (log), ``d_model``
 (16/32/64), ``num_layers`` (1-3), ``mixer`` (attention, or RAM: ``mlp``), ``batch_size`` (16/32/64).
 Objectives: ``val_mse`` (min; ``-log val_mse`` in the hypervolume) and ``time`` (trial CPU seconds)::
 
@@ -83,6 +85,19 @@ class BudgetSpent(BaseException):
 
 
 _DATA: dict = {}
+# --digits-size: "small" (16x16 inputs, 600 training images; trials 0.15-0.5 CPU-s, about what one suggestion
+# costs) or "full" (LeNet-5's own 32x32 inputs and every image outside the validation set, 1,347: 8-10x the
+# trial cost, so the tuner's CPU is a small part of the run, as when tuning real training runs)
+DIGITS_SIZES = {"small": (16, 600), "full": (32, 1347)}
+DIGITS_SIZE = "small"
+
+
+def set_digits_size(size: str) -> None:
+    global DIGITS_SIZE
+    if size not in DIGITS_SIZES:
+        raise ValueError(f"`--digits-size` must be one of {sorted(DIGITS_SIZES)}, got {size!r}.")
+    DIGITS_SIZE = size
+    _DATA.clear()
 
 
 def digits_data():
@@ -94,10 +109,11 @@ def digits_data():
 
         X, y = load_digits(return_X_y=True)
         X = torch.tensor(X, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-        X = F.interpolate(X, size=16, mode="bilinear", align_corners=False)
+        side, n_train = DIGITS_SIZES[DIGITS_SIZE]
+        X = F.interpolate(X, size=side, mode="bilinear", align_corners=False)
         y = torch.tensor(y)
         itr, iva = train_test_split(
-            np.arange(len(y)), train_size=600, test_size=450, stratify=y.numpy(), random_state=0
+            np.arange(len(y)), train_size=n_train, test_size=450, stratify=y.numpy(), random_state=0
         )
         _DATA.update(Xtr=X[itr], ytr=y[itr], Xva=X[iva], yva=y[iva])
     return _DATA
@@ -116,7 +132,7 @@ def train_digits(params, report=None, epochs: int = 9, seed: int = 0) -> dict:
     try:
         g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        model = LeNet5(width=float(params["width"]), input_size=16)
+        model = LeNet5(width=float(params["width"]), input_size=DIGITS_SIZES[DIGITS_SIZE][0])
         opt = torch.optim.Adam(model.parameters(), lr=float(params["lr"]))
         bs = int(params["batch_size"])
         autocast = params["precision"] == "bf16-mixed"
@@ -161,6 +177,15 @@ ETTH1_WINDOW, ETTH1_HORIZON, ETTH1_TRAIN_WINDOWS, ETTH1_VAL_WINDOWS = 96, 96, 38
 _ETTH1: dict = {}
 
 
+def set_etth1_train_windows(n: int) -> None:
+    """Train on ``n`` windows of the training split (a fixed random subset; ``0``: all 8,449)."""
+    global ETTH1_TRAIN_WINDOWS
+    if n < 0:
+        raise ValueError(f"`--train-windows` must be >= 0 (0: the whole training split), got {n}.")
+    ETTH1_TRAIN_WINDOWS = n
+    _ETTH1.clear()
+
+
 def etth1_data():
     if not _ETTH1:
         import torch
@@ -180,7 +205,9 @@ def etth1_data():
             return w[:, :ETTH1_WINDOW, :, None].contiguous(), w[:, ETTH1_WINDOW:, :, None].contiguous()
 
         rng = np.random.default_rng(0)
-        tr = np.sort(rng.choice(n_tr - span + 1, ETTH1_TRAIN_WINDOWS, replace=False))
+        n_all = n_tr - span + 1
+        n = ETTH1_TRAIN_WINDOWS if 0 < ETTH1_TRAIN_WINDOWS < n_all else n_all
+        tr = np.sort(rng.choice(n_all, n, replace=False)) if n < n_all else np.arange(n_all)
         # validation windows: targets inside the validation split, lookback may reach back into train
         va = np.linspace(n_tr - ETTH1_WINDOW, n_tr + n_va - span, ETTH1_VAL_WINDOWS).astype(int)
         Xtr, Ytr = windows(tr)
@@ -730,6 +757,21 @@ def summarise(rows: list[dict], methods) -> None:
             )
 
 
+def _size(args) -> str:
+    """The task size a run was made at (rows record it; one results file holds one size)."""
+    return (
+        f"train_windows={args.train_windows}" if args.task == "etth1" else f"digits_size={args.digits_size}"
+    )
+
+
+def _row_size(row: dict) -> str:
+    if "size" in row:
+        return row["size"]
+    if "train_windows" in row:  # the first rows at --train-windows 0 recorded only that
+        return f"train_windows={row['train_windows']}"
+    return "train_windows=384" if row.get("task") == "etth1" else "digits_size=small"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -744,6 +786,18 @@ def main() -> None:
         "--budget", type=float, default=None, help="summed trial CPU seconds per run (digits 20, etth1 15)"
     )
     ap.add_argument("--epochs", type=int, default=None, help="epochs per trial (digits 6, etth1 4)")
+    ap.add_argument(
+        "--train-windows",
+        type=int,
+        default=ETTH1_TRAIN_WINDOWS,
+        help=f"etth1: training windows ({ETTH1_TRAIN_WINDOWS}; 0: the whole training split, 8,449)",
+    )
+    ap.add_argument(
+        "--digits-size",
+        default="small",
+        choices=sorted(DIGITS_SIZES),
+        help="digits: small (16x16, 600 training images) or full (32x32, all 1,347 outside the validation set)",
+    )
     ap.add_argument("--n-init", type=int, default=4)
     ap.add_argument("--rerun", type=int, default=3, help="pruned trials re-run to completion per seed")
     ap.add_argument("--out", default="runs/hypertuner_budget.jsonl")
@@ -767,6 +821,8 @@ def main() -> None:
         args.budget = TASKS[args.task]["budget"]
     if args.epochs is None:
         args.epochs = TASKS[args.task]["epochs"]
+    set_etth1_train_windows(args.train_windows)
+    set_digits_size(args.digits_size)
     import torch
 
     torch.set_num_threads(1)
@@ -774,6 +830,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     rows = [r for r in rows if r.get("task", "digits") == args.task]
+    sizes = {_row_size(r) for r in rows if r.get("kind") == "run"} - {_size(args)}
+    if sizes:
+        raise SystemExit(
+            f"{out} holds {args.task} runs of size {sorted(sizes)}, not {_size(args)!r}: use another --out "
+            "(runs of two task sizes are not comparable)."
+        )
     if not args.summary_only:
         import tempfile
 
@@ -788,6 +850,7 @@ def main() -> None:
                 r = run_method(method, seed, args.budget, args.epochs, work, args.n_init, pr, args.task)
                 r["kind"] = "run"
                 r["epochs"] = args.epochs
+                r["size"] = _size(args)
                 rows.append(r)
                 with open(out, "a") as f:
                     f.write(json.dumps(r) + "\n")

@@ -42,3 +42,44 @@ def test_an_etth1_trial_reports_each_epoch_and_a_lower_mse_ranks_higher(hb):
     assert np.isfinite(out["val_mse"]) and out["val_mse"] > 0 and reports[-1][1]["val_mse"] == out["val_mse"]
     F = hb._F(np.array([[0.5, 1.0], [0.8, 1.0], [0.5, 2.0]]), "etth1")
     assert F[0, 0] > F[1, 0] and F[0, 1] > F[2, 1]  # maximisation space: lower MSE and less time are better
+
+
+def test_train_windows_zero_takes_every_training_window_and_a_negative_size_is_refused(hb):
+    from lightning_addons.datamodules.timeseries import ETT_HOURLY_SPLITS
+
+    n_tr = ETT_HOURLY_SPLITS[0]
+    try:
+        hb.set_etth1_train_windows(0)
+        d = hb.etth1_data()
+        assert d["Xtr"].shape == (n_tr - 96 - 96 + 1, 96, 7, 1)
+        with pytest.raises(ValueError, match=r"`--train-windows` must be >= 0 .* got -1"):
+            hb.set_etth1_train_windows(-1)
+    finally:
+        hb.set_etth1_train_windows(384)
+    assert hb.etth1_data()["Xtr"].shape[0] == 384
+
+
+def test_a_results_file_with_runs_of_another_training_size_is_refused(hb, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    out = tmp_path / "runs.jsonl"
+    out.write_text(
+        json.dumps({"kind": "run", "task": "etth1", "method": "ht", "seed": 0, "trials": []}) + "\n"
+    )
+    argv = [
+        "hypertuner_budget.py",
+        "--task",
+        "etth1",
+        "--train-windows",
+        "0",
+        "--summary-only",
+        "--out",
+        str(out),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        with pytest.raises(SystemExit, match=r"size \[.train_windows=384.\], not .train_windows=0."):
+            hb.main()
+    finally:
+        hb.set_etth1_train_windows(384)

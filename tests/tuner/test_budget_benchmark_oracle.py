@@ -48,3 +48,15 @@ def test_the_oracle_share_counts_the_tuner_cpu_on_the_total_cpu_axis(hb):
     assert r["pruned"] == 0
     assert r["share"] == pytest.approx(7.0 / 9.0)
     assert r["share_total_cpu"] == pytest.approx(10.0 / 13.0)
+
+
+def test_digits_full_size_is_lenet5s_32x32_input_on_every_image_outside_the_validation_set(hb):
+    try:
+        hb.set_digits_size("full")
+        d = hb.digits_data()
+        assert d["Xtr"].shape == (1347, 1, 32, 32) and d["Xva"].shape == (450, 1, 32, 32)
+        with pytest.raises(ValueError, match=r"`--digits-size` must be one of \['full', 'small'\], got 'big'"):
+            hb.set_digits_size("big")
+    finally:
+        hb.set_digits_size("small")
+    assert hb.digits_data()["Xtr"].shape == (600, 1, 16, 16)
