@@ -34,7 +34,7 @@ Reproduce (one thread, niced; results appended to JSONL, ``--summary-only`` re-p
 
 Forecasting task (``--task etth1``): iTransformer on ETTh1 (lookback 96, horizon 96; 384 training and
 256 validation windows of the standard split; ``--train-windows 0``: all 8,449 training windows, the size
-a user tunes at, where one trial costs 3-25 CPU-s and the tuner's own CPU is a few percent of the run),
+a user tunes at, where one trial costs 3-30 CPU-s and the tuner's own CPU is 3-6% of the run),
 ``--epochs`` 4. Tuned: ``lr`` (log), ``d_model``
 (16/32/64), ``num_layers`` (1-3), ``mixer`` (attention, or RAM: ``mlp``), ``batch_size`` (16/32/64).
 Objectives: ``val_mse`` (min; ``-log val_mse`` in the hypervolume) and ``time`` (trial CPU seconds)::
