@@ -55,7 +55,9 @@ def test_digits_full_size_is_lenet5s_32x32_input_on_every_image_outside_the_vali
         hb.set_digits_size("full")
         d = hb.digits_data()
         assert d["Xtr"].shape == (1347, 1, 32, 32) and d["Xva"].shape == (450, 1, 32, 32)
-        with pytest.raises(ValueError, match=r"`--digits-size` must be one of \['full', 'small'\], got 'big'"):
+        with pytest.raises(
+            ValueError, match=r"`--digits-size` must be one of \['full', 'small'\], got 'big'"
+        ):
             hb.set_digits_size("big")
     finally:
         hb.set_digits_size("small")
