@@ -773,8 +773,6 @@ def _size(args) -> str:
 def _row_size(row: dict) -> str:
     if "size" in row:
         return row["size"]
-    if "train_windows" in row:  # the first rows at --train-windows 0 recorded only that
-        return f"train_windows={row['train_windows']}"
     return "train_windows=384" if row.get("task") == "etth1" else "digits_size=small"
 
 
