@@ -206,8 +206,10 @@ def etth1_data():
 
         rng = np.random.default_rng(0)
         n_all = n_tr - span + 1
-        n = ETTH1_TRAIN_WINDOWS if 0 < ETTH1_TRAIN_WINDOWS < n_all else n_all
-        tr = np.sort(rng.choice(n_all, n, replace=False)) if n < n_all else np.arange(n_all)
+        if 0 < ETTH1_TRAIN_WINDOWS < n_all:
+            tr = np.sort(rng.choice(n_all, ETTH1_TRAIN_WINDOWS, replace=False))
+        else:
+            tr = np.arange(n_all)
         # validation windows: targets inside the validation split, lookback may reach back into train
         va = np.linspace(n_tr - ETTH1_WINDOW, n_tr + n_va - span, ETTH1_VAL_WINDOWS).astype(int)
         Xtr, Ytr = windows(tr)
@@ -798,7 +800,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--digits-size",
-        default="small",
+        default=DIGITS_SIZE,
         choices=sorted(DIGITS_SIZES),
         help="digits: small (16x16, 600 training images) or full (32x32, all 1,347 outside the validation set)",
     )
