@@ -27,6 +27,11 @@ Also printed: the tuner's CPU outside the trials per run, and the HV of every me
 (trials + tuner). ``ht_es`` uses ``PRUNER`` unless ``--pruner`` gives another (JSON); ``ht_nogrid`` (not
 run by default) is the ablation of ADUMBO without rounding its discrete inputs to their grid.
 
+``--time-unit ref`` puts every trial's ``time`` and the budget on a load-independent clock instead: CPU
+seconds divided by a reference kernel's CPU seconds (10 training steps of the task's default model), timed
+at the start of every trial and after every epoch (the kernel's own CPU is on no axis); with nothing else running, a trial's reference seconds
+came to 0.56-0.87 of its CPU seconds. A results file holds one unit.
+
 Reproduce (one thread, niced; results appended to JSONL, ``--summary-only`` re-prints)::
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/hypertuner_budget.py --seeds 0 1 2 \
@@ -82,6 +87,145 @@ PRUNER_H16B = {"name": "pareto_halving", "min_resource": 1, "reduction_factor": 
 
 class BudgetSpent(BaseException):
     """Stops a tuning run once the summed trial CPU seconds reach the budget."""
+
+
+# --time-unit ref: CPU seconds inflate with the load of the shared machine (one ETTh1 epoch of the default
+# configuration, whole split: 2.5-2.9 CPU-s alone, 4.7-5.0 beside three busy processes on the 2 cores), and
+# a reference kernel (REF_STEPS training steps of the task's default model on a fixed batch, one thread)
+# inflates with it (0.16 -> 0.31 CPU-s for 20 steps). Two epochs of three configurations, alone / beside one /
+# beside three busy processes (two runs each): CPU seconds spread 5.8-9.7 (default), 1.4-2.5 (cheapest),
+# 14.3-20.7 (largest); the reference clock 4.6-5.5, 1.1-1.5, 10.9-13.6 (docs/results/hypertuner_es_ref_clock.md).
+# REF_SCALE converts kernels back to seconds (about the kernel's CPU seconds on this machine; a unit,
+# not a tuned constant: any value rescales the time axis and the budget together).
+TIME_UNITS = ("cpu", "ref")
+REF_SCALE = {"digits_small": 0.035, "digits_full": 0.11, "etth1": 0.08}
+
+
+def ref_scale(task: str) -> float:
+    """Seconds per reference kernel for ``task`` (digits: at the current ``--digits-size``)."""
+    return REF_SCALE[f"digits_{DIGITS_SIZE}" if task == "digits" else task]
+
+
+REF_STEPS = 10
+
+
+class Clock:
+    """The benchmark's time axis. ``unit="cpu"``: process CPU seconds. ``unit="ref"``: process CPU seconds,
+    each stretch divided by the reference kernel's CPU seconds measured at both its ends (mean) and
+    multiplied by :func:`ref_scale`; the kernel's own CPU is on neither axis. :meth:`probe` times the
+    kernel (a no-op for ``cpu``); call it at the start of every trial and after every epoch."""
+
+    def __init__(self, unit: str = "cpu", task: str = "digits") -> None:
+        if unit not in TIME_UNITS:
+            raise ValueError(f"`--time-unit` must be one of {list(TIME_UNITS)}, got {unit!r}.")
+        self.unit, self.task = unit, task
+        self.scaled = 0.0  # the clock's reading at `raw_seen`
+        self.raw_seen = time.process_time()
+        self.probe_cpu = 0.0  # the kernel's own CPU, taken off the raw clock
+        self.last_ref: float | None = None
+        self.kernel = None
+
+    def _raw(self) -> float:
+        return time.process_time() - self.probe_cpu
+
+    def _factor(self, ref: float | None = None) -> float:
+        if self.unit == "cpu" or self.last_ref is None:
+            return 1.0
+        r = self.last_ref if ref is None else 0.5 * (self.last_ref + ref)
+        return ref_scale(self.task) / r
+
+    def now(self) -> float:
+        raw = self._raw()
+        self.scaled += (raw - self.raw_seen) * self._factor()
+        self.raw_seen = raw
+        return self.scaled
+
+    def probe(self) -> None:
+        if self.unit == "cpu":
+            return
+        if self.kernel is None:
+            self.kernel = _ref_kernel(self.task)
+            self.kernel()  # first-call costs off the measurement
+        raw = self._raw()
+        p0 = time.process_time()
+        self.kernel()
+        ref = time.process_time() - p0
+        self.probe_cpu += ref
+        # the stretch since the last reading, scaled by the mean of the kernel times at its two ends
+        first = self.last_ref is None
+        self.scaled += (raw - self.raw_seen) * (1.0 if first else self._factor(ref))
+        self.raw_seen = raw
+        self.last_ref = ref
+
+
+def _ref_kernel(task: str):
+    """``REF_STEPS`` training steps of the task's default model on a fixed batch, one thread."""
+    import torch
+
+    torch.manual_seed(0)
+    if task == "etth1":
+        from lightning_addons.modules.nn import ITransformer
+
+        d = etth1_data()
+        model = ITransformer(window=ETTH1_WINDOW, horizon=ETTH1_HORIZON, d_model=32, d_ff=32, n_heads=4,
+                             num_layers=2, dropout=0.1, mixer="attention")  # fmt: skip
+        x, y = d["Xtr"][:32], d["ytr"][:32]
+        loss_fn = torch.nn.functional.mse_loss
+    else:
+        from lightning_addons.modules.nn import LeNet5
+
+        d = digits_data()
+        model = LeNet5(width=1.0, input_size=DIGITS_SIZES[DIGITS_SIZE][0])
+        x, y = d["Xtr"][:64], d["ytr"][:64]
+        loss_fn = torch.nn.functional.cross_entropy
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    def kernel() -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for _ in range(REF_STEPS):
+                loss = loss_fn(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        finally:
+            torch.set_num_threads(threads)
+
+    return kernel
+
+
+CLOCK = Clock()
+
+
+def set_time_unit(unit: str, task: str) -> None:
+    global CLOCK
+    CLOCK = Clock(unit, task)
+
+
+def timed_train(task: str, params: dict, report=None, epochs: int = 4, seed: int = 0, spent=None) -> dict:
+    """Run the task's trial with its ``time`` (per epoch and at the end) read from :data:`CLOCK`, less the
+    CPU spent inside ``report`` (the tuner's work). ``spent["time"]`` receives the trial's time also when
+    it ends with an exception (pruned or failed)."""
+    CLOCK.probe()
+    t0 = CLOCK.now()
+    inside = [0.0]  # clock time spent inside report()
+    spent = {} if spent is None else spent
+
+    def rep(step, metrics):
+        CLOCK.probe()
+        t = CLOCK.now() - t0 - inside[0]
+        r0 = CLOCK.now()
+        try:
+            return report(step, {**metrics, "time": t}) if report is not None else None
+        finally:
+            inside[0] += CLOCK.now() - r0
+
+    try:
+        out = _train_fn(task)(params, rep, epochs=epochs, seed=seed)
+    finally:
+        spent["time"] = CLOCK.now() - t0 - inside[0]
+    return {**out, "time": spent["time"]}
 
 
 _DATA: dict = {}
@@ -308,9 +452,9 @@ def run_method(
     from lightning_addons.tuner import HyperTuner
 
     spent = {"cpu": 0.0, "suggest": 0.0}
-    ends: list[float] = []  # process CPU (trials + tuner) since the run started, at the end of each trial
+    ends: list[float] = []  # clock (trials + tuner) since the run started, at the end of each trial
     curves: list[list] = []  # per started trial: [step, quality, time] after each epoch (for --oracle)
-    c_start = time.process_time()
+    c_start = CLOCK.now()
     names = [o.split(":")[0] for o in TASKS[task]["objectives"]]
 
     def fn(params, report):
@@ -318,29 +462,22 @@ def run_method(
             raise BudgetSpent
         curve: list = []
         curves.append(curve)
+
         # the tuner's work inside report() (storing the step's vector, reading the peers, the pruner's
         # decision) is tuner CPU, not trial CPU: a Lightning trial's worker does it outside the trial
-        # process. It is taken out of the trial's `time` and of the budget (measured: ~0.01 ms per report
-        # without a pruner, 3 ms with pareto_halving, 19 ms with learning_curve on a 60-trial SQLite study,
-        # against trials of 0.15-0.5 CPU-s)
-        overhead = [0.0]
-
+        # process. timed_train takes it out of the trial's `time` and so of the budget (measured: ~0.01 ms
+        # per report without a pruner, 3 ms with pareto_halving, 19 ms with learning_curve on a 60-trial
+        # SQLite study, against trials of 0.15-0.5 CPU-s)
         def rep(step, metrics):
-            metrics = {**metrics, "time": metrics["time"] - overhead[0]}
             curve.append([int(step)] + [float(metrics[k]) for k in names])
-            r0 = time.process_time()
-            try:
-                return report(step, metrics)
-            finally:
-                overhead[0] += time.process_time() - r0
+            return report(step, metrics)
 
-        c0 = time.process_time()
+        box: dict = {}
         try:
-            out = _train_fn(task)(params, rep, epochs=epochs, seed=seed)
-            return {**out, "time": out["time"] - overhead[0]}
+            return timed_train(task, params, rep, epochs=epochs, seed=seed, spent=box)
         finally:
-            spent["cpu"] += time.process_time() - c0 - overhead[0]
-            ends.append(time.process_time() - c_start)
+            spent["cpu"] += box.get("time", 0.0)
+            ends.append(CLOCK.now() - c_start)
 
     storage = f"sqlite:///{workdir}/{method}_{seed}.db"
     tuner = HyperTuner(
@@ -359,14 +496,15 @@ def run_method(
         pruner=_with_max_resource(pruner or PRUNER, epochs) if method == "ht_es" else None,
         optimizer_kwargs=OPTIMIZER_KWARGS.get(method),
     )
-    c_all = time.process_time()
+    c_all = CLOCK.now()
+    probe0 = CLOCK.probe_cpu
     w0 = time.perf_counter()
     try:
         tuner.run()
     except BudgetSpent:
         pass
     wall = time.perf_counter() - w0
-    total_cpu = time.process_time() - c_all
+    total_cpu = CLOCK.now() - c_all
     study = optuna.load_study(study_name=f"{method}_{seed}", storage=storage)
     trials = []
     for t in study.get_trials(deepcopy=False):
@@ -405,6 +543,7 @@ def run_method(
         "trial_cpu": spent["cpu"],
         "tuner_cpu_outside_trials": total_cpu - spent["cpu"],
         "wall": wall,
+        "probe_cpu": CLOCK.probe_cpu - probe0,  # the reference kernel's CPU (--time-unit ref), on no axis
         "pruner": _with_max_resource(pruner or PRUNER, epochs) if method == "ht_es" else None,
     }
 
@@ -456,7 +595,7 @@ def rerun_check(run: dict, k: int, epochs: int, seed: int) -> dict:  # noqa: C90
     F_front = _F(complete, task)
     for i in order[:k]:
         t = pruned[i]
-        full = _train_fn(task)(t["params"], None, epochs=epochs, seed=seed)
+        full = timed_train(task, t["params"], None, epochs=epochs, seed=seed)
         f = _F(np.array([list(full.values())], float), task)
         enters = not bool(dominates(F_front, f).any())
         entered += enters
@@ -619,6 +758,56 @@ def summarise_oracle(rows: list[dict], rungs, method: str = "ht", replay: dict |
                 f"{p['share']:.3f} (of the total CPU {p['share_total_cpu']:.3f}); pruned {p['pruned']} of "
                 f"{p['trials']} (front trials pruned: "
                 f"{p['front_pruned'] or 'none'}); {p['cpu_saved']:.0%} of the trial CPU saved"
+            )
+
+
+def cross_run_shares(rows: list[dict], method: str = "ht_es", baseline: str = "ht") -> dict:
+    """How often does a run reach another run's final HV at <= 0.60 of that run's budget?
+
+    Every ordered pair (A, B) of runs of one task, A a ``baseline`` run and B another run: the share of A's
+    time at which B first reaches A's final HV. ``null``: B a ``baseline`` run too (no pruning, another seed
+    or the same seed re-run), i.e. how often the per-seed acceptance test passes with no effect at all;
+    ``test``: B a ``method`` run. One normalisation over the complete trials of all runs (the per-seed
+    summary normalises per seed), so the runs need one task, size and time unit. Runs recorded twice (a
+    per-seed file merged into a combined one) count once."""
+    seen, runs = set(), []
+    for r in rows:
+        if r.get("kind") != "run" or r["method"] not in (method, baseline):
+            continue
+        key = (r["method"], r["seed"], round(float(r["trial_cpu"]), 6), len(r["trials"]))
+        if key not in seen:
+            seen.add(key)
+            runs.append(r)
+    base = [r for r in runs if r["method"] == baseline]
+    if len(base) < 2:
+        raise ValueError(f"cross-run shares need at least two {baseline!r} runs, got {len(base)}.")
+    allv = np.array([t["values"] for r in runs for t in r["trials"] if t["state"] == "COMPLETE"])
+    F = _F(allv, runs[0].get("task", "digits"))
+    curves = [hv_curve(r, F.min(0), F.max(0)) for r in runs]
+    out: dict = {
+        "null": [],
+        "test": [],
+        "final": [(r["method"], r["seed"], float(c[1][-1])) for r, c in zip(runs, curves)],
+    }
+    for a, (ra, ca) in enumerate(zip(runs, curves)):
+        if ra["method"] != baseline:
+            continue
+        for b, (rb, cb) in enumerate(zip(runs, curves)):
+            if a != b:
+                share = _first_share(cb[0], cb[1], float(ca[1][-1]), float(ca[0][-1]))
+                out["null" if rb["method"] == baseline else "test"].append(share)
+    return out
+
+
+def summarise_cross_runs(rows: list[dict]) -> None:
+    x = cross_run_shares(rows)
+    print("\ncross-run reach shares (every ordered pair of runs; one HV normalisation over all runs):")
+    for lab, key in (("ht vs another ht run (no pruning: the null)", "null"), ("ht_es vs an ht run", "test")):
+        v = np.array(x[key])
+        if len(v):
+            print(
+                f"  {lab}: {len(v)} pairs, reach at <= 0.60: {np.mean(v <= 0.6):.2f}, reach at all: "
+                f"{np.mean(np.isfinite(v)):.2f}"
             )
 
 
@@ -804,6 +993,13 @@ def main() -> None:
         choices=sorted(DIGITS_SIZES),
         help="digits: small (16x16, 600 training images) or full (32x32, all 1,347 outside the validation set)",
     )
+    ap.add_argument(
+        "--time-unit",
+        default="cpu",
+        choices=TIME_UNITS,
+        help="cpu: trial CPU seconds; ref: CPU seconds scaled by a reference kernel timed at the start of "
+        "every trial and after every epoch (load-independent; REF_SCALE seconds per kernel)",
+    )
     ap.add_argument("--n-init", type=int, default=4)
     ap.add_argument("--rerun", type=int, default=3, help="pruned trials re-run to completion per seed")
     ap.add_argument("--out", default="runs/hypertuner_budget.jsonl")
@@ -813,6 +1009,12 @@ def main() -> None:
         "--pruner",
         default=None,
         help=f"ht_es's pruner as JSON (default {json.dumps(PRUNER)}; the first stop used {json.dumps(PRUNER_H16B)})",
+    )
+    ap.add_argument(
+        "--cross-runs",
+        action="store_true",
+        help="also print how often ht_es reaches another ht run's final HV at <= 0.60 of its budget, over "
+        "every ordered pair of runs in --out, beside the same for ht against ht (the null)",
     )
     ap.add_argument(
         "--oracle",
@@ -829,6 +1031,7 @@ def main() -> None:
         args.epochs = TASKS[args.task]["epochs"]
     set_etth1_train_windows(args.train_windows)
     set_digits_size(args.digits_size)
+    set_time_unit(args.time_unit, args.task)
     import torch
 
     torch.set_num_threads(1)
@@ -841,6 +1044,12 @@ def main() -> None:
         raise SystemExit(
             f"{out} holds {args.task} runs of size {sorted(sizes)}, not {_size(args)!r}: use another --out "
             "(runs of two task sizes are not comparable)."
+        )
+    units = {r.get("time_unit", "cpu") for r in rows if r.get("kind") == "run"} - {args.time_unit}
+    if units:
+        raise SystemExit(
+            f"{out} holds {args.task} runs timed in {sorted(units)}, not --time-unit {args.time_unit!r}: use "
+            "another --out (their time objectives and budgets are on different axes)."
         )
     if not args.summary_only:
         import tempfile
@@ -857,6 +1066,7 @@ def main() -> None:
                 r["kind"] = "run"
                 r["epochs"] = args.epochs
                 r["size"] = _size(args)
+                r["time_unit"] = args.time_unit
                 rows.append(r)
                 with open(out, "a") as f:
                     f.write(json.dumps(r) + "\n")
@@ -874,6 +1084,8 @@ def main() -> None:
                     f.write(json.dumps(c) + "\n")
     summarise(rows, [m for m in METHODS + EXTRA_METHODS if m in args.methods])
     summarise_total_cpu(rows, [m for m in METHODS + EXTRA_METHODS if m in args.methods])
+    if args.cross_runs:
+        summarise_cross_runs(rows)
     if args.oracle:
         summarise_oracle(rows, args.oracle, replay=json.loads(args.pruner) if args.pruner else None)
     if args.plot:
