@@ -29,8 +29,10 @@ run by default) is the ablation of ADUMBO without rounding its discrete inputs t
 
 ``--time-unit ref`` puts every trial's ``time`` and the budget on a load-independent clock instead: CPU
 seconds divided by a reference kernel's CPU seconds (10 training steps of the task's default model), timed
-at the start of every trial and after every epoch (the kernel's own CPU is on no axis); with nothing else running, a trial's reference seconds
-came to 0.56-0.87 of its CPU seconds. A results file holds one unit.
+at the start of every trial and after every epoch (the kernel's own CPU is on no axis); with nothing else
+running, a trial's reference seconds came to 0.56-0.87 of its CPU seconds (ETTh1). A results file holds
+one unit. ``--cross-runs`` adds how often the per-seed acceptance test passes over every ordered pair of
+runs in ``--out``, beside the same test between two runs without pruning (the null).
 
 Reproduce (one thread, niced; results appended to JSONL, ``--summary-only`` re-prints)::
 
@@ -214,8 +216,8 @@ def timed_train(task: str, params: dict, report=None, epochs: int = 4, seed: int
 
     def rep(step, metrics):
         CLOCK.probe()
-        t = CLOCK.now() - t0 - inside[0]
         r0 = CLOCK.now()
+        t = r0 - t0 - inside[0]
         try:
             return report(step, {**metrics, "time": t}) if report is not None else None
         finally:
@@ -454,6 +456,7 @@ def run_method(
     spent = {"cpu": 0.0, "suggest": 0.0}
     ends: list[float] = []  # clock (trials + tuner) since the run started, at the end of each trial
     curves: list[list] = []  # per started trial: [step, quality, time] after each epoch (for --oracle)
+    CLOCK.probe()  # so that the tuner's time before the first trial is on the clock's unit too
     c_start = CLOCK.now()
     names = [o.split(":")[0] for o in TASKS[task]["objectives"]]
 
@@ -800,7 +803,10 @@ def cross_run_shares(rows: list[dict], method: str = "ht_es", baseline: str = "h
 
 
 def summarise_cross_runs(rows: list[dict]) -> None:
-    x = cross_run_shares(rows)
+    try:
+        x = cross_run_shares(rows)
+    except ValueError as e:  # the runs are stored; say what is missing, without a traceback
+        raise SystemExit(f"--cross-runs: {e} Add runs (other seeds) to --out.") from None
     print("\ncross-run reach shares (every ordered pair of runs; one HV normalisation over all runs):")
     for lab, key in (("ht vs another ht run (no pruning: the null)", "null"), ("ht_es vs an ht run", "test")):
         v = np.array(x[key])

@@ -199,3 +199,23 @@ def test_a_tuning_run_on_the_ref_clock_spends_its_budget_in_reference_seconds(hb
         assert times == sorted(times) and t["cpu"] == pytest.approx(times[-1], rel=0.05, abs=1e-3)
     ends = [t["total_cpu_at_end"] for t in sorted(trials, key=lambda t: t["number"])]
     assert ends == sorted(ends) and ends[-1] <= r["trial_cpu"] + r["tuner_cpu_outside_trials"] + 1e-6
+
+
+def test_cross_runs_on_a_file_with_one_ht_run_exits_naming_what_is_missing(hb, tmp_path, monkeypatch):
+    out = tmp_path / "runs.jsonl"
+    rows = [_run("ht", 0, [("COMPLETE", 0.9, 1.0)]), _run("ht_es", 0, [("COMPLETE", 0.9, 0.5)])]
+    extra = {"size": "digits_size=small", "tuner_cpu_outside_trials": 0.0, "wall": 1.0}
+    out.write_text("".join(json.dumps({**r, **extra}) + "\n" for r in rows))
+    argv = [
+        "hypertuner_budget.py",
+        "--summary-only",
+        "--methods",
+        "ht",
+        "ht_es",
+        "--cross-runs",
+        "--out",
+        str(out),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match=r"--cross-runs: .*at least two 'ht' runs, got 1"):
+        hb.main()
