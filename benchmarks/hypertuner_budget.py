@@ -787,11 +787,7 @@ def cross_run_shares(rows: list[dict], method: str = "ht_es", baseline: str = "h
     allv = np.array([t["values"] for r in runs for t in r["trials"] if t["state"] == "COMPLETE"])
     F = _F(allv, runs[0].get("task", "digits"))
     curves = [hv_curve(r, F.min(0), F.max(0)) for r in runs]
-    out: dict = {
-        "null": [],
-        "test": [],
-        "final": [(r["method"], r["seed"], float(c[1][-1])) for r, c in zip(runs, curves)],
-    }
+    out: dict = {"null": [], "test": []}
     for a, (ra, ca) in enumerate(zip(runs, curves)):
         if ra["method"] != baseline:
             continue

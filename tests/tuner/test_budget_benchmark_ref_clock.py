@@ -192,7 +192,9 @@ def test_a_tuning_run_on_the_ref_clock_spends_its_budget_in_reference_seconds(hb
     r = hb.run_method("ht_es", 0, 1.5, 2, tmp_path, 2, pruner, "digits")
     trials = r["trials"]
     assert len(trials) >= 2 and r["probe_cpu"] > 0
-    assert r["trial_cpu"] == pytest.approx(sum(t["cpu"] for t in trials), rel=1e-4)
+    # a pruned trial's recorded time is at its last report; the budget also counts the unwinding after it
+    # (microseconds; up to 0.17 ms measured under load), hence 1 ms per trial
+    assert r["trial_cpu"] == pytest.approx(sum(t["cpu"] for t in trials), rel=0, abs=1e-3 * len(trials))
     assert r["trial_cpu"] >= 1.5
     for t in trials:
         times = [c[-1] for c in t["curve"]]
