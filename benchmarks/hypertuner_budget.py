@@ -136,10 +136,12 @@ class Clock:
         r = self.last_ref if ref is None else 0.5 * (self.last_ref + ref)
         return ref_scale(self.task) / r
 
-    def now(self) -> float:
-        raw = self._raw()
-        self.scaled += (raw - self.raw_seen) * self._factor()
+    def _advance(self, raw: float, factor: float) -> None:
+        self.scaled += (raw - self.raw_seen) * factor
         self.raw_seen = raw
+
+    def now(self) -> float:
+        self._advance(self._raw(), self._factor())
         return self.scaled
 
     def probe(self) -> None:
@@ -154,9 +156,8 @@ class Clock:
         ref = time.process_time() - p0
         self.probe_cpu += ref
         # the stretch since the last reading, scaled by the mean of the kernel times at its two ends
-        first = self.last_ref is None
-        self.scaled += (raw - self.raw_seen) * (1.0 if first else self._factor(ref))
-        self.raw_seen = raw
+        # (unscaled before the first kernel: _factor is 1 while there is no earlier one)
+        self._advance(raw, self._factor(ref))
         self.last_ref = ref
 
 
@@ -165,21 +166,22 @@ def _ref_kernel(task: str):
     import torch
 
     torch.manual_seed(0)
+    p = {k: v["default"] for k, v in TASKS[task]["space"].items()}
     if task == "etth1":
         from lightning_addons.modules.nn import ITransformer
 
         d = etth1_data()
-        model = ITransformer(window=ETTH1_WINDOW, horizon=ETTH1_HORIZON, d_model=32, d_ff=32, n_heads=4,
-                             num_layers=2, dropout=0.1, mixer="attention")  # fmt: skip
-        x, y = d["Xtr"][:32], d["ytr"][:32]
+        dm = int(p["d_model"])
+        model = ITransformer(window=ETTH1_WINDOW, horizon=ETTH1_HORIZON, d_model=dm, d_ff=dm, n_heads=4,
+                             num_layers=int(p["num_layers"]), dropout=0.1, mixer=str(p["mixer"]))  # fmt: skip
         loss_fn = torch.nn.functional.mse_loss
     else:
         from lightning_addons.modules.nn import LeNet5
 
         d = digits_data()
-        model = LeNet5(width=1.0, input_size=DIGITS_SIZES[DIGITS_SIZE][0])
-        x, y = d["Xtr"][:64], d["ytr"][:64]
+        model = LeNet5(width=float(p["width"]), input_size=DIGITS_SIZES[DIGITS_SIZE][0])
         loss_fn = torch.nn.functional.cross_entropy
+    x, y = d["Xtr"][: int(p["batch_size"])], d["ytr"][: int(p["batch_size"])]
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
 
     def kernel() -> None:
