@@ -14,6 +14,9 @@ Reproduce (1 thread per job; ``--workers`` parallel jobs)::
     # batches of 4 and 4 asynchronous workers (4 simulated parallel workers) against sequential ADUMBO
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --problems BraninCurrin ZDT1 DTLZ2 \\
         --methods adumbo adumbo_q4 adumbo_a4 --seeds 5 --out runs/bench_hypertuner_batch.jsonl
+    # BoTorch's qLogNEHVI sequential and in joint batches of 4 (each batch compared with its own sequential)
+    OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --problems DTLZ2 --methods qnehvi qnehvi_q4 --seeds 13 \\
+        --out runs/bench_qnehvi_batch.jsonl
     # a batch rule other than the default: the method name's suffix ":rule" (ADUMBO's batch_rule)
     OMP_NUM_THREADS=1 python benchmarks/hypertuner.py --problems DTLZ2 \\
         --methods adumbo adumbo_q4:lower_bound adumbo_a4:lower_bound --seeds 13 --out runs/bench_rule.jsonl
@@ -106,7 +109,8 @@ def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps
 
     init = _sobol(n_init, d, seed)
     X, Y, ask_times, ask_cpu, batch_dist = [], [], [], [], []
-    if method.startswith("adumbo") or method in ("random", "qnehvi"):
+    qnehvi = method.split("_q")[0] == "qnehvi"  # "qnehvi" or "qnehvi_q4" (BoTorch's joint batches)
+    if method.startswith("adumbo") or method == "random" or qnehvi:
         from lightning_addons.tuner.optimizers import _normalised_distance
 
         q = int(method.split("_q")[1]) if "_q" in method else 1
@@ -116,12 +120,12 @@ def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps
             kw["ref_point"] = ref_min.tolist()
         if batch_rule:
             kw["batch_rule"] = batch_rule
-        if method == "qnehvi":
+        if qnehvi:
             kw = {"n_init": n_init, "ref_point": ref_min.tolist()}
         base_name = method.replace("_ref", "").split("_q")[0]
         base_name = base_name.split("_a")[0] if n_async else base_name
         opt = make_optimizer(base_name, d, ["minimize"] * m, seed=seed, **kw)
-        if method in ("random", "qnehvi"):
+        if method == "random" or qnehvi:
             opt.tell(init, f(init))
             X += list(init)
             Y += list(f(init))
@@ -321,7 +325,7 @@ def summarise(rows: list[dict], methods: list[str]) -> str:
                     float(np.median([r["sec_per_suggestion"] for r in sel])),
                     float(np.median(cpu)) if cpu else float("nan"),
                 )
-        peers = [med[m][0] for m in med if not m.startswith("adumbo") and m != "qnehvi"]
+        peers = [med[m][0] for m in med if not m.startswith("adumbo") and m.split("_q")[0] != "qnehvi"]
         best_peer = max(peers) if peers else float("nan")
         gp = med.get("optuna_gp", (float("nan"),))[0]
         for mth, (v, n, sec, cpu) in med.items():
@@ -338,8 +342,20 @@ def _is_batch(method: str) -> bool:
     return "_q" in method or method.partition(":")[0] in BATCH_METHODS
 
 
-def summarise_batch(rows: list[dict], sequential: str = "adumbo") -> str:
-    """Batch methods (``*_qN``) against the sequential method on the same problems and seeds."""
+def _sequential_of(method: str) -> str:
+    """The sequential method a batch method is compared with: ``qnehvi_q4`` -> ``qnehvi``, every other batch
+    method (``adumbo_q4``, ``adumbo_a4:lower_bound``, ...) -> ``adumbo``.
+
+    Examples:
+        >>> _sequential_of("qnehvi_q4"), _sequential_of("adumbo_a4:lower_bound")
+        ('qnehvi', 'adumbo')
+    """
+    return "qnehvi" if method.split("_q")[0] == "qnehvi" else "adumbo"
+
+
+def summarise_batch(rows: list[dict]) -> str:
+    """Batch methods (``*_qN``, ``*_aN``) against their sequential method (see ``_sequential_of``) on the
+    same problems and seeds."""
     rows = [r for r in rows if "hv_ratio" in r]
     lines = [
         "| problem | method | seeds | median HV/max | sequential median HV/max | difference "
@@ -347,8 +363,8 @@ def summarise_batch(rows: list[dict], sequential: str = "adumbo") -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for p in dict.fromkeys(r["problem"] for r in rows):
-        seq = [r["hv_ratio"] for r in rows if r["problem"] == p and r["method"] == sequential]
         for mth in dict.fromkeys(r["method"] for r in rows if _is_batch(r["method"])):
+            seq = [r["hv_ratio"] for r in rows if r["problem"] == p and r["method"] == _sequential_of(mth)]
             sel = [r for r in rows if r["problem"] == p and r["method"] == mth]
             if not sel or not seq:
                 continue
