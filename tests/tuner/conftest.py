@@ -100,15 +100,26 @@ def postgres_url():
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def budget_benchmark():
-    """``benchmarks/hypertuner_budget.py`` imported as a module (it is a script, not a package)."""
+def _load_benchmark(name: str):
+    """``benchmarks/<name>.py`` imported as a module (a script, not a package), registered as ``name``."""
     import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "hypertuner_budget.py"
-    spec = importlib.util.spec_from_file_location("hypertuner_budget", path)
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("hypertuner_budget", mod)
+    sys.modules.setdefault(name, mod)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="session")
+def budget_benchmark():
+    """``benchmarks/hypertuner_budget.py`` imported as a module."""
+    return _load_benchmark("hypertuner_budget")
+
+
+@pytest.fixture(scope="session")
+def hypertuner_benchmark():
+    """``benchmarks/hypertuner.py`` (the test-problem benchmark) imported as a module."""
+    return _load_benchmark("hypertuner")

@@ -4,21 +4,12 @@ joint batches of 4."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 
 @pytest.fixture(scope="module")
-def bench():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "hypertuner.py"
-    spec = importlib.util.spec_from_file_location("hypertuner_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("hypertuner_bench", mod)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(hypertuner_benchmark):
+    return hypertuner_benchmark
 
 
 def _row(method, hv, dist=None):
