@@ -109,7 +109,7 @@ def run_one(problem_name: str, method: str, seed: int, n_init: int = 10, n_steps
 
     init = _sobol(n_init, d, seed)
     X, Y, ask_times, ask_cpu, batch_dist = [], [], [], [], []
-    qnehvi = method.split("_q")[0] == "qnehvi"  # "qnehvi" or "qnehvi_q4" (BoTorch's joint batches)
+    qnehvi = _is_qnehvi(method)
     if method.startswith("adumbo") or method == "random" or qnehvi:
         from lightning_addons.tuner.optimizers import _normalised_distance
 
@@ -325,7 +325,7 @@ def summarise(rows: list[dict], methods: list[str]) -> str:
                     float(np.median([r["sec_per_suggestion"] for r in sel])),
                     float(np.median(cpu)) if cpu else float("nan"),
                 )
-        peers = [med[m][0] for m in med if not m.startswith("adumbo") and m.split("_q")[0] != "qnehvi"]
+        peers = [med[m][0] for m in med if not m.startswith("adumbo") and not _is_qnehvi(m)]
         best_peer = max(peers) if peers else float("nan")
         gp = med.get("optuna_gp", (float("nan"),))[0]
         for mth, (v, n, sec, cpu) in med.items():
@@ -342,6 +342,11 @@ def _is_batch(method: str) -> bool:
     return "_q" in method or method.partition(":")[0] in BATCH_METHODS
 
 
+def _is_qnehvi(method: str) -> bool:
+    """BoTorch's qLogNEHVI, sequential (``qnehvi``) or in joint batches of N (``qnehvi_qN``)."""
+    return method.split("_q")[0] == "qnehvi"
+
+
 def _sequential_of(method: str) -> str:
     """The sequential method a batch method is compared with: ``qnehvi_q4`` -> ``qnehvi``, every other batch
     method (``adumbo_q4``, ``adumbo_a4:lower_bound``, ...) -> ``adumbo``.
@@ -350,7 +355,7 @@ def _sequential_of(method: str) -> str:
         >>> _sequential_of("qnehvi_q4"), _sequential_of("adumbo_a4:lower_bound")
         ('qnehvi', 'adumbo')
     """
-    return "qnehvi" if method.split("_q")[0] == "qnehvi" else "adumbo"
+    return "qnehvi" if _is_qnehvi(method) else "adumbo"
 
 
 def summarise_batch(rows: list[dict]) -> str:
